@@ -1,0 +1,113 @@
+"""Step timing for the benchmark entry point.
+
+A "step" is one full training step: forward, backward and optimizer update.
+Steps run the way training runs them, ``steps_per_call`` at a time inside
+one jitted ``lax.scan`` (distinct random batches), so per-call Python
+dispatch is amortised; the reported time is the median over calls of
+(call time / steps_per_call), after compilation and warm-up calls.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from sampling_mlp import registry, train
+
+
+def interleaved_medians(calls: Sequence[Callable[[], object]], *,
+                        repeats: int, warmup: int) -> list[float]:
+  """Median seconds of each zero-argument call, timed in alternation so that
+  every call sees the same background load on a shared machine."""
+  for _ in range(warmup):
+    for fn in calls:
+      jax.block_until_ready(fn())
+  times = [[] for _ in calls]
+  for _ in range(repeats):
+    for fn, ts in zip(calls, times):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      ts.append(time.perf_counter() - t0)
+  return [statistics.median(ts) for ts in times]
+
+
+def step_runner(impl: registry.MethodImpl, *, batch_size: int,
+                steps_per_call: int = 10, seed: int = 0
+                ) -> Callable[[], object]:
+  """A compiled zero-argument call running ``steps_per_call`` steps."""
+  model = impl.model
+  keys = train.RunKeys(seed)
+  state = train.init_state(impl, keys)
+  kx, ky = jax.random.split(jax.random.key(seed + 1))
+  xs = jax.random.normal(kx, (steps_per_call, batch_size, model.input_dim))
+  ys = jax.random.randint(ky, (steps_per_call, batch_size), 0,
+                          model.num_classes)
+
+  def run(state, xs, ys, key):
+    def body(state, batch):
+      x, y = batch
+      return impl.train_step(state, x, y,
+                             jax.random.fold_in(key, state.step))
+    state, metrics = jax.lax.scan(body, state, (xs, ys))
+    return state, metrics["loss"][-1]
+
+  compiled = jax.jit(run, donate_argnums=0).lower(
+      state, xs, ys, keys.train).compile()
+  holder = [state]
+
+  def call():
+    holder[0], loss = compiled(holder[0], xs, ys, keys.train)
+    return loss
+
+  return call
+
+
+def time_train_steps(impls: Sequence[registry.MethodImpl], *,
+                     batch_size: int, steps_per_call: int = 10,
+                     repeats: int = 7, warmup: int = 2,
+                     seed: int = 0) -> list[float]:
+  """Median seconds per training step of each method, timed interleaved."""
+  calls = [step_runner(impl, batch_size=batch_size,
+                       steps_per_call=steps_per_call, seed=seed)
+           for impl in impls]
+  return [t / steps_per_call for t in
+          interleaved_medians(calls, repeats=repeats, warmup=warmup)]
+
+
+def matmul_peak_gflops(*, batch_size: int, hidden: int, repeats: int = 7,
+                       seed: int = 0) -> float:
+  """Achieved GFLOP/s of a plain ``jnp.dot`` [B, hidden] @ [hidden, hidden]."""
+  ka, kb = jax.random.split(jax.random.key(seed))
+  a = jax.random.normal(ka, (batch_size, hidden))
+  b = jax.random.normal(kb, (hidden, hidden))
+  dot = jax.jit(jnp.dot)
+  reps = max(1, int(2e8 // (batch_size * hidden * hidden)))  # >= ~0.2 GMAC
+
+  def call():
+    out = None
+    for _ in range(reps):
+      out = dot(a, b)
+    return out
+
+  seconds = interleaved_medians([call], repeats=repeats, warmup=2)[0] / reps
+  return 2.0 * batch_size * hidden * hidden / seconds / 1e9
+
+
+def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
+                  seconds: float, standard_seconds: float,
+                  peak_gflops: float) -> dict:
+  """One output line of the benchmark for ``impl`` (times in seconds)."""
+  flops = impl.step_flops(batch_size)
+  exact = registry.exact_step_flops(impl.model.sizes, batch_size)
+  return {
+      "step_ms": seconds * 1e3,
+      "speedup_vs_standard": standard_seconds / seconds,
+      "flops_fraction": flops / exact,
+      "gflops": 2.0 * flops / seconds / 1e9,
+      "matmul_peak_gflops": peak_gflops,
+      "saves_compute": impl.saves_compute,
+  }

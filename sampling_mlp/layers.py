@@ -1,0 +1,124 @@
+"""Pure layer math shared by every method.
+
+Weights are stored as ``w: [n_in, n_out]`` so that column ``j`` holds node
+``j``'s incoming weights and a layer computes ``z = a @ w + b`` (the paper's
+``z^k = a^{k-1} W^k + b^k``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "linear")
+
+# PyTorch's default negative slope; the reference code used nn.LeakyReLU().
+LEAKY_SLOPE = 0.01
+
+
+class LayerParams(NamedTuple):
+  """Parameters of one fully connected layer.
+
+  Attributes:
+    w: [n_in, n_out] weights; column j is node j's incoming weights.
+    b: [n_out] bias.
+  """
+
+  w: jax.Array
+  b: jax.Array
+
+
+Params = tuple  # tuple[LayerParams, ...], hidden layers first, output layer last.
+
+
+def check_activation(name: str) -> str:
+  if name not in ACTIVATIONS:
+    raise ValueError(
+        f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+  return name
+
+
+def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
+  """Returns the elementwise activation called ``name``."""
+  check_activation(name)
+  if name == "relu":
+    return jax.nn.relu
+  if name == "leaky_relu":
+    return lambda z: jax.nn.leaky_relu(z, LEAKY_SLOPE)
+  if name == "sigmoid":
+    return jax.nn.sigmoid
+  return lambda z: z
+
+
+def dense(params: LayerParams, x: jax.Array) -> jax.Array:
+  """Exact affine layer.
+
+  Args:
+    params: layer weights ``w`` [n, m] and bias ``b`` [m].
+    x: [B, n] inputs.
+
+  Returns:
+    [B, m] pre-activations ``x @ w + b``.
+  """
+  return x @ params.w + params.b
+
+
+def init_layer(key: jax.Array, n_in: int, n_out: int,
+               dtype=jnp.float32) -> LayerParams:
+  """PyTorch's default ``nn.Linear`` initialisation (the paper's code base).
+
+  Both weights and bias are drawn from U(-1/sqrt(n_in), 1/sqrt(n_in)).
+  """
+  kw, kb = jax.random.split(key)
+  bound = 1.0 / (n_in ** 0.5)
+  w = jax.random.uniform(kw, (n_in, n_out), dtype, -bound, bound)
+  b = jax.random.uniform(kb, (n_out,), dtype, -bound, bound)
+  return LayerParams(w, b)
+
+
+def layer_sizes(*, input_dim: int, hidden: int, depth: int,
+                num_classes: int) -> tuple[int, ...]:
+  """Sizes ``(input_dim, hidden, ..., hidden, num_classes)`` of an MLP."""
+  if depth < 0:
+    raise ValueError(f"depth must be >= 0 hidden layers, got {depth}")
+  if hidden < 1:
+    raise ValueError(f"hidden width must be >= 1, got {hidden}")
+  return (input_dim,) + (hidden,) * depth + (num_classes,)
+
+
+def init_mlp(key: jax.Array, sizes: Sequence[int]) -> Params:
+  """Initialises an MLP with the given layer sizes; one key per layer."""
+  keys = jax.random.split(key, len(sizes) - 1)
+  return tuple(
+      init_layer(k, n, m) for k, n, m in zip(keys, sizes[:-1], sizes[1:]))
+
+
+def mlp_apply(params: Params, x: jax.Array, *, activation: str) -> jax.Array:
+  """Exact forward pass: every hidden layer then the linear output layer.
+
+  Args:
+    params: tuple of LayerParams, hidden layers first.
+    x: [B, input_dim] inputs.
+    activation: hidden activation name.
+
+  Returns:
+    [B, num_classes] logits.
+  """
+  act = activation_fn(activation)
+  for p in params[:-1]:
+    x = act(dense(p, x))
+  return dense(params[-1], x)
+
+
+def hidden_activations(params: Params, x: jax.Array, *,
+                       activation: str) -> list[jax.Array]:
+  """Exact activations of every hidden layer and the logits, in order."""
+  act = activation_fn(activation)
+  outs = []
+  for p in params[:-1]:
+    x = act(dense(p, x))
+    outs.append(x)
+  outs.append(dense(params[-1], x))
+  return outs
