@@ -2,17 +2,26 @@
 
 Importing this module defines the common flags once.  Each registered
 method's options (``registry.all_options()``) become flags too, so a new
-method needs no change here.  ``--hidden`` and ``--batch_size`` take lists
-(``--hidden=1000,4096``) in every entry point.
+method needs no change here.  ``--hidden``, ``--batch_size`` and ``--depths``
+take lists (``--hidden=1000,4096``) in every entry point.
+
+Scale: every reproduction entry point takes ``--scale=quick`` (default: a
+reduced setting that finishes in minutes on a 2-core CPU) or
+``--scale=paper`` (the paper's sizes: 50 epochs, full data, width 1000).  An
+entry point declares its presets, ``{scale: {flag: value}}``, and calls
+:func:`apply_scale` first thing in ``main``; a preset sets a flag only if the
+command line did not, so ``--scale=paper --epochs=5`` runs 5 epochs.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any, Mapping
 
-from absl import flags
+from absl import flags, logging
 
-from sampling_mlp import layers, registry
+from sampling_mlp import experiment, layers, registry
 from sampling_mlp.optim import OPTIMIZERS
 
 DATASETS = ("mnist_small", "mnist", "fashion_mnist", "norb", "cifar10_gray")
@@ -38,6 +47,24 @@ flags.DEFINE_integer("max_train", None, "Use at most this many training "
 flags.DEFINE_integer("max_test", None, "Use at most this many dev and test "
                      "examples (quick runs).", lower_bound=1)
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_list("depths", ["1", "3", "5", "7"], "Hidden-layer counts "
+                  "(each entry point may set its own default).")
+flags.DEFINE_bool("download", True, "Download missing dataset files into "
+                  "~/.cache/sampling_mlp/ (needs network); with --nodownload "
+                  "a missing dataset fails at once.")
+
+SCALES = ("quick", "paper")
+flags.DEFINE_enum("scale", "quick", SCALES,
+                  "'quick': a reduced setting that finishes in minutes on a "
+                  "2-core CPU (each entry point's docstring gives it); "
+                  "'paper': the paper's sizes (50 epochs, full data, width "
+                  "1000).  Flags given on the command line win over the "
+                  "scale's values.")
+
+# The paper's sizes (Ebrahimi et al. 2025): 50 epochs, the full splits,
+# hidden layers of 1000 nodes.
+PAPER_SCALE = {"epochs": 50, "max_train": None, "max_test": None,
+               "hidden": ["1000"]}
 
 
 def _int_list(name: str, lower: int = 1):
@@ -54,6 +81,7 @@ def _int_list(name: str, lower: int = 1):
 
 _int_list("hidden")
 _int_list("batch_size")
+_int_list("depths")
 
 
 def _define_method_options() -> None:
@@ -109,3 +137,74 @@ def out_path(*parts: str) -> str:
   path = os.path.join(FLAGS.out_dir, *parts)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   return path
+
+
+def set_defaults(**defaults: Any) -> None:
+  """An entry point's own flag defaults (call at import time)."""
+  for name, value in defaults.items():
+    FLAGS.set_default(name, value)
+
+
+def apply_scale(presets: Mapping[str, Mapping[str, Any]],
+                scale: str | None = None) -> dict[str, Any]:
+  """Applies the ``scale`` preset (default ``--scale``) to the flags.
+
+  Args:
+    presets: ``{scale: {flag name: value}}``; list flags take lists.
+    scale: one of ``SCALES``; None reads ``--scale``.
+
+  Returns:
+    The flags actually set, ``{name: value}``: a flag given on the command
+    line (``FLAGS[name].present``) keeps its value.
+
+  Raises:
+    ValueError: ``scale`` has no preset, or a preset names an unknown flag.
+  """
+  scale = FLAGS.scale if scale is None else scale
+  if scale not in presets:
+    raise ValueError(f"no preset for --scale={scale}; this entry point has "
+                     f"{', '.join(presets)}")
+  applied = {}
+  for name, value in presets[scale].items():
+    if name not in FLAGS:
+      raise ValueError(f"the {scale!r} preset sets --{name}, which is not a "
+                       "defined flag")
+    if FLAGS[name].present:
+      continue
+    if isinstance(value, (list, tuple)):
+      value = [str(v) for v in value]
+    setattr(FLAGS, name, value)
+    applied[name] = value
+  logging.info("--scale=%s set %s", scale, applied)
+  return applied
+
+
+def dataset_loader():
+  """``load_dataset`` with ``--download`` bound (what ``run_specs`` calls)."""
+  from sampling_mlp import data
+  return functools.partial(data.load_dataset, download=FLAGS.download)
+
+
+def make_spec(*, method: str, depth: int, hidden: int, batch_size: int,
+              dataset: str | None = None, learning_rate: float | None = None,
+              **method_overrides: Any) -> experiment.RunSpec:
+  """A run spec from the flags; keyword arguments override them."""
+  values = method_values()
+  values.update(method_overrides)
+  return experiment.RunSpec.make(
+      method=method, method_values=values,
+      dataset=FLAGS.dataset if dataset is None else dataset, depth=depth,
+      hidden=hidden, batch_size=batch_size, epochs=FLAGS.epochs,
+      seed=FLAGS.seed,
+      learning_rate=(FLAGS.learning_rate if learning_rate is None
+                     else learning_rate),
+      optimizer=FLAGS.optimizer, activation=FLAGS.activation,
+      max_train=FLAGS.max_train, max_test=FLAGS.max_test)
+
+
+def run(specs, entry_point: str, *, loader=None) -> list[list[dict]]:
+  """Runs ``specs`` (resumable) into ``--out_dir``/<entry_point>/runs.jsonl."""
+  return experiment.run_specs(
+      specs, results_path=out_path(entry_point, "runs.jsonl"),
+      data_dir=FLAGS.data_dir, progress=FLAGS.progress,
+      dataset_loader=loader or dataset_loader())

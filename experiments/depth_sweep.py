@@ -8,11 +8,24 @@ Command (the README's main job; a few minutes on a 2-core CPU, on the
 
   python -m experiments.depth_sweep --method=standard
 
-Several methods at once: ``--method=standard,mc``.  Writes under
-``--out_dir``/depth_sweep/: ``runs.jsonl`` (one row per run and epoch; rerun
-the same command to resume), ``<tag>.md`` (summary table), ``<tag>_depth.png``
-(final test accuracy and total training time against depth) and
-``<tag>_time.png`` (cumulative training time against epoch).
+Several methods at once, on Fashion-MNIST (one combined table and plot):
+
+  python -m experiments.depth_sweep \
+      --method=standard,alsh,mc,dropout,adaptive_dropout --dataset=fashion_mnist
+
+Scale (``--scale``; flags given on the command line win):
+
+* ``quick`` (default): 3 epochs, at most 10,000 training and 2,000 dev/test
+  examples, width 1000, batch 32.  ``mnist_small`` is smaller than that, so
+  the README's main job runs on all of it.  All five methods on
+  Fashion-MNIST: about 5 minutes on a (shared) 2-core CPU.
+* ``paper``: 50 epochs, the full splits, width 1000.
+
+Writes under ``--out_dir``/depth_sweep/: ``runs.jsonl`` (one row per run and
+epoch; rerun the same command to resume), ``<tag>.md`` (summary table),
+``<tag>_depth.png`` (final test accuracy and total training time against
+depth) and ``<tag>_time.png`` (cumulative training time against epoch), with
+``<tag> = <dataset>_<methods>``.
 """
 
 from absl import app, flags, logging
@@ -20,33 +33,27 @@ from absl import app, flags, logging
 from experiments import common
 from sampling_mlp import experiment
 
-flags.DEFINE_list("depths", ["1", "3", "5", "7"], "Hidden-layer counts.")
-
 FLAGS = flags.FLAGS
+
+PRESETS = {
+    "quick": {"epochs": 3, "max_train": 10000, "max_test": 2000},
+    "paper": common.PAPER_SCALE,
+}
 
 
 def sweep_specs() -> list[experiment.RunSpec]:
-  specs = []
-  for method in FLAGS.method:
-    for hidden in common.ints(FLAGS.hidden):
-      for batch_size in common.ints(FLAGS.batch_size):
-        for depth in common.ints(FLAGS.depths):
-          specs.append(experiment.RunSpec.make(
-              method=method, method_values=common.method_values(),
-              dataset=FLAGS.dataset, depth=depth, hidden=hidden,
-              batch_size=batch_size, epochs=FLAGS.epochs, seed=FLAGS.seed,
-              learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer,
-              activation=FLAGS.activation, max_train=FLAGS.max_train,
-              max_test=FLAGS.max_test))
-  return specs
+  return [common.make_spec(method=method, depth=depth, hidden=hidden,
+                           batch_size=batch_size)
+          for method in FLAGS.method
+          for hidden in common.ints(FLAGS.hidden)
+          for batch_size in common.ints(FLAGS.batch_size)
+          for depth in common.ints(FLAGS.depths)]
 
 
 def main(argv):
   del argv
-  specs = sweep_specs()
-  runs = experiment.run_specs(
-      specs, results_path=common.out_path("depth_sweep", "runs.jsonl"),
-      data_dir=FLAGS.data_dir, progress=FLAGS.progress)
+  common.apply_scale(PRESETS)
+  runs = common.run(sweep_specs(), "depth_sweep")
   summary = experiment.final_rows(runs)
   tag = f"{FLAGS.dataset}_{'-'.join(FLAGS.method)}"
   md = common.out_path("depth_sweep", f"{tag}.md")

@@ -887,18 +887,19 @@ class ALSH(_registry.MethodImpl):
       idx, nc, fr = select_active(seeds[k], collisions(q, mstate.tables[k]),
                                   self.budgets[k])
       w, b = slabs[k]
+      bb = b[idx]
       if rows is None:
-        blk = w[idx]
-        wk = blk[:, 0]
+        blk = w[idx]  # [s, S, D]
+        # All slots times the input, then slot 0: cheaper than copying the
+        # parameter slot out of the gathered rows.
+        z = jnp.einsum("ksd,d->ks", blk, a)[:, 0] + bb[:, 0]
       else:
         blk = w[idx[:, None], rows[None, :]]  # [s, r, S]
-        wk = blk[..., 0]
-      bb = b[idx]
-      bk = bb[:, 0]
+        z = blk[..., 0] @ a + bb[:, 0]
       if deltas is not None:
-        wk, bk = wk + deltas[k].w, bk + deltas[k].b
+        z = z + deltas[k].w @ a + deltas[k].b
       inputs.append(a)
-      a, rows = self.act(wk @ a + bk), idx
+      a, rows = self.act(z), idx
       idxs.append(idx)
       blocks.append(_layers.LayerParams(blk, bb))
       coll.append(nc)

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from absl import logging
 import numpy as np
@@ -370,3 +370,129 @@ def _save(fig, path: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     _pyplot().close(fig)
+
+
+# -- helpers shared by the reproduction entry points -------------------------
+
+
+def config_value(row: Mapping[str, Any], key: str, default: Any = None) -> Any:
+  """A setting of the run behind ``row``: a :class:`RunSpec` field (e.g.
+  ``learning_rate``) or one of the method's options (e.g. ``mc_loss_axis``)."""
+  cfg = row.get("config") or {}
+  if key in cfg:
+    return cfg[key]
+  return (cfg.get("method_config") or {}).get(key, default)
+
+
+def run_label(rows: Sequence[Mapping[str, Any]]) -> str:
+  """The default legend label of a run: method, depth and batch size."""
+  r0 = rows[0]
+  return f"{r0['method']} d={r0['depth']} B={r0['batch_size']}"
+
+
+def format_values(values: Sequence[float] | None, digits: int = 3,
+                  sep: str = " / ") -> str:
+  """A list of numbers as one table cell (``0.812 / 0.845``); '' for None."""
+  if values is None:
+    return ""
+  return sep.join(f"{float(v):.{digits}f}" for v in values)
+
+
+def per_epoch_rows(runs: Sequence[Sequence[Mapping[str, Any]]],
+                   keys: Sequence[str]) -> list[dict]:
+  """One flat dict per (run, epoch) holding ``keys`` (a long-format table)."""
+  return [{k: r.get(k, "") for k in keys} for rows in runs for r in rows]
+
+
+class Line(NamedTuple):
+  """One line of a plot; ``style`` goes to ``Axes.plot`` (e.g. linestyle)."""
+
+  label: str
+  x: Sequence[float]
+  y: Sequence[float]
+  style: Mapping[str, Any] = {}
+
+
+class Panel(NamedTuple):
+  """One subplot."""
+
+  lines: Sequence[Line]
+  xlabel: str = ""
+  ylabel: str = ""
+  title: str = ""
+  log_y: bool = False
+
+
+def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
+                label_fn=run_label, style_fn=None) -> list[Line]:
+  """A :class:`Line` per run of the per-epoch quantity ``y``.
+
+  Args:
+    runs: per run, its rows (one per epoch); empty runs are skipped.
+    y: the row key to plot against ``epoch``.
+    label_fn: ``label_fn(rows) -> str``.
+    style_fn: ``style_fn(rows) -> dict`` of ``Axes.plot`` keywords, or None.
+  """
+  return [Line(label_fn(rows), [r["epoch"] for r in rows],
+               [r[y] for r in rows], style_fn(rows) if style_fn else {})
+          for rows in runs if rows]
+
+
+def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
+                ncols: int = 2) -> None:
+  """Subplots in a grid of ``ncols`` columns, each with its own legend."""
+  plt = _pyplot()
+  ncols = max(1, min(ncols, len(panels)))
+  nrows = -(-len(panels) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows),
+                           squeeze=False)
+  for ax, panel in zip(axes.flat, panels):
+    for line in panel.lines:
+      ax.plot(line.x, line.y, marker=".", label=line.label,
+              **dict(line.style))
+    ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
+    if panel.log_y:
+      ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if panel.lines:
+      ax.legend(fontsize="small")
+  for ax in list(axes.flat)[len(panels):]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_grouped_bars(path: str, *, categories: Sequence[str],
+                      panels: Sequence[tuple[str, str, bool,
+                                             Mapping[str, Sequence[float]]]],
+                      title: str = "") -> None:
+  """Grouped bar charts side by side.
+
+  Args:
+    path: the PNG.
+    categories: the groups along x (e.g. datasets).
+    panels: per subplot ``(title, ylabel, log_y, {series: values})`` with one
+      value per category; NaN leaves a gap (e.g. a missing dataset).
+    title: the figure title.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4),
+                           squeeze=False)
+  x = np.arange(len(categories))
+  for ax, (ptitle, ylabel, log_y, series) in zip(axes.flat, panels):
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+      ax.bar(x + (i - (len(series) - 1) / 2) * width,
+             np.asarray(values, dtype=float), width, label=label)
+    ax.set_xticks(x, categories)
+    ax.set(ylabel=ylabel, title=ptitle)
+    if log_y:
+      ax.set_yscale("log")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)

@@ -138,6 +138,9 @@ class MethodImpl:
     return exact_step_flops(self.model.sizes, batch_size)
 
   saves_compute: str = "n/a"
+  # Set by the training loop before compiling; methods whose diagnostics
+  # depend on the batch composition (MC-APPROX) read it.
+  train_batch_size: int | None = None
 
 
 def exact_step_flops(sizes, batch_size: int) -> int:
@@ -188,7 +191,7 @@ class MethodSpec:
 
 _REGISTRY: dict[str, MethodSpec] = {}
 # Modules that register the built-in methods, imported on first lookup.
-_BUILTIN_MODULES = ("standard", "alsh", "dropout")
+_BUILTIN_MODULES = ("standard", "mc", "alsh", "dropout")
 
 
 def register(spec: MethodSpec) -> MethodSpec:

@@ -138,6 +138,7 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
     raise ValueError(f"batch_size {cfg.batch_size} is larger than the "
                      f"{n} training examples; lower --batch_size or raise "
                      "--max_train")
+  impl.train_batch_size = cfg.batch_size
   epoch_fn = make_epoch_fn(impl, batch_size=cfg.batch_size,
                            num_batches=num_batches)
   end_fn = jax.jit(impl.end_epoch, donate_argnums=0)

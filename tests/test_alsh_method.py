@@ -1,0 +1,527 @@
+"""Tests for the ALSH-APPROX training method (class ``alsh.ALSH``).
+
+The hashing kernels are tested in ``test_alsh.py``; this module tests what
+the method builds on them: sparse query hashing, the sparse forward pass and
+its active sets, the lazy block update, table rebuilding, exact prediction,
+diagnostics, the cost model, option validation and the end-to-end run.
+
+Shapes are small (input 24, hidden 48, depth 1-3) so the module runs in well
+under a minute on two CPU cores.
+"""
+
+import functools
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sampling_mlp import alsh, experiment, layers, registry, train
+from sampling_mlp.alsh import ALSH
+from sampling_mlp.optim import OptimConfig
+
+D, HIDDEN, CLASSES = 24, 48, 5
+# The usual sparse configuration: budget 8 of 48 nodes, so even the union of
+# the active sets of a batch of 4 leaves nodes out.
+SPARSE = dict(alsh_active_fraction=0.15, alsh_rebuild="epoch")
+
+
+def _model(depth=2, hidden=HIDDEN, activation="leaky_relu"):
+  return registry.ModelConfig(input_dim=D, num_classes=CLASSES, hidden=hidden,
+                              depth=depth, activation=activation)
+
+
+def _impl(model, lr=1e-3, **options):
+  return registry.get("alsh").make(model, OptimConfig(learning_rate=lr),
+                                   options)
+
+
+class _Built(NamedTuple):
+  impl: ALSH
+  step: Callable  # jitted train_step
+  active_sets: Callable  # jitted (state, x, key) -> idxs, see _active_sets
+
+
+def _built(depth=2, hidden=HIDDEN, lr=1e-3, **options) -> _Built:
+  """One impl and its jitted functions per configuration, shared by tests so
+  that each configuration compiles once per module."""
+  full = tuple(sorted(registry.get("alsh").config(options).items()))
+  return _built_cached(depth, hidden, lr, full)
+
+
+@functools.lru_cache(maxsize=None)
+def _built_cached(depth, hidden, lr, options) -> _Built:
+  impl = _impl(_model(depth, hidden), lr, **dict(options))
+  return _Built(impl, jax.jit(impl.train_step),
+                jax.jit(functools.partial(_active_sets, impl)))
+
+
+def _batch(seed, n):
+  kx, ky = jax.random.split(jax.random.key(seed))
+  return (jax.random.normal(kx, (n, D)),
+          jax.random.randint(ky, (n,), 0, CLASSES))
+
+
+def _active_sets(impl, state, x, key):
+  """The active sets the step ``train_step(state, x, y, key)`` uses.
+
+  Reproduces the step's own draw from the same key (deliberately: this is a
+  replay of that step, not a second use of its randomness).
+
+  Returns:
+    per hidden layer, int [B, budget_k].
+  """
+  depth = len(state.params) - 1
+  seeds = jax.random.bits(key, (x.shape[0], max(depth, 1)), jnp.uint32)
+  fwd = lambda xi, si: impl._example_forward(  # pylint: disable=protected-access
+      state.params, None, state.method_state, xi, si)[1][0]
+  return jax.vmap(fwd)(x, seeds)
+
+
+def _touched_masks(sizes, idxs):
+  """Boolean masks, in standard layout, of the weights a step may update.
+
+  Args:
+    sizes: the model's layer sizes.
+    idxs: per hidden layer, active sets [B, s_k].
+
+  Returns:
+    per layer (hidden layers, then output), (w mask [n_in, n_out], b mask
+    [n_out]): node j of hidden layer k is touched for example b if it is in
+    that example's active set, weight (i, j) if moreover input i is (all
+    inputs for the first layer); output weights on the rows of the last
+    hidden layer's active set; the output bias always.
+  """
+  batch = idxs[0].shape[0] if idxs else 1
+  out = []
+  prev = [np.ones(sizes[0], bool)] * batch
+  for k, idx in enumerate(idxs):
+    wm = np.zeros((sizes[k], sizes[k + 1]), bool)
+    bm = np.zeros(sizes[k + 1], bool)
+    cur = []
+    for b in range(batch):
+      c = np.zeros(sizes[k + 1], bool)
+      c[idx[b]] = True
+      wm |= np.outer(prev[b], c)
+      bm |= c
+      cur.append(c)
+    out.append((wm, bm))
+    prev = cur
+  wm = np.zeros((sizes[-2], sizes[-1]), bool)
+  for b in range(batch):
+    wm |= prev[b][:, None]
+  out.append((wm, np.ones(sizes[-1], bool)))
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Sparse query hashing
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", alsh.HASHES)
+@pytest.mark.parametrize("transform", alsh.TRANSFORMS)
+@pytest.mark.parametrize("m", [None, 1])
+def test_sparse_query_codes_match_dense_hash(transform, family, m):
+  n_in, K, L = 30, 6, 5
+  hp = alsh.init_hash(
+      jax.random.key(0),
+      dim=alsh.transformed_dim(n_in, transform=transform, m=m), K=K, L=L,
+      family=family)
+  qh = alsh.query_hash(hp, n_in, transform=transform, m=m)
+  dense_codes = jax.jit(jax.vmap(lambda a: alsh.hash_codes(
+      hp, alsh.transform_queries(a, transform=transform, m=m))))
+  sparse_codes = jax.jit(jax.vmap(alsh.sparse_query_codes,
+                                  in_axes=(None, 0, None)))
+  a = jax.random.normal(jax.random.key(1), (16, n_in))
+
+  # Dense queries (rows=None), and the zero query (no NaN, same code).
+  a0 = jnp.concatenate([a, jnp.zeros((1, n_in))])
+  got = sparse_codes(qh, a0, None)
+  chex.assert_shape(got, (17, L))
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(got, dense_codes(a0))
+
+  # Sparse queries: 11 unsorted rows, values only there.
+  rows = jax.random.permutation(jax.random.key(2), n_in)[:11]
+  vals = a[:, :11]
+  dense_a = jnp.zeros_like(a).at[:, rows].set(vals)
+  got = sparse_codes(qh, vals, rows)
+  np.testing.assert_array_equal(got, dense_codes(dense_a))
+  # The check has teeth: the queries do not all share one code.
+  assert len({tuple(r) for r in np.asarray(got).tolist()}) > 1
+
+
+# ---------------------------------------------------------------------------
+# Fraction 1.0 is STANDARD
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_full_fraction_equals_standard(depth, batch):
+  """With every node active, per-example blocks cover every weight, so the
+  lazy Adam update is dense Adam and the step is STANDARD's (up to float
+  summation order, since active sets are permutations of the nodes)."""
+  alsh_impl, alsh_step, _ = _built(depth, 32, 1e-2, alsh_active_fraction=1.0)
+  std = registry.get("standard").make(alsh_impl.model,
+                                      OptimConfig(learning_rate=1e-2))
+  steps = {"alsh": alsh_step, "standard": jax.jit(std.train_step)}
+  states = {"alsh": train.init_state(alsh_impl, train.RunKeys(3)),
+            "standard": train.init_state(std, train.RunKeys(3))}
+  init = states["standard"].params
+  chex.assert_trees_all_equal(ALSH.standard_params(states["alsh"]), init)
+  key = jax.random.key(4)
+  for t in range(3):
+    x, y = _batch(10 + t, batch)
+    key, k = jax.random.split(key)
+    losses = {}
+    for n, step in steps.items():
+      states[n], metrics = step(states[n], x, y, k)
+      losses[n] = float(metrics["loss"])
+    np.testing.assert_allclose(losses["alsh"], losses["standard"], rtol=1e-5)
+  chex.assert_trees_all_close(ALSH.standard_params(states["alsh"]),
+                              states["standard"].params, rtol=1e-5, atol=1e-6)
+  # The comparison has teeth: training moved the weights.
+  assert np.max(np.abs(np.asarray(states["standard"].params[0].w)
+                       - np.asarray(init[0].w))) > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# Active sets and the approximate forward pass
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_approx_forward_active_sets(depth):
+  impl, _, _ = _built(depth, **SPARSE)
+  state = train.init_state(impl, train.RunKeys(0))
+  x, _ = _batch(1, 3)
+  acts, idxs, inputs = jax.jit(impl.approx_forward)(state, x,
+                                                    jax.random.key(2))
+  budget = alsh.budget_for(HIDDEN, SPARSE["alsh_active_fraction"])
+  assert impl.budgets == (budget,) * depth
+  assert len(acts) == depth + 1 and len(idxs) == len(inputs) == depth
+  params = ALSH.standard_params(state)
+  act = layers.activation_fn(impl.model.activation)
+  np.testing.assert_array_equal(inputs[0], x)
+  for k in range(depth):
+    idx = np.asarray(idxs[k]).astype(np.int64)
+    chex.assert_shape(idx, (3, budget))  # the static budget
+    for row in idx:
+      assert len(set(row.tolist())) == budget  # no duplicates
+      assert row.min() >= 0 and row.max() < HIDDEN
+    a = np.asarray(acts[k])
+    chex.assert_shape(a, (3, HIDDEN))
+    off = np.ones_like(a, bool)
+    np.put_along_axis(off, idx, False, axis=1)
+    np.testing.assert_array_equal(a[off], 0.0)
+    # On the active set: the exact activation of the (sparse) layer input.
+    exact = np.asarray(act(inputs[k] @ params[k].w + params[k].b))
+    on = np.take_along_axis(a, idx, 1)
+    np.testing.assert_allclose(on, np.take_along_axis(exact, idx, 1),
+                               rtol=1e-5, atol=1e-6)
+    assert np.all(on != 0)  # leaky_relu: active nodes are really computed
+    if k + 1 < depth:
+      np.testing.assert_allclose(inputs[k + 1], a, rtol=1e-6)
+  np.testing.assert_allclose(acts[-1], acts[-2] @ params[-1].w + params[-1].b,
+                             rtol=1e-5, atol=1e-5)
+  # Examples draw their own sets.
+  assert len({tuple(sorted(r)) for r in np.asarray(idxs[0]).tolist()}) > 1
+
+
+# ---------------------------------------------------------------------------
+# Sparse (lazy) updates
+# ---------------------------------------------------------------------------
+
+
+def _check_touched(before, after, masks, what):
+  for k, ((wb, bb), (wa, ba), (wm, bm)) in enumerate(zip(before, after,
+                                                         masks)):
+    for name, old, new, mask in (("w", wb, wa, wm), ("b", bb, ba, bm)):
+      old, new = np.asarray(old), np.asarray(new)
+      np.testing.assert_array_equal(
+          new[~mask], old[~mask],
+          err_msg=f"{what}: layer {k} {name} changed off the touched set")
+      assert np.all(new[mask] != old[mask]), (
+          f"{what}: layer {k} {name} unchanged on part of the touched set")
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_inactive_nodes_get_no_update(batch):
+  """Exactly the active blocks move: hidden layer k's columns off the active
+  set, its rows off layer k-1's active set, and the output layer's rows off
+  the last active set keep their weights and (zero) Adam moments."""
+  impl, step, active_sets = _built(3, **SPARSE)
+  state0 = train.init_state(impl, train.RunKeys(5))
+  x, y = _batch(6, batch)
+  key = jax.random.key(7)
+  idxs = [np.asarray(i).astype(np.int64)
+          for i in active_sets(state0, x, key)]
+  budget = alsh.budget_for(HIDDEN, SPARSE["alsh_active_fraction"])
+  for idx in idxs:
+    chex.assert_shape(idx, (batch, budget))
+  masks = _touched_masks(impl.model.sizes, idxs)
+  # Teeth: the sets leave nodes out.
+  assert all(m[1].sum() <= batch * budget < HIDDEN for m in masks[:-1])
+
+  state1, _ = step(state0, x, y, key)
+  _check_touched(ALSH.standard_params(state0), ALSH.standard_params(state1),
+                 masks, "params")
+  for i, moment in enumerate(ALSH.moments(state1)):
+    # A fresh state's moments are zero, so "changed" is "non-zero".
+    zeros = jax.tree.map(jnp.zeros_like, moment)
+    _check_touched(zeros, moment, masks, f"moment {i + 1}")
+  assert int(state1.opt_state) == 1 and int(state1.step) == 1
+
+
+def test_lazy_adam_keeps_untouched_moments():
+  """A weight touched at step 1 but not at step 2 keeps its step-1 value and
+  moments (lazy Adam); weights touched at step 2 move."""
+  impl, step, active_sets = _built(3, **SPARSE)
+  state0 = train.init_state(impl, train.RunKeys(8))
+  (x1, y1), (x2, y2) = _batch(9, 1), _batch(10, 1)
+  k1, k2 = jax.random.split(jax.random.key(11))
+  state1, _ = step(state0, x1, y1, k1)
+  idxs2 = [np.asarray(i).astype(np.int64)
+           for i in active_sets(state1, x2, k2)]
+  state2, _ = step(state1, x2, y2, k2)
+  masks2 = _touched_masks(impl.model.sizes, idxs2)
+  slots = lambda s: (ALSH.standard_params(s),) + ALSH.moments(s)
+  for what, s1, s2 in zip(("params", "moment 1", "moment 2"), slots(state1),
+                          slots(state2)):
+    _check_touched(s1, s2, masks2, what)
+  # Teeth: in every layer some weights were touched at step 1 and not at 2.
+  for k, (layer, (wm, _)) in enumerate(zip(ALSH.moments(state1)[0], masks2)):
+    assert np.any((np.asarray(layer.w) != 0) & ~wm), k
+
+
+# ---------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------
+
+
+def _expected_tables(impl, state):
+  params = ALSH.standard_params(state)
+  return tuple(
+      alsh.build_tables(hp, p.w, transform=impl.transform, m=impl.m, U=impl.U)
+      for hp, p in zip(state.method_state.hashes, params[:-1]))
+
+
+def _assert_tables_differ(a, b):
+  assert any(np.any(np.asarray(x) != np.asarray(y)) for x, y in zip(a, b))
+
+
+def test_init_is_deterministic():
+  impl = _built(2).impl
+  params = layers.init_mlp(jax.random.key(0), impl.model.sizes)
+  s1 = impl.init(jax.random.key(1), params)
+  s2 = impl.init(jax.random.key(1), params)
+  s3 = impl.init(jax.random.key(2), params)
+  chex.assert_trees_all_equal(s1, s2)
+  _assert_tables_differ(s1.method_state.tables, s3.method_state.tables)
+  chex.assert_trees_all_equal(s1.method_state.tables,
+                              _expected_tables(impl, s1))
+  for k, t in enumerate(s1.method_state.tables):
+    chex.assert_shape(t, (impl.L, impl.model.sizes[k + 1]))
+
+
+# A large learning rate, so that a few steps move some nodes to new buckets.
+MOVING = dict(lr=3e-2, alsh_active_fraction=0.5, alsh_rebuild="3")
+
+
+@pytest.mark.parametrize("transform,family", [("l2_alsh", "srp"),
+                                              ("simple_lsh", "l2")])
+def test_end_epoch_rebuilds_from_current_weights(transform, family):
+  impl, step, _ = _built(2, alsh_transform=transform, alsh_hash=family,
+                         **MOVING)
+  state = train.init_state(impl, train.RunKeys(12))
+  tables0 = state.method_state.tables
+  key = jax.random.key(13)
+  for t in range(2):  # before the schedule's first rebuild
+    key, k = jax.random.split(key)
+    state, _ = step(state, *_batch(20 + t, 4), k)
+    chex.assert_trees_all_equal(state.method_state.tables, tables0)
+  ended = jax.jit(impl.end_epoch)(state, jax.random.key(14))
+  chex.assert_trees_all_equal(ended.method_state.tables,
+                              _expected_tables(impl, state))
+  _assert_tables_differ(ended.method_state.tables, tables0)
+  # Nothing but the tables changes.
+  chex.assert_trees_all_equal(
+      (ended.params, ended.opt_state, ended.step,
+       ended.method_state.hashes, ended.method_state.queries),
+      (state.params, state.opt_state, state.step,
+       state.method_state.hashes, state.method_state.queries))
+
+
+def test_rebuild_schedule_every_three_steps():
+  impl, step, _ = _built(2, **MOVING)
+  state = train.init_state(impl, train.RunKeys(15))
+  tables0 = state.method_state.tables
+  key = jax.random.key(16)
+  for t in range(1, 4):
+    key, k = jax.random.split(key)
+    state, _ = step(state, *_batch(30 + t, 4), k)
+    if t < 3:
+      chex.assert_trees_all_equal(state.method_state.tables, tables0)
+  assert int(state.step) == 3
+  _assert_tables_differ(state.method_state.tables, tables0)
+  chex.assert_trees_all_equal(state.method_state.tables,
+                              _expected_tables(impl, state))
+
+
+# ---------------------------------------------------------------------------
+# Evaluation, diagnostics, metrics
+# ---------------------------------------------------------------------------
+
+
+def test_predict_is_exact():
+  impl, step, _ = _built(3, **SPARSE)
+  standard = registry.get("standard").make(impl.model, OptimConfig())
+  state = train.init_state(impl, train.RunKeys(17))
+  x, y = _batch(18, 8)
+  predict = jax.jit(impl.predict)
+  # At init the layout conversion gives back the standard initial weights.
+  np.testing.assert_allclose(
+      predict(state, x),
+      standard.predict(train.init_state(standard, train.RunKeys(17)), x),
+      rtol=1e-5, atol=1e-6)
+  state, _ = step(state, x[:1], y[:1], jax.random.key(19))
+  np.testing.assert_allclose(
+      predict(state, x),
+      layers.mlp_apply(ALSH.standard_params(state), x,
+                       activation=impl.model.activation), rtol=1e-5,
+      atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_metrics_and_diagnostics(batch):
+  impl, step, _ = _built(3, **SPARSE)
+  depth = 3
+  budget = alsh.budget_for(HIDDEN, SPARSE["alsh_active_fraction"])
+  state = train.init_state(impl, train.RunKeys(20))
+  x, y = _batch(21, batch)
+  state, metrics = step(state, x, y, jax.random.key(22))
+  assert set(metrics) == {"loss", "alsh_colliding", "alsh_random_fraction"}
+  chex.assert_shape(metrics["loss"], ())
+  chex.assert_shape((metrics["alsh_colliding"],
+                     metrics["alsh_random_fraction"]), (depth,))
+  coll = np.asarray(metrics["alsh_colliding"])
+  frac = np.asarray(metrics["alsh_random_fraction"])
+  assert np.all((coll >= 0) & (coll <= HIDDEN))
+  assert np.all((frac >= 0) & (frac <= 1))
+  if batch == 1:
+    np.testing.assert_allclose(frac, np.maximum(budget - coll, 0) / budget)
+
+  diag = jax.jit(impl.diagnostics)(state, _batch(23, 16)[0],
+                                   jax.random.key(24))
+  assert set(diag) == {"alsh_active_size", "alsh_recall_at_10"}
+  np.testing.assert_array_equal(diag["alsh_active_size"], [budget] * depth)
+  recall = np.asarray(diag["alsh_recall_at_10"])
+  chex.assert_shape(recall, (depth,))
+  assert np.all((recall >= 0) & (recall <= 1))
+
+
+def test_recall_is_one_with_every_node_active():
+  impl = _built(3, 32, 1e-2, alsh_active_fraction=1.0).impl
+  state = train.init_state(impl, train.RunKeys(25))
+  diag = jax.jit(impl.diagnostics)(state, _batch(26, 8)[0],
+                                   jax.random.key(27))
+  np.testing.assert_array_equal(diag["alsh_recall_at_10"], [1.0] * 3)
+  np.testing.assert_array_equal(diag["alsh_active_size"], [32.0] * 3)
+
+
+# ---------------------------------------------------------------------------
+# Cost model
+# ---------------------------------------------------------------------------
+
+
+def test_step_flops_saves_compute_at_paper_size():
+  sizes = (784, 1000, 1000, 1000, 10)
+  model = registry.ModelConfig(input_dim=784, num_classes=10, hidden=1000,
+                               depth=3)
+  exact = registry.exact_step_flops(sizes, 1)
+  ratio = lambda **o: _impl(model, **o).step_flops(1) / exact
+  assert ratio() < 0.15  # the paper's 5% active nodes
+  ratios = [ratio(alsh_active_fraction=f) for f in (0.05, 0.1, 0.25, 0.5)]
+  assert ratios == sorted(ratios) and len(set(ratios)) == 4
+  # A batch costs its examples plus one amortised rebuild.
+  impl = _impl(model)
+  assert impl.step_flops(4) - impl.step_flops(2) == 2 * (
+      impl.step_flops(2) - impl.step_flops(1))
+  assert impl.step_flops(4) < 4 * impl.step_flops(1)
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("alsh_K", 0), ("alsh_L", 0), ("alsh_U", 1.5), ("alsh_U", -0.1),
+    ("alsh_m", -1), ("alsh_R", 0.0),
+    ("alsh_active_fraction", 0), ("alsh_active_fraction", 1.5),
+    ("alsh_transform", "foo"), ("alsh_hash", "bar"), ("alsh_rebuild", "x:y"),
+    ("alsh_rebuild", "0"),
+])
+def test_bad_options_name_the_flag(flag, value):
+  with pytest.raises(ValueError, match=flag):
+    registry.get("alsh").config({flag: value})
+
+
+def test_default_and_paper_options_are_valid():
+  spec = registry.get("alsh")
+  cfg = spec.config()
+  assert cfg["alsh_active_fraction"] == 0.05 and cfg["alsh_rebuild"] == "paper"
+  spec.config({"alsh_U": 0.83, "alsh_m": 3, "alsh_rebuild": "100:10000:1000",
+               "alsh_transform": "sign_alsh", "alsh_hash": "l2"})
+
+
+# ---------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_run_one_learns_tiny_problem(tiny, batch_size):
+  spec = experiment.RunSpec.make(
+      method="alsh", method_values={"alsh_active_fraction": 0.25},
+      dataset="tiny", depth=2, hidden=32, batch_size=batch_size, epochs=2)
+  rows = experiment.run_one(spec, tiny, progress=False)
+  assert [r["epoch"] for r in rows] == [1, 2]
+  assert rows[-1]["steps"] == 2 * (512 // batch_size)
+  # Chance is 0.25. Measured with seeds 0-3: 1.0 at B=1 (every seed), 1.0,
+  # 0.96, 0.71, 0.72 at B=8 (fewer, larger steps); this test uses seed 0.
+  assert rows[-1]["test_accuracy"] > (0.8 if batch_size == 1 else 0.5)
+  assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+  for r in rows:
+    assert len(r["alsh_recall_at_10"]) == len(r["alsh_random_fraction"]) == 2
+    assert r["alsh_active_size"] == [8.0, 8.0]
+
+
+# ---------------------------------------------------------------------------
+# Tracing and keys
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_step_does_not_retrace_and_uses_keys_once(batch):
+  impl = _built(2, alsh_active_fraction=0.25, alsh_rebuild="2").impl
+  chex.clear_trace_counter()  # the counter is shared by the parametrizations
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(state, x, y, key):
+    return impl.train_step(state, x, y, key)
+
+  keys = train.RunKeys(28)
+  state = train.init_state(impl, keys)
+  batches = [_batch(40 + t, batch) for t in range(4)]
+  with jax.debug_key_reuse(True):
+    for x, y in batches:  # crosses two table rebuilds
+      state, metrics = step(state, x, y,
+                            jax.random.fold_in(keys.train, state.step))
+  chex.assert_tree_all_finite((state.params, metrics))
+  assert int(state.step) == 4
