@@ -23,6 +23,7 @@ docs/error_propagation.md for the measured runtime):
   and the other ``--alsh_*`` flags; MC-APPROX with each ``--mc_samplers``
   at each ``--mc_ratios``, on batches of ``--mc_batch``; Dropout at each
   ``--keep_probs``), ``--num_keys`` times each.
+* ``--part=report`` rewrites ``table.md`` and the plots from ``rows.jsonl``.
 
 ``--epochs``, ``--method`` and ``--activation`` of the shared flags are not
 used here (``--train_epochs``, the variant lists and ``--activations`` are).
@@ -35,7 +36,7 @@ spreads over keys, growth rates, ALSH against the theorem),
 ``alsh_theorem_<activation>_<init|trained>.png``.
 """
 
-import json
+import os
 import time
 
 from absl import app, flags, logging
@@ -43,8 +44,9 @@ from absl import app, flags, logging
 from experiments import common
 from sampling_mlp import alsh, data, error_analysis, experiment, mc
 
-flags.DEFINE_enum("part", "all", ["all", "theorem", "networks"],
-                  "Which part to run.")
+flags.DEFINE_enum("part", "all", ["all", "theorem", "networks", "report"],
+                  "Which part to run; 'report' rewrites table.md and the "
+                  "plots from an existing rows.jsonl.")
 flags.DEFINE_float("c", 5.0, "The theorem table's c (active part / inactive "
                    "part of every node's sum).", lower_bound=1e-9)
 flags.DEFINE_integer("max_depth", 10, "Networks of 1..max_depth hidden layers.",
@@ -65,9 +67,6 @@ flags.DEFINE_list("mc_samplers", list(mc.SAMPLERS), "MC samplers; empty for none
 flags.DEFINE_list("mc_ratios", ["0.1", "0.5"], "MC sample ratios.")
 flags.DEFINE_list("keep_probs", ["0.05", "0.5"], "Dropout keep probabilities; "
                   "empty for none.")
-flags.DEFINE_bool("jit", False, "Compile every approximate pass (one "
-                  "compilation per variant and depth; slower here, see "
-                  "sampling_mlp/error_analysis.py).")
 
 FLAGS = flags.FLAGS
 
@@ -108,68 +107,19 @@ def config() -> error_analysis.Config:
         batch_size=common.ints(FLAGS.batch_size)[0],
         learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         num_keys=FLAGS.num_keys, variants=tuple(variants()),
-        mc_batch=FLAGS.mc_batch, c=FLAGS.c, jit=FLAGS.jit,
+        mc_batch=FLAGS.mc_batch,
         progress=FLAGS.progress)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
 
 
-def write_networks(cfg, rows) -> None:
-  out = lambda name: common.out_path("error_propagation", name)
-  experiment.write_text(out("rows.jsonl"), "".join(
-      json.dumps(r, sort_keys=True, default=experiment._json_default) + "\n"  # pylint: disable=protected-access
-      for r in rows))
-  summary = error_analysis.summarize(rows)
-  growth = error_analysis.growth(summary)
-  parts = [f"# Error propagation: {cfg.dataset}, width {cfg.hidden}, "
-           f"{cfg.eval_examples} test inputs, {cfg.num_keys} keys\n",
-           "Cells: mean ± std over keys. Relative error "
-           "||approx - exact||_F / ||exact||_F over the evaluation batch.\n"]
-  for act in cfg.activations:
-    for training in error_analysis.trainings(cfg):
-      ss = [s for s in summary
-            if s["activation"] == act and s["training"] == training]
-      accs = {s["depth"]: s["exact_accuracy"] for s in ss}
-      net = ("freshly initialised" if training == "init" else
-             f"after {cfg.train_epochs} epoch(s) of exact training")
-      parts.append(f"\n## {act}, {net}\n")
-      parts.append("Exact test accuracy of the networks (eval batch): " +
-                   ", ".join(f"d={d}: {a:.3f}" for d, a in sorted(accs.items())) + "\n")
-      parts.append("\n### Logits relative error\n\n" + error_analysis.depth_table(
-          summary, field="logits_rel_err", spread="logits_rel_err_std",
-          activation=act, training=training))
-      parts.append("\n### Top-1 agreement with the exact network\n\n" +
-                   error_analysis.depth_table(summary, field="top1",
-                                              spread="top1_std", activation=act,
-                                              training=training))
-      if any(s["method"] == "alsh" for s in ss):
-        parts.append("\n### ALSH-APPROX against the theorem (logits)\n\n" +
-                     error_analysis.alsh_theorem_table(
-                         summary, activation=act, training=training))
-  parts.append("\n## Growth of the logits relative error with depth\n\n"
-               "Least-squares fit over depths: err ~ g^d (g: growth factor "
-               "per added layer) and err ~ d^p.\n\n" +
-               error_analysis.growth_table(growth))
-  experiment.write_text(out("table.md"), "\n".join(parts))
-  for act in cfg.activations:
-    for training in error_analysis.trainings(cfg):
-      error_analysis.plot_error_vs_depth(
-          summary, out(error_analysis.plot_name("error_vs_depth", act, training)),
-          activation=act, training=training,
-          title=f"{cfg.dataset}, width {cfg.hidden}, {act}, {training}: "
-          "approximate vs exact forward pass")
-      if any(v.method == "alsh" for v in cfg.variants):
-        error_analysis.plot_alsh_theorem(
-            summary, out(error_analysis.plot_name("alsh_theorem", act, training)),
-            activation=act, training=training)
-
-
 def main(argv):
   del argv
   t0 = time.perf_counter()
+  out = lambda name: common.out_path("error_propagation", name)
   if FLAGS.part in ("all", "theorem"):
     md, _ = error_analysis.theorem_markdown(FLAGS.c)
-    experiment.write_text(common.out_path("error_propagation", "theorem.md"), md)
+    experiment.write_text(out("theorem.md"), md)
     print(md)
   if FLAGS.part in ("all", "networks"):
     cfg = config()
@@ -177,7 +127,14 @@ def main(argv):
                                 max_train=cfg.max_train,
                                 max_test=FLAGS.max_test, seed=cfg.seed)
     rows = error_analysis.run_networks(cfg, dataset)
-    write_networks(cfg, rows)
+    error_analysis.write_rows(rows, out("rows.jsonl"))
+  if FLAGS.part in ("all", "networks", "report"):
+    if not os.path.exists(out("rows.jsonl")):
+      raise app.UsageError(f"{out('rows.jsonl')} does not exist; run "
+                           "--part=networks (or all) first.")
+    rows = error_analysis.read_rows(out("rows.jsonl"))
+    for path in error_analysis.write_report(rows, os.path.dirname(out("table.md"))):
+      logging.info("wrote %s", path)
   logging.info("error_propagation: %.1f s, wrote %s", time.perf_counter() - t0,
                common.out_path("error_propagation", ""))
   print(f"done in {time.perf_counter() - t0:.1f} s; results in "

@@ -33,7 +33,7 @@ ALL_METHODS = ["standard", "alsh", "mc", "dropout", "adaptive_dropout"]
 common.set_defaults(method=ALL_METHODS, depths=["3", "7"], batch_size=["1"])
 
 PRESETS = {
-    "quick": {"epochs": 3, "max_train": 2000, "max_test": 2000},
+    "quick": {"epochs": 3, "max_train": 1500, "max_test": 2000},
     "paper": common.PAPER_SCALE,
 }
 

@@ -790,6 +790,12 @@ class ALSH(_registry.MethodImpl):
     self.K, self.L = c["alsh_K"], c["alsh_L"]
     self.family = c["alsh_hash"]
     self.schedule = parse_schedule(c["alsh_rebuild"])
+    try:  # combinations the per-flag checks cannot see (K <= 31 for srp)
+      validate_hparams(K=self.K, L=self.L, m=self.m,
+                       U=min(self.U, 0.999999), fraction=c["alsh_active_fraction"],
+                       transform=self.transform, hash=self.family)
+    except ValueError as e:
+      raise ValueError(f"bad --alsh_* flags: {e}") from None
     self.budgets = tuple(budget_for(n, c["alsh_active_fraction"])
                          for n in model.sizes[1:-1])
     self.lazy = _optim.LazyOptimizer(optim_cfg)
@@ -819,6 +825,8 @@ class ALSH(_registry.MethodImpl):
   @classmethod
   def moments(cls, state) -> tuple:
     """Adam's (first, second) moments in the usual layout."""
+    if state.params[-1].b.shape[1] < 3:
+      raise ValueError("this state has no Adam moments (optimizer is sgd)")
     return cls._slot(state, 1), cls._slot(state, 2)
 
   @classmethod
@@ -967,13 +975,10 @@ class ALSH(_registry.MethodImpl):
                                  step)
     metrics = {"loss": loss}
     if depth:
-      axis = 0 if batch == 1 else None
-      metrics["alsh_colliding"] = jnp.mean(coll, axis=axis) if axis is None \
-          else coll.astype(jnp.float32)
-      metrics["alsh_random_fraction"] = frac if batch == 1 else jnp.mean(
-          frac, axis=0)
-      if batch > 1:
-        metrics["alsh_colliding"] = jnp.mean(coll.astype(jnp.float32), axis=0)
+      # Per hidden layer; averaged over the batch's examples.
+      per_layer = lambda t: (t if batch == 1 else jnp.mean(t, axis=0))
+      metrics["alsh_colliding"] = per_layer(coll.astype(jnp.float32))
+      metrics["alsh_random_fraction"] = per_layer(frac)
     return state, metrics
 
   def _update_single(self, slabs, blocks, g, idxs, count):

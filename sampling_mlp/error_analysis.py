@@ -33,23 +33,30 @@ with exact training (STANDARD); the approximations are then applied to the
 same weights, so the measurement isolates the forward pass's error from
 training dynamics.
 
-Why the approximate passes run eagerly (not under one ``jit`` per depth):
-every (method variant, depth, activation) would need its own compilation, and
-on the project's 2-core machine one compilation of a depth-10 ALSH or MC pass
-took 10-15 s (measured), i.e. far longer than running it; eager JAX compiles
-each primitive once per shape and reuses it across depths (every hidden layer
-has the same width), so after the first network a depth-10 ALSH pass of 256
-examples costs about 0.5 s.  ``measure_network(..., jit=True)`` compiles the
-passes instead, for long runs on a faster machine.
+How the passes run: one jitted function per layer, not per pass.  On the
+project's 2-core machine, compiling a whole depth-10 ALSH or MC pass took
+10-15 s per (variant, depth), and running it eagerly several thousand op
+dispatches; since every hidden layer after the first has the same shapes at
+every depth, a per-layer function compiles once per variant and is reused
+for every depth, network and key.  The layer functions call the methods' own
+kernels with the methods' key rules; the tests check that they reproduce
+``ALSH.approx_forward``, ``MC.approx_forward`` and ``dropout_forward``.
 
 MC-APPROX's estimates depend on the batch (its sampling probabilities use the
 batch's column norms), so its pass runs on batches of ``mc_batch`` examples.
+Its input layer and output layer are exact by default (``mc_sample_input``,
+``mc_sample_output``), so a depth-d network has d-1 sampled products; an
+ALSH-APPROX network has d lossy steps (hidden layers 2..d and the output
+layer read a sparse layer).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
+import os
 import time
 import zlib
 from typing import Any, Callable, Mapping, Sequence
@@ -244,118 +251,284 @@ def train_params(dataset, *, depth: int, hidden: int, activation: str,
 
 
 # ---------------------------------------------------------------------------
-# Forward passes: each returns per hidden layer the dense approximate
-# activations, then the logits; stacked over keys (axis 0).
+# Forward passes, one jitted function per layer.
+#
+# Compiling a whole depth-d pass costs seconds per (variant, depth) and running
+# it eagerly costs thousands of op dispatches, both of which dominated the
+# runtime on the project's 2-core machine.  A pass is a chain of layers,
+# and every hidden layer after the first has the same shapes at every depth,
+# so each layer below is one jitted function, compiled once per (variant,
+# layer shape) and reused for every depth, network and key.  The layer
+# functions call the methods' own kernels (alsh.sparse_query_codes,
+# collisions, select_active; mc.sample_pairs, gathered_product; the dropout
+# mask) in the same order with the same keys as the methods' own passes
+# (ALSH.approx_forward, MC.approx_forward, dropout.dropout_forward); the tests
+# check that they give the same numbers.
+
+
+def _host_keys(keys: jax.Array) -> np.ndarray:
+  """Raw key data on the host, so that slicing it per layer compiles nothing
+  (an eager ``keys[k]`` compiles one slice per ``k``, i.e. per depth)."""
+  return np.asarray(jax.random.key_data(keys))
+
+
+def _key(data: np.ndarray) -> jax.Array:
+  return jax.random.wrap_key_data(data)
+
+
+def _act_or_identity(activation: str | None):
+  return (lambda z: z) if activation is None else layers.activation_fn(activation)
+
+
+@functools.partial(jax.jit, static_argnames=("activation",))
+def _exact_layer(w, b, a, *, activation):
+  return _act_or_identity(activation)(a @ w + b)
 
 
 def exact_forward(params: layers.Params, x: jax.Array, *,
                   activation: str) -> list[jax.Array]:
-  """Exact activations of every hidden layer, then the logits ([B, n_k])."""
-  return layers.hidden_activations(params, x, activation=activation)
+  """Exact activations of every hidden layer, then the logits ([B, n_k]).
+
+  The same numbers as ``layers.hidden_activations``, one jitted layer at a
+  time.
+  """
+  a, out = jnp.asarray(x), []
+  for k, p in enumerate(params):
+    last = k == len(params) - 1
+    a = _exact_layer(p.w, p.b, a, activation=None if last else activation)
+    out.append(a)
+  return out
+
+
+# -- ALSH-APPROX ----------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "n_in", "transform", "m", "U", "K", "L", "family", "R"))
+def _alsh_layer_hash(key, w, *, n_in, transform, m, U, K, L, family, R):
+  """One hidden layer's hash functions and table, as ``ALSH.init`` builds them."""
+  hp = alsh_lib.init_hash(
+      key, dim=alsh_lib.transformed_dim(n_in, transform=transform, m=m),
+      K=K, L=L, family=family, R=R)
+  qh = alsh_lib.query_hash(hp, n_in, transform=transform, m=m)
+  return qh, alsh_lib.build_tables(hp, w, transform=transform, m=m, U=U)
+
+
+@functools.partial(jax.jit, static_argnames=("budget", "activation"))
+def _alsh_hidden_layer(w, b, qh, table, vals, rows, seeds, *, budget,
+                       activation):
+  """One hidden layer of ``ALSH._example_forward`` for a batch.
+
+  Args:
+    w: weights [n_in, n_out]; read node-major (``w.T``, the slab layout).
+    b: [n_out]. qh, table: the layer's QueryHash and [L, n_out] table.
+    vals: [B, r] the layer's input on ``rows`` (the previous active set), or
+      [B, n_in] for the first layer (``rows`` None).
+    rows: uint32 [B, r] or None. seeds: uint32 [B].
+
+  Returns:
+    (vals [B, s] the active nodes' activations, idx uint32 [B, s]).
+  """
+  act = layers.activation_fn(activation)
+  wt = w.T
+
+  def one(a, r, seed):
+    q = alsh_lib.sparse_query_codes(qh, a, r)
+    idx, _, _ = alsh_lib.select_active(seed, alsh_lib.collisions(q, table),
+                                       budget)
+    wk = wt[idx] if r is None else wt[idx[:, None], r[None, :]]
+    return act(wk @ a + b[idx]), idx
+
+  if rows is None:
+    return jax.vmap(lambda a, s: one(a, None, s))(vals, seeds)
+  return jax.vmap(one)(vals, rows, seeds)
+
+
+@jax.jit
+def _alsh_output_layer(w, b, vals, rows):
+  """The exact output layer reading the last active set: [B, C]."""
+  return jax.vmap(lambda a, r: a @ w[r] + b)(vals, rows)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _scatter_dense(vals, idx, *, n):
+  """[B, s] values on idx -> dense [B, n] (zero elsewhere) and the bool mask."""
+  rows = jnp.arange(vals.shape[0])[:, None]
+  dense = jnp.zeros((vals.shape[0], n), vals.dtype).at[rows, idx].set(vals)
+  mask = jnp.zeros((vals.shape[0], n), bool).at[rows, idx].set(True)
+  return dense, mask
+
+
+def alsh_layers(impl, params: layers.Params, x: jax.Array, key: jax.Array):
+  """ALSH-APPROX's approximate pass, layer by layer.
+
+  The numbers of ``impl.approx_forward(impl.init(k_init, params), x,
+  k_fwd)`` with ``k_init, k_fwd = split(key)``: fresh hash tables per key.
+
+  Args:
+    impl: a built ``alsh.ALSH`` (its transform, hash and budgets are read).
+    params: standard params. x: [B, D]. key: typed key.
+
+  Yields:
+    Per hidden layer ``(dense [B, n_k], mask bool [B, n_k], idx [B, s_k])``,
+    then ``(logits [B, C], None, None)``.
+  """
+  sizes = impl.model.sizes
+  depth = len(params) - 1
+  k_init, k_fwd = jax.random.split(key)
+  # The key rules of ALSH.init and ALSH.approx_forward.
+  layer_keys = _host_keys(jax.random.split(k_init, max(1, len(sizes) - 2)))
+  seeds = np.asarray(jax.random.bits(k_fwd, (x.shape[0], max(depth, 1)),
+                                     jnp.uint32))
+  vals, rows = jnp.asarray(x), None
+  for k in range(depth):
+    p = params[k]
+    qh, table = _alsh_layer_hash(
+        _key(layer_keys[k]), p.w, n_in=sizes[k], transform=impl.transform, m=impl.m,
+        U=impl.U, K=impl.K, L=impl.L, family=impl.family,
+        R=float(impl.config["alsh_R"]))
+    vals, rows = _alsh_hidden_layer(
+        p.w, p.b, qh, table, vals, rows, seeds[:, k],
+        budget=impl.budgets[k], activation=impl.model.activation)
+    dense, mask = _scatter_dense(vals, rows, n=sizes[k + 1])
+    yield dense, mask, rows
+  if rows is None:
+    yield _exact_layer(params[-1].w, params[-1].b, vals, activation=None), None, None
+  else:
+    yield _alsh_output_layer(params[-1].w, params[-1].b, vals, rows), None, None
+
+
+# -- MC-APPROX --------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "sampled", "num_samples", "sampler", "activation"))
+def _mc_layer(w, b, a, keys, *, sampled, num_samples, sampler, activation):
+  """One layer of ``MC.approx_forward`` on each batch: a [nb, mb, n], keys [nb]."""
+  act = _act_or_identity(activation)
+
+  def one(ab, kb):
+    if not sampled:
+      return act(ab @ w + b)
+    idx, scale = mc_lib.sample_pairs(kb, ab, w, num_samples=num_samples,
+                                     sampler=sampler)
+    return act(mc_lib.gathered_product(ab, w, idx, scale) + b)
+
+  return jax.vmap(one)(a, keys)
+
+
+def mc_layers(impl, params: layers.Params, x: jax.Array, key: jax.Array, *,
+              mc_batch: int):
+  """MC-APPROX's approximate pass on batches of ``mc_batch``, layer by layer.
+
+  The numbers of ``impl.approx_forward(params, x_b, k_b)`` for the batches
+  ``x_b`` of ``x`` and ``k_b = split(key, num_batches)``.
+
+  Yields:
+    Per layer ``(acts [B, n_k], None, None)``, the logits last.
+  """
+  b = x.shape[0]
+  mb = min(mc_batch, b)
+  if b % mb:
+    raise ValueError(f"MC-APPROX runs on batches of mc_batch={mc_batch}; the "
+                     f"{b} evaluation examples must be a multiple of it.")
+  nb = b // mb
+  # MC.approx_forward splits each batch's key into one key per layer.
+  keys = _host_keys(jax.vmap(lambda kb: jax.random.split(kb, len(params)))(
+      jax.random.split(key, nb)))  # [nb, depth + 1, key data]
+  a = jnp.asarray(x).reshape(nb, mb, -1)
+  last = len(params) - 1
+  for k, p in enumerate(params):
+    a = _mc_layer(p.w, p.b, a, _key(keys[:, k]),
+                  sampled=impl._active(k),  # pylint: disable=protected-access
+                  num_samples=impl.num_samples[k], sampler=impl.sampler,
+                  activation=None if k == last else impl.model.activation)
+    yield a.reshape(b, -1), None, None
+
+
+# -- Dropout --------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("keep_prob", "activation"))
+def _dropout_layer(w, b, a, key, *, keep_prob, activation):
+  h = layers.activation_fn(activation)(a @ w + b)
+  m = jax.random.bernoulli(key, keep_prob, h.shape)
+  return jnp.where(m, h / keep_prob, jnp.zeros_like(h)), m
+
+
+def dropout_layers(params: layers.Params, x: jax.Array, key: jax.Array, *,
+                   keep_prob: float, activation: str):
+  """``dropout.dropout_forward``'s pass, layer by layer (same key rule).
+
+  Yields:
+    Per hidden layer ``(acts [B, n_k], kept bool [B, n_k], None)``: the
+    propagated ``where(kept, f(z) / keep_prob, 0)``; then the logits.
+  """
+  err = dropout_lib.keep_prob_error(keep_prob)
+  if err:
+    raise ValueError(f"keep_prob={keep_prob!r}: {err}")
+  depth = len(params) - 1
+  keys = _host_keys(jax.random.split(key, depth)) if depth else ()
+  a = jnp.asarray(x)
+  for k in range(depth):
+    a, m = _dropout_layer(params[k].w, params[k].b, a, _key(keys[k]),
+                          keep_prob=float(keep_prob), activation=activation)
+    yield a, m, None
+  yield _exact_layer(params[-1].w, params[-1].b, a, activation=None), None, None
 
 
 def dropout_activations(key: jax.Array, params: layers.Params, x: jax.Array,
                         *, keep_prob: float, activation: str
                         ) -> tuple[list[jax.Array], tuple[jax.Array, ...]]:
-  """Per-layer activations of :func:`dropout.dropout_forward`'s pass.
-
-  The masks come from ``dropout_forward`` itself (same key, same draws); the
-  activations it propagates, ``where(mask, f(z) / keep_prob, 0)``, are
-  recomputed from them.
-
-  Args:
-    key: the pass's key. params: standard params. x: [B, D].
-    keep_prob: in (0, 1]. activation: hidden activation name.
+  """Per-layer activations and masks of ``dropout.dropout_forward``'s pass.
 
   Returns:
     (acts, masks): per hidden layer [B, n_k] then the logits [B, C]; the
     bool keep masks [B, n_k] per hidden layer.
   """
-  logits, masks = dropout_lib.dropout_forward(
-      key, params, x, keep_prob=keep_prob, activation=activation)
-  act = layers.activation_fn(activation)
-  a, acts = x, []
-  for p, m in zip(params[:-1], masks):
-    h = act(layers.dense(p, a))
-    a = jnp.where(m, h / keep_prob, jnp.zeros_like(h))
-    acts.append(a)
-  acts.append(logits)
-  return acts, masks
+  out = list(dropout_layers(params, x, key, keep_prob=keep_prob,
+                            activation=activation))
+  return [a for a, _, _ in out], tuple(m for _, m, _ in out[:-1])
 
 
-def _maybe_jit(fn: Callable, jit: bool) -> Callable:
-  return jax.jit(fn) if jit else fn
+def build_impl(variant: Variant, model: registry.ModelConfig):
+  """The registry method of ``variant`` (None for dropout, a plain kernel)."""
+  if variant.method == "dropout":
+    return None
+  return registry.get(variant.method).make(model, OptimConfig(), variant.config)
 
 
-def make_pass(variant: Variant, model: registry.ModelConfig, *,
-              mc_batch: int = 64, jit: bool = False) -> Callable:
-  """The approximate forward pass of ``variant`` for networks of ``model``.
+def approx_layers(variant: Variant, impl, params: layers.Params, x, key, *,
+                  activation: str, mc_batch: int = 64):
+  """``variant``'s approximate pass, layer by layer.
 
   Args:
-    variant: what to measure.
-    model: the network's shape and activation.
+    variant: what to run. impl: ``build_impl(variant, model)``.
+    params: standard params. x: [B, D]. key: typed key (a repetition).
+    activation: the network's hidden activation (dropout's; the methods read
+      their model's).
     mc_batch: MC-APPROX's batch size (its estimate depends on the batch).
-    jit: compile the pass (see the module docstring for why it is off by
-      default).
 
   Returns:
-    ``fn(params, x, keys) -> (acts, masks)``: ``x`` [B, D] and ``keys`` [K]
-    (one typed key per repetition). ``acts``: per hidden layer [K, B, n_k],
-    then the logits [K, B, C]. ``masks``: per hidden layer the bool [K, B,
-    n_k] of nodes the method computed (ALSH: active set; dropout: kept
-    nodes), or None (MC computes every node). For MC, ``B`` must be a
-    multiple of ``mc_batch`` (or smaller than it: one batch).
+    An iterator over the hidden layers, then the logits, of ``(acts [B, n_k],
+    mask, idx)``: ``mask`` is the bool [B, n_k] of nodes the method computed
+    (ALSH: active set; dropout: kept nodes) or None (MC computes every node,
+    and for the logits), ``idx`` the ALSH active set [B, s_k] (else None).
   """
-  cfg = variant.config
   if variant.method == "alsh":
-    impl = registry.get("alsh").make(model, OptimConfig(), cfg)
-    sizes = model.sizes
-
-    def one_key(params, x, key):
-      k_init, k_fwd = jax.random.split(key)
-      state = impl.init(k_init, params)
-      acts, idxs, _ = impl.approx_forward(state, x, k_fwd)
-      b = x.shape[0]
-      masks = [jnp.zeros((b, n), bool).at[jnp.arange(b)[:, None], idx].set(True)
-               for n, idx in zip(sizes[1:-1], idxs)]
-      return acts, masks
-
-    return _maybe_jit(jax.vmap(one_key, in_axes=(None, None, 0)), jit)
-
+    return alsh_layers(impl, params, x, key)
   if variant.method == "mc":
-    impl = registry.get("mc").make(model, OptimConfig(), cfg)
-
-    def one_key(params, x, key):
-      b = x.shape[0]
-      mb = min(mc_batch, b)
-      if b % mb:
-        raise ValueError(f"MC-APPROX runs on batches of mc_batch={mc_batch}; "
-                         f"the {b} evaluation examples must be a multiple of it.")
-      xb = x.reshape(b // mb, mb, -1)
-      kb = jax.random.split(key, b // mb)
-      acts, _, _ = jax.vmap(impl.approx_forward, in_axes=(None, 0, 0))(
-          params, xb, kb)
-      return [a.reshape(b, -1) for a in acts], None
-
-    fn = jax.vmap(one_key, in_axes=(None, None, 0))
-    return _maybe_jit(fn, jit)
-
-  keep_prob = cfg["keep_prob"]
-
-  def one_key(params, x, key):
-    acts, masks = dropout_activations(key, params, x, keep_prob=keep_prob,
-                                      activation=model.activation)
-    return acts, list(masks)
-
-  return _maybe_jit(jax.vmap(one_key, in_axes=(None, None, 0)), jit)
+    return mc_layers(impl, params, x, key, mc_batch=mc_batch)
+  return dropout_layers(params, x, key, keep_prob=variant.config["keep_prob"],
+                        activation=activation)
 
 
 # ---------------------------------------------------------------------------
-# Metrics (float64 numpy: the errors can be tiny).
+# Metrics.
 
 
 def relative_error(approx, exact, mask=None, *, against: str = "exact") -> float:
-  """``||approx - exact||_F / ||ref||_F`` over the entries in ``mask``.
+  """``||approx - exact||_F / ||ref||_F`` over the entries in ``mask`` (host).
 
   Args:
     approx, exact: arrays of one shape (e.g. [B, n]).
@@ -364,7 +537,7 @@ def relative_error(approx, exact, mask=None, *, against: str = "exact") -> float
       ``"approx"`` (``ref = approx``: the theorem's ``e / abar``).
 
   Returns:
-    The ratio; nan if the reference norm is 0.
+    The ratio (float64); nan if the reference norm is 0.
   """
   approx = np.asarray(approx, np.float64)
   exact = np.asarray(exact, np.float64)
@@ -380,6 +553,20 @@ def relative_error(approx, exact, mask=None, *, against: str = "exact") -> float
   return float(np.linalg.norm(approx - exact) / den) if den > 0 else math.nan
 
 
+@jax.jit
+def _sq_norms(approx, exact, mask):
+  """Squared norms for the device-side relative errors: ``||d||^2``,
+  ``||exact||^2``, and on ``mask`` ``||d||^2`` and ``||approx||^2``."""
+  d2 = jnp.square(approx - exact)
+  return jnp.stack([d2.sum(), jnp.square(exact).sum(),
+                    jnp.where(mask, d2, 0).sum(),
+                    jnp.where(mask, jnp.square(approx), 0).sum()])
+
+
+def _ratio(num_sq: float, den_sq: float) -> float:
+  return math.sqrt(num_sq / den_sq) if den_sq > 0 else math.nan
+
+
 def top1_agreement(approx_logits, exact_logits) -> float:
   """Fraction of rows whose argmax is the same."""
   a = np.asarray(approx_logits).argmax(-1)
@@ -391,39 +578,27 @@ def accuracy(logits, labels) -> float:
   return float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels)))
 
 
-def alsh_effective_c(params: layers.Params, exact_acts: Sequence, masks: Sequence
-                     ) -> tuple[list[float], list[float]]:
-  """Effective ``c`` of every lossy step of one ALSH pass.
+# The theorem's condition as ``theory.effective_c`` states it (two masked
+# dense products, on device); the median is taken on the host: XLA's CPU sort
+# is ~50x slower than numpy's partition for 256k entries.
+_effective_c = jax.jit(theory.effective_c)
 
-  Step ``l`` (``l = 1..d``) is the layer that reads hidden layer ``l``: hidden
-  layer ``l+1``, or the output layer for ``l = d``.  Its nodes' active part is
-  the sum over hidden layer ``l``'s active set, with the exact activations
-  (the theorem's exact reading, :func:`theory.effective_c`).
 
-  Args:
-    params: standard params. exact_acts: exact activations per hidden layer
-      (then logits, unused). masks: bool [B, n_l] active sets per hidden layer.
+def effective_c_summary(ratios) -> tuple[float, float]:
+  """(``theory.summarize_effective_c(ratios)``, fraction of finite ratios > 0).
 
-  Returns:
-    (c, positive): per step the median ``|c|`` over examples and nodes
-    (:func:`theory.summarize_effective_c`) and the fraction of finite
-    ratios that are positive (the theorem assumes every node's ratio is the
-    same positive ``c``).
+  The theorem assumes every ratio is the same positive ``c``; the second
+  number says how far from that sign pattern a real network is.
   """
-  cs, pos = [], []
-  for l, mask in enumerate(masks):
-    r = np.asarray(theory.effective_c(exact_acts[l], params[l + 1].w, mask),
-                   np.float64)
-    cs.append(theory.summarize_effective_c(r))
-    finite = r[np.isfinite(r)]
-    pos.append(float(np.mean(finite > 0)) if finite.size else math.nan)
-  return cs, pos
+  r = np.asarray(ratios, np.float64)
+  finite = r[np.isfinite(r)]
+  pos = float(np.mean(finite > 0)) if finite.size else math.nan
+  return theory.summarize_effective_c(r), pos
 
 
 def measure_network(params: layers.Params, x, y, *, activation: str,
                     variants: Sequence[Variant], key: jax.Array,
-                    num_keys: int = 3, mc_batch: int = 64, jit: bool = False,
-                    passes: dict | None = None,
+                    num_keys: int = 3, mc_batch: int = 64,
                     model: registry.ModelConfig | None = None) -> list[dict]:
   """Every variant's errors on one network, one row per (variant, key).
 
@@ -436,18 +611,16 @@ def measure_network(params: layers.Params, x, y, *, activation: str,
       ``num_keys`` keys (the repetitions).
     num_keys: repetitions per variant (the spread).
     mc_batch: MC-APPROX's batch size.
-    jit: compile the passes.
-    passes: optional cache ``{label: pass}`` reused across calls with the
-      same network shape (filled in when given).
     model: the network's ModelConfig (derived from ``params`` if None).
 
   Returns:
-    Rows with ``variant``, ``method``, ``key``, ``depth``, per-layer lists
-    ``rel_err`` (hidden layers then logits), ``logits_rel_err``, ``top1``,
-    ``exact_accuracy``, ``approx_accuracy``, ``seconds`` (the pass, per key),
-    and for ALSH ``err_ratio`` (per layer, on computed nodes),
+    Rows with ``variant``, ``method``, ``key``, ``depth``, ``config``,
+    per-layer lists ``rel_err`` (hidden layers then logits),
+    ``logits_rel_err``, ``top1``, ``exact_accuracy``, ``approx_accuracy``,
+    ``seconds`` (the pass and its metrics), and for ALSH ``err_ratio`` (per
+    layer, ``||a - abar|| / ||abar||`` on the active set; all logits),
     ``logits_err_ratio``, ``effective_c`` and ``c_positive`` (per lossy
-    step, ``depth`` of them).
+    step: ``depth`` of them), ``active_fraction``.
   """
   if num_keys < 1:
     raise ValueError(f"num_keys must be >= 1, got {num_keys}.")
@@ -458,36 +631,43 @@ def measure_network(params: layers.Params, x, y, *, activation: str,
         hidden=params[0].w.shape[1], depth=depth, activation=activation)
   x = jnp.asarray(x)
   y = np.asarray(y)
-  exact = [np.asarray(a) for a in exact_forward(params, x, activation=activation)]
-  exact_acc = accuracy(exact[-1], y)
-  passes = {} if passes is None else passes
+  exact = exact_forward(params, x, activation=activation)
+  exact_logits = np.asarray(exact[-1])
+  exact_acc = accuracy(exact_logits, y)
   rows = []
   for v in variants:
-    fn = passes.get(v.label)
-    if fn is None:
-      fn = passes[v.label] = make_pass(v, model, mc_batch=mc_batch, jit=jit)
-    keys = jax.random.split(jax.random.fold_in(key, v.key_salt), num_keys)
-    t0 = time.perf_counter()
-    acts, masks = jax.block_until_ready(fn(params, x, keys))
-    seconds = (time.perf_counter() - t0) / num_keys
-    acts = [np.asarray(a) for a in acts]
-    masks = None if masks is None else [np.asarray(m) for m in masks]
+    impl = build_impl(v, model)
+    keys = _host_keys(jax.random.split(jax.random.fold_in(key, v.key_salt),
+                                       num_keys))
     for k in range(num_keys):
-      rel = [relative_error(a[k], e) for a, e in zip(acts, exact)]
+      t0 = time.perf_counter()
+      sq, cs, logits, active_fraction = [], [], None, math.nan
+      for l, (a, mask, idx) in enumerate(approx_layers(
+          v, impl, params, x, _key(keys[k]), activation=activation,
+          mc_batch=mc_batch)):
+        if idx is not None:
+          # Lossy step l + 1: the next layer reads this layer's active set.
+          cs.append(_effective_c(exact[l], params[l + 1].w, mask))
+          if l == 0:
+            active_fraction = idx.shape[1] / exact[0].shape[1]
+        sq.append(_sq_norms(a, exact[l], True if mask is None else mask))
+        logits = a
+      sq = np.asarray(jnp.stack(sq), np.float64)
+      logits = np.asarray(logits)
+      seconds = time.perf_counter() - t0
+      rel = [_ratio(s[0], s[1]) for s in sq]
       row = dict(variant=v.label, method=v.method, key=k, depth=depth,
                  config=v.config, rel_err=rel, logits_rel_err=rel[-1],
-                 top1=top1_agreement(acts[-1][k], exact[-1]),
+                 top1=top1_agreement(logits, exact_logits),
                  exact_accuracy=exact_acc,
-                 approx_accuracy=accuracy(acts[-1][k], y), seconds=seconds)
+                 approx_accuracy=accuracy(logits, y), seconds=seconds)
       if v.method == "alsh":
-        mk = [m[k] for m in masks]
-        ratio = [relative_error(a[k], e, m, against="approx")
-                 for a, e, m in zip(acts[:-1], exact[:-1], mk)]
-        ratio.append(relative_error(acts[-1][k], exact[-1], against="approx"))
-        cs, pos = alsh_effective_c(params, exact, mk)
-        row.update(err_ratio=ratio, logits_err_ratio=ratio[-1], effective_c=cs,
-                   c_positive=pos,
-                   active_fraction=float(np.mean(mk[0])) if mk else math.nan)
+        ratio = [_ratio(s[2], s[3]) for s in sq]
+        summaries = [effective_c_summary(c) for c in cs]
+        row.update(err_ratio=ratio, logits_err_ratio=ratio[-1],
+                   effective_c=[c for c, _ in summaries],
+                   c_positive=[p for _, p in summaries],
+                   active_fraction=active_fraction)
       rows.append(row)
   return rows
 
@@ -513,8 +693,6 @@ class Config:
     num_keys: repetitions of every approximate pass.
     variants: what to measure.
     mc_batch: MC-APPROX's batch size.
-    c: the theorem table's ``c``; theorem_depths: its depths.
-    jit: compile the approximate passes.
     progress: show a progress bar.
   """
 
@@ -532,9 +710,6 @@ class Config:
   num_keys: int = 3
   variants: tuple = ()
   mc_batch: int = 64
-  c: float = 5.0
-  theorem_depths: tuple = tuple(range(1, 8))
-  jit: bool = False
   progress: bool = True
 
   def __post_init__(self):
@@ -571,7 +746,6 @@ def run_networks(cfg: Config, dataset) -> list[dict]:
   for activation, depth in bar:
     model = model_config(dataset, depth=depth, hidden=cfg.hidden,
                          activation=activation)
-    passes = {}
     for training in trainings(cfg):
       bar.set_postfix(act=activation, depth=depth, net=training)
       t0 = time.perf_counter()
@@ -586,7 +760,7 @@ def run_networks(cfg: Config, dataset) -> list[dict]:
       net_rows = measure_network(params, x, y, activation=activation,
                                  variants=variants, key=key,
                                  num_keys=cfg.num_keys, mc_batch=cfg.mc_batch,
-                                 jit=cfg.jit, passes=passes, model=model)
+                                 model=model)
       t_measure = time.perf_counter() - t0
       for r in net_rows:
         r.update(activation=activation, training=training,
@@ -811,16 +985,43 @@ def _family_colors(labels):
   return {l: cmap(i % 10) for i, l in enumerate(labels)}
 
 
+def _log_errorbar(ax, x, y, std, **kw):
+  """Error bars on a log axis: points <= 0 (exact) are left out and the
+  lower bar is clipped so it stays positive."""
+  x, y, std = (np.asarray(v, np.float64) for v in (x, y, std))
+  std = np.nan_to_num(std)
+  ok = np.isfinite(y) & (y > 0)
+  if not ok.any():
+    return
+  lower = np.minimum(std[ok], 0.9 * y[ok])
+  ax.errorbar(x[ok], y[ok], yerr=[lower, std[ok]], marker="o", ms=3,
+              capsize=2, **kw)
+
+
+def _finish(ax, xlabel, ylabel, title):
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+  ax.set_yscale("log")
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3, which="both")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
+
+
 def plot_error_vs_depth(summary: Sequence[Mapping], path: str, *,
                         activation: str, training: str, title: str = "") -> None:
   """Top row: logits relative error against network depth, a panel per
   method family (ALSH with the theorem's ``1 - (c/(c+1))^d`` for each
   variant's measured ``c``, dashed); bottom row: per-layer relative error in
-  the deepest network.  Error bars: std over keys."""
+  the deepest network.  Error bars: std over keys; exact points (error 0)
+  are left off the log axis."""
   plt = _plt()
   ss = [s for s in summary
         if s["activation"] == activation and s["training"] == training]
   fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), squeeze=False)
+  ylabel = "||approx - exact|| / ||exact||"
   for col, method in enumerate(METHODS):
     ms = [s for s in ss if s["method"] == method]
     labels = list(dict.fromkeys(s["variant"] for s in ms))
@@ -829,31 +1030,26 @@ def plot_error_vs_depth(summary: Sequence[Mapping], path: str, *,
     for label in labels:
       vs = sorted((s for s in ms if s["variant"] == label), key=lambda s: s["depth"])
       d = [s["depth"] for s in vs]
-      ax.errorbar(d, [s["logits_rel_err"] for s in vs],
-                  yerr=[s["logits_rel_err_std"] for s in vs], marker="o",
-                  ms=3, capsize=2, color=colors[label], label=label)
+      name = label
       if method == "alsh":
         c = _median_finite(s["c"] for s in vs)
+        name = f"{label} (c={_fmt(c, 2)})"
         if c > 0:
           dd = np.arange(min(d), max(d) + 1)
           ax.plot(dd, theorem_relative_error(c, dd), "--", color=colors[label],
-                  alpha=0.7, label=f"theorem c={_fmt(c, 2)}")
+                  alpha=0.7)
+      _log_errorbar(ax, d, [s["logits_rel_err"] for s in vs],
+                    [s["logits_rel_err_std"] for s in vs], color=colors[label],
+                    label=name)
       deep = vs[-1]
-      layer = np.arange(1, deep["depth"] + 2)
-      ax2.errorbar(layer, deep["rel_err"], yerr=deep["rel_err_std"], marker="o",
-                   ms=3, capsize=2, color=colors[label], label=label)
-    ax.set_title(f"{method}: logits")
-    ax.set_xlabel("hidden layers d")
-    ax.set_ylabel("||approx - exact|| / ||exact||")
-    ax2.set_title(f"{method}: per layer, deepest network "
-                  "(last point: logits)")
-    ax2.set_xlabel("layer")
-    ax2.set_ylabel("||approx - exact|| / ||exact||")
-    for a in (ax, ax2):
-      a.set_yscale("log")
-      a.grid(alpha=0.3, which="both")
-      if labels:
-        a.legend(fontsize=7)
+      _log_errorbar(ax2, np.arange(1, deep["depth"] + 2), deep["rel_err"],
+                    deep["rel_err_std"], color=colors[label], label=label)
+    extra = (": dashed = theorem 1-(c/(c+1))^d at measured c"
+             if method == "alsh" else "")
+    _finish(ax, "hidden layers d", ylabel, f"{method}, logits{extra}")
+    deepest = max((s["depth"] for s in ms), default=0)
+    _finish(ax2, "layer (last: logits)", ylabel,
+            f"{method}, per layer of the d={deepest} network")
   fig.suptitle(title or f"{activation} network, {training}")
   fig.tight_layout()
   experiment._save(fig, path)  # pylint: disable=protected-access
@@ -862,9 +1058,10 @@ def plot_error_vs_depth(summary: Sequence[Mapping], path: str, *,
 def plot_alsh_theorem(summary: Sequence[Mapping], path: str, *,
                       activation: str, training: str, title: str = "") -> None:
   """ALSH's theorem quantity ``e/abar`` (computed nodes only) beside the
-  theorem's ``((c+1)/c)^k - 1`` for the measured ``c``: against network
-  depth (logits, left) and per layer in the deepest network (right, ``k`` =
-  lossy steps before the layer)."""
+  theorem's ``((c+1)/c)^k - 1`` for the measured ``c`` (dashed): against
+  network depth (logits, left) and per layer in the deepest network (right;
+  ``k`` = lossy steps before the layer, so hidden layer 1, exact on its
+  active set, is left out)."""
   plt = _plt()
   ss = [s for s in summary if s["method"] == "alsh"
         and s["activation"] == activation and s["training"] == training]
@@ -874,34 +1071,121 @@ def plot_alsh_theorem(summary: Sequence[Mapping], path: str, *,
   for label in labels:
     vs = sorted((s for s in ss if s["variant"] == label), key=lambda s: s["depth"])
     d = np.array([s["depth"] for s in vs])
-    ax.errorbar(d, [s["logits_err_ratio"] for s in vs],
-                yerr=[s["logits_err_ratio_std"] for s in vs], marker="o", ms=3,
-                capsize=2, color=colors[label], label=label)
     c = _median_finite(s["c"] for s in vs)
+    _log_errorbar(ax, d, [s["logits_err_ratio"] for s in vs],
+                  [s["logits_err_ratio_std"] for s in vs], color=colors[label],
+                  label=f"{label} (c={_fmt(c, 2)})")
     if c > 0:
       ax.plot(d, theory.error_ratio(c, d), "--", color=colors[label], alpha=0.7)
     deep = vs[-1]
-    layer = np.arange(1, deep["depth"] + 2)
-    ax2.plot(layer, np.maximum(deep["err_ratio"], 1e-12), marker="o", ms=3,
-             color=colors[label], label=label)
+    layer = np.arange(2, deep["depth"] + 2)
+    _log_errorbar(ax2, layer, deep["err_ratio"][1:], np.zeros(len(layer)),
+                  color=colors[label], label=label)
     if deep["c"] > 0:
-      # Hidden layer l has l-1 lossy steps before it; the logits have d.
-      ax2.plot(layer, np.maximum(theory.error_ratio(deep["c"], layer - 1), 1e-12),
-               "--", color=colors[label], alpha=0.7)
-  for a in (ax, ax2):
-    a.set_yscale("log")
-    a.grid(alpha=0.3, which="both")
-    a.set_ylabel("||a - abar|| / ||abar|| (computed nodes)")
-  ax.set_xlabel("hidden layers d (logits)")
-  ax2.set_xlabel("layer of the deepest network (last: logits)")
-  ax.set_title("measured (solid) vs theorem for measured c (dashed)")
-  ax2.set_title("per layer; layer 1 is exact on its active set")
-  if labels:
-    ax.legend(fontsize=7)
-  fig.suptitle(title or f"ALSH-APPROX vs theorem: {activation}, {training}")
+      ax2.plot(layer, theory.error_ratio(deep["c"], layer - 1), "--",
+               color=colors[label], alpha=0.7)
+  ylabel = "||a - abar|| / ||abar|| (computed nodes)"
+  _finish(ax, "hidden layers d (logits)", ylabel,
+          "measured (solid) vs theorem ((c+1)/c)^d - 1 (dashed)")
+  _finish(ax2, "layer of the deepest network (last: logits)", ylabel,
+          "per layer (theorem: k = layer - 1 lossy steps)")
+  fig.suptitle(title or f"ALSH-APPROX vs the theorem: {activation}, {training}")
   fig.tight_layout()
   experiment._save(fig, path)  # pylint: disable=protected-access
 
 
 def plot_name(kind: str, activation: str, training: str) -> str:
   return f"{kind}_{activation}_{training}.png"
+
+
+# ---------------------------------------------------------------------------
+# Outputs.
+
+
+def write_rows(rows: Sequence[Mapping], path: str) -> None:
+  """JSON lines (``inf``/``nan`` as JSON's Infinity/NaN, which json reads)."""
+  experiment.write_text(path, "".join(
+      json.dumps(r, sort_keys=True, default=experiment._json_default) + "\n"  # pylint: disable=protected-access
+      for r in rows))
+
+
+def read_rows(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def report_markdown(rows: Sequence[Mapping]) -> str:
+  """``table.md``: per (activation, network) the logits relative error and
+  top-1 agreement against depth, ALSH against the theorem, then the growth
+  rates."""
+  if not rows:
+    raise ValueError("no rows to report.")
+  summary = summarize(rows)
+  r0 = rows[0]
+  num_keys = max(r["key"] for r in rows) + 1
+  epochs = max(r["train_epochs"] for r in rows)
+  parts = [f"# Error propagation: {r0['dataset']}, width {r0['hidden']}, "
+           f"{r0['eval_examples']} test inputs, {num_keys} key(s)\n",
+           "Cells: mean ± std over keys. Relative error: "
+           "||approx - exact||_F / ||exact||_F over the evaluation batch. "
+           "Top-1 agreement: fraction of inputs whose approximate top-1 class "
+           "is the exact network's.\n"]
+  for act in dict.fromkeys(r["activation"] for r in rows):
+    for training in dict.fromkeys(r["training"] for r in rows):
+      ss = [s for s in summary
+            if s["activation"] == act and s["training"] == training]
+      if not ss:
+        continue
+      accs = {s["depth"]: s["exact_accuracy"] for s in ss}
+      net = ("freshly initialised" if training == "init" else
+             f"after {epochs} epoch(s) of exact training")
+      parts.append(f"\n## {act}, {net}\n")
+      parts.append("Exact test accuracy on the evaluation batch: " + ", ".join(
+          f"d={d}: {a:.3f}" for d, a in sorted(accs.items())) + "\n")
+      parts.append("\n### Logits relative error\n\n" + depth_table(
+          summary, field="logits_rel_err", spread="logits_rel_err_std",
+          activation=act, training=training))
+      parts.append("\n### Top-1 agreement with the exact network\n\n" +
+                   depth_table(summary, field="top1", spread="top1_std",
+                               activation=act, training=training))
+      if any(s["method"] == "alsh" for s in ss):
+        parts.append(
+            "\n### ALSH-APPROX against the theorem (logits)\n\n"
+            "measured c: median over keys and lossy steps of each step's "
+            "median |active part / inactive part| (exact activations); "
+            "frac. c>0: share of (example, node) ratios that are positive, "
+            "as the theorem assumes; e/abar: ||a - abar|| / ||abar||.\n\n" +
+            alsh_theorem_table(summary, activation=act, training=training))
+  parts.append("\n## Growth of the logits relative error with depth\n\n"
+               "Least-squares fits over the depths with a nonzero error: "
+               "err ~ g^d (g: factor per added layer) and err ~ d^p.\n\n" +
+               growth_table(growth(summary)))
+  return "\n".join(parts)
+
+
+def write_report(rows: Sequence[Mapping], out_dir: str) -> list[str]:
+  """Writes ``table.md`` and the plots for ``rows`` into ``out_dir``.
+
+  Returns:
+    The paths written.
+  """
+  summary = summarize(rows)
+  paths = [os.path.join(out_dir, "table.md")]
+  experiment.write_text(paths[0], report_markdown(rows))
+  r0 = rows[0]
+  for act in dict.fromkeys(r["activation"] for r in rows):
+    for training in dict.fromkeys(r["training"] for r in rows):
+      if not any(s["activation"] == act and s["training"] == training
+                 for s in summary):
+        continue
+      path = os.path.join(out_dir, plot_name("error_vs_depth", act, training))
+      plot_error_vs_depth(
+          summary, path, activation=act, training=training,
+          title=f"{r0['dataset']}, width {r0['hidden']}, {act}, {training}: "
+          "approximate vs exact forward pass")
+      paths.append(path)
+      if any(s["method"] == "alsh" for s in summary):
+        path = os.path.join(out_dir, plot_name("alsh_theorem", act, training))
+        plot_alsh_theorem(summary, path, activation=act, training=training)
+        paths.append(path)
+  return paths

@@ -421,6 +421,7 @@ class Panel(NamedTuple):
   ylabel: str = ""
   title: str = ""
   log_y: bool = False
+  integer_x: bool = True  # epochs, layers
 
 
 def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
@@ -453,6 +454,8 @@ def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
     ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
     if panel.log_y:
       ax.set_yscale("log")
+    if panel.integer_x:
+      ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     if panel.lines:
       ax.legend(fontsize="small")
@@ -476,6 +479,8 @@ def plot_grouped_bars(path: str, *, categories: Sequence[str],
     panels: per subplot ``(title, ylabel, log_y, {series: values})`` with one
       value per category; NaN leaves a gap (e.g. a missing dataset).
     title: the figure title.
+
+  A category with no value in any series is marked "no data".
   """
   plt = _pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4),
@@ -486,6 +491,10 @@ def plot_grouped_bars(path: str, *, categories: Sequence[str],
     for i, (label, values) in enumerate(series.items()):
       ax.bar(x + (i - (len(series) - 1) / 2) * width,
              np.asarray(values, dtype=float), width, label=label)
+    for i in range(len(categories)):
+      if all(math.isnan(float(v[i])) for v in series.values()):
+        ax.text(x[i], 0.5, "no data", ha="center", va="center",
+                transform=ax.get_xaxis_transform(), color="gray")
     ax.set_xticks(x, categories)
     ax.set(ylabel=ylabel, title=ptitle)
     if log_y:

@@ -710,9 +710,8 @@ class MC(_registry.MethodImpl):
     new = jax.tree.map(
         lambda p, m, v, gg: self.lazy.update_dense(p, m, v, gg, count),
         params, opt.mu, opt.nu, g)
-    is_triple = lambda t: isinstance(t, tuple) and len(t) == 3 and not isinstance(
-        t, _layers.LayerParams)
-    pick = lambda i: jax.tree.map(lambda t: t[i], new, is_leaf=is_triple)
+    # ``new`` has a (p, m, v) triple where ``params`` has an array.
+    pick = lambda i: jax.tree.map(lambda _, t: t[i], params, new)
     return state._replace(
         params=pick(0), opt_state=_optim.LazyState(count, pick(1), pick(2)),
         step=state.step + 1), {"loss": loss}

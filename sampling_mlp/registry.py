@@ -79,6 +79,15 @@ class Option:
   check: Optional[Callable[[Any], Optional[str]]] = None
 
   def validate(self, value) -> None:
+    kind = type(self.default)
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, int) and not isinstance(value, bool)
+          if kind is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool)
+          if kind is float else isinstance(value, kind))
+    if not ok:
+      raise ValueError(f"--{self.name}={value!r}: expected a "
+                       f"{kind.__name__}, like the default {self.default!r}")
     if self.choices is not None and value not in self.choices:
       raise ValueError(f"--{self.name}={value!r} is not one of "
                        f"{', '.join(map(str, self.choices))}")

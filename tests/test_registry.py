@@ -43,3 +43,14 @@ def test_model_config_errors():
     registry.ModelConfig(input_dim=4, num_classes=2, activation="gelu")
   with pytest.raises(ValueError, match="depth"):
     registry.ModelConfig(input_dim=4, num_classes=2, depth=-1)
+
+
+def test_option_type_errors_name_the_flag():
+  opt = registry.Option("x_k", 3, "k")
+  with pytest.raises(ValueError, match=r"--x_k=1.5: expected a int"):
+    opt.validate(1.5)
+  with pytest.raises(ValueError, match="expected a bool"):
+    registry.Option("x_b", False, "b").validate("yes")
+  with pytest.raises(ValueError, match="expected a float"):
+    registry.Option("x_r", 0.5, "r").validate("0.5")
+  registry.Option("x_r", 0.5, "r").validate(1)  # ints are fine for floats

@@ -86,3 +86,11 @@ def test_batch_larger_than_data_is_a_clear_error(tiny):
 def test_bad_train_config():
   with pytest.raises(ValueError, match="epochs"):
     train.TrainConfig(epochs=0)
+
+
+def test_one_epoch_on_mnist_small_is_well_above_chance():
+  from sampling_mlp import data
+  ds = data.load_dataset("mnist_small", max_train=3000, max_test=500)
+  impl = _impl(ds, depth=1, hidden=128)
+  rows = list(train.train(impl, ds, train.TrainConfig(epochs=1, batch_size=32)))
+  assert rows[0]["test_accuracy"] > 0.8  # chance is 0.1

@@ -1,0 +1,228 @@
+"""The reproduction entry points (experiments/*.py): end to end on tiny
+settings, the --scale presets, and a missing dataset reported, not fatal.
+
+The entry points run as subprocesses (``python -m experiments.NAME``), all
+at once in a module fixture, so jax is imported and compiled concurrently.
+Downloads are off (``--nodownload``) and HOME points at an empty folder, so
+no cache or network is used.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+from absl.testing import flagsaver
+import pytest
+
+from experiments import common
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--dataset=mnist_small", "--max_train=200", "--max_test=100",
+        "--hidden=16", "--epochs=1", "--noprogress", "--nodownload"]
+
+COMMANDS = {
+    "depth_sweep": ["--method=standard,mc", "--depths=1"],
+    "time_accuracy": ["--method=standard", "--depths=1,2", "--epochs=2"],
+    "mc_batch_size": ["--batch_sizes=1,4", "--learning_rates=1e-3",
+                      "--depths=2", "--epochs=2", "--noreference"],
+    "dataset_table": ["--datasets=norb,mnist_small", "--method=standard"],
+}
+
+
+def _env(home):
+  env = dict(os.environ, HOME=str(home), JAX_PLATFORMS="cpu")
+  env.pop("SAMPLING_MLP_DATA", None)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _start(name, out_dir, home, extra=()):
+  args = [sys.executable, "-m", f"experiments.{name}", *TINY,
+          *COMMANDS[name], f"--out_dir={out_dir}",
+          f"--data_dir={home / 'empty'}", *extra]
+  return subprocess.Popen(args, cwd=ROOT, env=_env(home), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+  """Runs every entry point once; {name: (returncode, stdout, stderr)}."""
+  base = tmp_path_factory.mktemp("experiments")
+  (base / "home").mkdir()
+  (base / "home" / "empty").mkdir()
+  procs = {name: _start(name, base / "out", base / "home")
+           for name in COMMANDS}
+  results = {}
+  for name, proc in procs.items():
+    out, err = proc.communicate(timeout=600)
+    results[name] = (proc.returncode, out, err)
+  return base, results
+
+
+def _check_ran(outputs, name):
+  _, results = outputs
+  code, out, err = results[name]
+  assert code == 0, f"{name} failed:\n{err[-3000:]}"
+  return out, err
+
+
+def _rows(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def _table_lines(md_path):
+  with open(md_path) as f:
+    return [line for line in f if line.startswith("| ")]
+
+
+def test_depth_sweep_writes_table_and_plots(outputs):
+  _check_ran(outputs, "depth_sweep")
+  d = outputs[0] / "out" / "depth_sweep"
+  for f in ("runs.jsonl", "mnist_small_standard-mc.md",
+            "mnist_small_standard-mc_depth.png",
+            "mnist_small_standard-mc_time.png"):
+    assert (d / f).stat().st_size > 0, f
+  assert len(_table_lines(d / "mnist_small_standard-mc.md")) == 1 + 2
+  # The tiny flags given on the command line beat the quick preset.
+  rows = _rows(d / "runs.jsonl")
+  assert {r["config"]["max_train"] for r in rows} == {200}
+  assert {r["num_train"] for r in rows} == {200}
+
+
+def test_time_accuracy_writes_table_and_a_plot_per_depth(outputs):
+  out, _ = _check_ran(outputs, "time_accuracy")
+  d = outputs[0] / "out" / "time_accuracy"
+  for f in ("runs.jsonl", "mnist_small.md", "mnist_small_depth1.png",
+            "mnist_small_depth2.png"):
+    assert (d / f).stat().st_size > 0, f
+  rows = _rows(d / "runs.jsonl")
+  assert len(rows) == 2 * 2  # depths x epochs
+  assert {r["batch_size"] for r in rows} == {1}  # the single-sample setting
+  # Summary (header + 2 runs), then every epoch (header + 4 rows).
+  assert len(_table_lines(d / "mnist_small.md")) == 3 + 5
+  assert "dev acc by epoch" in out
+
+
+def test_time_accuracy_rerun_resumes(outputs):
+  base, _ = outputs
+  path = base / "out" / "time_accuracy" / "runs.jsonl"
+  before = path.read_text()
+  proc = _start("time_accuracy", base / "out", base / "home")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert path.read_text() == before
+  assert "skipping finished run" in err
+
+
+def test_mc_batch_size_logs_errors_and_reads_the_batch_axis_bug(outputs):
+  out, _ = _check_ran(outputs, "mc_batch_size")
+  d = outputs[0] / "out" / "mc_batch_size"
+  for f in ("runs.jsonl", "mnist_small.md", "mnist_small_dev.png",
+            "mnist_small_error.png"):
+    assert (d / f).stat().st_size > 0, f
+  rows = _rows(d / "runs.jsonl")
+  # 2 batch sizes x 2 loss axes x 2 epochs.
+  assert len(rows) == 2 * 2 * 2
+  mc_rows = [r for r in rows if r["method"] == "mc"]
+  assert len(mc_rows) == len(rows)
+  for r in mc_rows:
+    assert len(r["mc_relative_error"]) == 3  # 2 hidden layers + output
+  bug = [r for r in mc_rows if r["batch_size"] == 1
+         and r["config"]["method_config"]["mc_loss_axis"] == "batch"]
+  assert bug and all(r["train_loss"] == 0.0 for r in bug)
+  assert len(_table_lines(d / "mnist_small.md")) == 1 + 4
+  assert "training loss exactly 0 in every epoch" in out
+
+
+def test_dataset_table_reports_a_missing_dataset(outputs):
+  out, err = _check_ran(outputs, "dataset_table")
+  d = outputs[0] / "out" / "dataset_table"
+  for f in ("runs.jsonl", "table.md", "table.png"):
+    assert (d / f).stat().st_size > 0, f
+  assert "dataset norb is not available" in err
+  rows = _rows(d / "runs.jsonl")
+  assert {r["dataset"] for r in rows} == {"mnist_small"}
+  md = (d / "table.md").read_text()
+  long_rows = [line for line in md.split("## All runs")[1].splitlines()
+               if line.startswith("| norb") or line.startswith("| mnist_small")]
+  assert len(long_rows) == 2
+  assert all("missing data" in line for line in long_rows
+             if line.startswith("| norb"))
+  assert "stand-in for mnist" in md
+  assert "Missing data" in out and "norb" in out
+
+
+# -- the scale presets --------------------------------------------------------
+
+
+@pytest.fixture
+def parsed_flags():
+  if not FLAGS.is_parsed():
+    FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver():
+    yield
+
+
+PRESETS = {"quick": {"epochs": 2, "max_train": 500, "hidden": [16, 32]},
+           "paper": common.PAPER_SCALE}
+
+
+def test_scale_preset_fills_flags_not_given(parsed_flags):
+  applied = common.apply_scale(PRESETS, "quick")
+  assert applied == {"epochs": 2, "max_train": 500, "hidden": ["16", "32"]}
+  assert (FLAGS.epochs, FLAGS.max_train, FLAGS.hidden) == (2, 500,
+                                                           ["16", "32"])
+
+
+def test_scale_preset_keeps_flags_given_on_the_command_line(parsed_flags):
+  with flagsaver.as_parsed(epochs="7", hidden="64", scale="paper"):
+    applied = common.apply_scale(PRESETS)
+    assert FLAGS.epochs == 7 and FLAGS.hidden == ["64"]
+    assert FLAGS.max_train is None and FLAGS.max_test is None
+    assert "epochs" not in applied and "hidden" not in applied
+
+
+def test_paper_scale_is_the_papers_sizes(parsed_flags):
+  with flagsaver.flagsaver(max_train=100, epochs=2):  # set, not parsed
+    common.apply_scale(PRESETS, "paper")
+    assert (FLAGS.epochs, FLAGS.max_train, FLAGS.max_test,
+            FLAGS.hidden) == (50, None, None, ["1000"])
+
+
+def test_scale_errors_are_clear(parsed_flags):
+  with pytest.raises(ValueError, match="no preset for --scale=paper"):
+    common.apply_scale({"quick": {}}, "paper")
+  with pytest.raises(ValueError, match="--not_a_flag"):
+    common.apply_scale({"quick": {"not_a_flag": 1}}, "quick")
+
+
+# -- the MC batch-size reading ------------------------------------------------
+
+
+def _summary_row(method, batch_size, axis, dev, *, loss=2.0, error=0.5):
+  return {"method": method, "depth": 7, "batch_size": batch_size,
+          "learning_rate": 1e-3, "loss_axis": axis, "dev_accuracy": dev,
+          "max_abs_loss": loss, "mean_error": error,
+          "error_by_layer": f"0.00/{error:.2f}/0.00"}
+
+
+def test_mc_reading_names_the_bug_and_compares_with_standard():
+  from experiments import mc_batch_size
+  summary = [_summary_row("mc", 1, "batch", 0.1, loss=0.0, error=0.9),
+             _summary_row("mc", 1, "classes", 0.80, error=0.9),
+             _summary_row("standard", 1, "classes", 0.83),
+             _summary_row("mc", 64, "classes", 0.84, error=0.3),
+             _summary_row("mc", 64, "batch", 0.60, error=0.3)]
+  lines = mc_batch_size.reading(summary, "fashion_mnist")
+  text = "\n".join(lines)
+  assert "exactly 0 in every epoch" in text and "no learning" in text
+  assert "MC at B=1 learns (within 0.05 of standard)" in text
+  assert "0.900 at B=1 vs 0.300 at B=64" in text
+  assert "B=64, batch-axis loss: dev accuracy 0.600 (correct loss: 0.840)" in text
+  summary[1] = _summary_row("mc", 1, "classes", 0.12)
+  assert "MC at B=1 does not learn" in "\n".join(
+      mc_batch_size.reading(summary, "fashion_mnist"))
