@@ -18,8 +18,8 @@ Scale (``--scale``; flags given on the command line win):
 * ``quick`` (default): 3 epochs, at most 5,000 training and 2,000 dev/test
   examples (``mnist_small``: 5,000 of its 7,000 training digits, all of its
   1,000 dev and 2,000 test digits), width 1000, batch 32.  All five methods
-  on Fashion-MNIST: about 8 minutes on the project's 2-core CPU while other
-  jobs shared it (13 minutes at 10,000 examples).
+  on Fashion-MNIST: 4.3 minutes on the project's 2-core CPU (13 minutes at
+  10,000 examples while other jobs shared the machine).
 * ``paper``: 50 epochs, the full splits, width 1000.
 
 Writes under ``--out_dir``/depth_sweep/: ``runs.jsonl`` (one row per run and

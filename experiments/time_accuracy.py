@@ -10,10 +10,11 @@ Command:
 
 Scale (``--scale``; flags given on the command line win):
 
-* ``quick`` (default): 3 epochs on 2,000 training examples (2,000 dev and
+* ``quick`` (default): 3 epochs on 1,500 training examples (2,000 dev and
   test), width 1000, batch size 1, depths 3 and 7, all five methods:
-  about 6 minutes on a (shared) 2-core CPU.  Batch size 1 means one
-  training step per example; that is what makes these runs slow.
+  8.5 minutes on the project's 2-core CPU while other jobs shared it.
+  Batch size 1 means one training step per example; that is what makes
+  these runs slow.
 * ``paper``: 50 epochs, the full splits, width 1000.
 
 Writes under ``--out_dir``/time_accuracy/: ``runs.jsonl`` (resumable),

@@ -59,7 +59,7 @@ import math
 import os
 import time
 import zlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import jax
@@ -678,7 +678,7 @@ def measure_network(params: layers.Params, x, y, *, activation: str,
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Settings of :func:`run` (the entry point's flags).
+  """Settings of :func:`run_networks` (the entry point's flags).
 
   Attributes:
     dataset: dataset name (``data.load_dataset``); data_dir: where its files are.
@@ -693,6 +693,8 @@ class Config:
     num_keys: repetitions of every approximate pass.
     variants: what to measure.
     mc_batch: MC-APPROX's batch size.
+    zero_bias: set every bias to 0 before measuring (the theorem's setting;
+      for trained networks this changes the function they compute).
     progress: show a progress bar.
   """
 
@@ -710,6 +712,7 @@ class Config:
   num_keys: int = 3
   variants: tuple = ()
   mc_batch: int = 64
+  zero_bias: bool = False
   progress: bool = True
 
   def __post_init__(self):
@@ -754,6 +757,9 @@ def run_networks(cfg: Config, dataset) -> list[dict]:
                             activation=activation, epochs=epochs,
                             seed=cfg.seed, batch_size=cfg.batch_size,
                             learning_rate=cfg.learning_rate)
+      if cfg.zero_bias:
+        params = tuple(layers.LayerParams(p.w, jnp.zeros_like(p.b))
+                       for p in params)
       t_train = time.perf_counter() - t0
       key = jax.random.fold_in(jax.random.key(cfg.seed), depth)
       t0 = time.perf_counter()
@@ -765,7 +771,8 @@ def run_networks(cfg: Config, dataset) -> list[dict]:
       for r in net_rows:
         r.update(activation=activation, training=training,
                  train_epochs=epochs, dataset=cfg.dataset, hidden=cfg.hidden,
-                 seed=cfg.seed, eval_examples=cfg.eval_examples)
+                 seed=cfg.seed, eval_examples=cfg.eval_examples,
+                 zero_bias=cfg.zero_bias)
       rows += net_rows
       logging.info("%s depth %d %s: exact acc %.3f; train %.1fs, measure %.1fs",
                    activation, depth, training, net_rows[0]["exact_accuracy"],
@@ -945,6 +952,26 @@ def growth_table(rows: Sequence[Mapping]) -> str:
   return experiment.markdown_table(fmt, cols)
 
 
+def alsh_growth_table(summary: Sequence[Mapping]) -> str:
+  """Markdown: ALSH's measured logits ``e/abar`` growth factor per layer (a
+  log-linear fit over depths) beside the theorem's ``1 + 1/c`` for the
+  measured ``c`` (median over depths)."""
+  ss = [s for s in summary if s["method"] == "alsh"]
+  rows = []
+  for g in growth(ss, field="logits_err_ratio"):
+    c = _median_finite(
+        s["c"] for s in ss if (s["activation"], s["training"], s["variant"])
+        == (g["activation"], g["training"], g["variant"]))
+    rows.append(dict(g, c=_fmt(c), theorem_g=_fmt(1 + 1 / c if c > 0 else math.nan),
+                     g_fmt=_fmt(g["g"]), first=_fmt(g["err_first"]),
+                     last=_fmt(g["err_last"])))
+  cols = (("variant", "variant"), ("activation", "activation"),
+          ("training", "network"), ("first", "e/abar d=first"),
+          ("last", "e/abar d=last"), ("g_fmt", "measured growth/layer"),
+          ("c", "measured c"), ("theorem_g", "theorem 1 + 1/c"))
+  return experiment.markdown_table(rows, cols)
+
+
 def theorem_markdown(c: float, depths: Sequence[int] = range(1, 8), *,
                      width: int = 64, active: int = 8, seed: int = 0) -> tuple[str, list[dict]]:
   """Part 1: the theorem's table, closed form beside the construction.
@@ -962,7 +989,7 @@ def theorem_markdown(c: float, depths: Sequence[int] = range(1, 8), *,
               rel=f"{r['rel_err_closed_form']:.6f}") for r in table]
   cols = (("k", "k"), ("closed", "closed form ((c+1)/c)^k - 1"),
           ("measured", "measured e/abar (mean over nodes)"),
-          ("dev", "max |measured - closed|"),
+          ("dev", "max abs(measured - closed)"),
           ("rel", "1 - (c/(c+1))^k (error vs exact)"))
   md = (f"Theorem table for c = {c:g}: a linear network of width {width} "
         f"built so that every node's active part ({active} of {width} inputs) "
@@ -1124,8 +1151,9 @@ def report_markdown(rows: Sequence[Mapping]) -> str:
   r0 = rows[0]
   num_keys = max(r["key"] for r in rows) + 1
   epochs = max(r["train_epochs"] for r in rows)
+  nobias = ", biases set to 0" if r0.get("zero_bias") else ""
   parts = [f"# Error propagation: {r0['dataset']}, width {r0['hidden']}, "
-           f"{r0['eval_examples']} test inputs, {num_keys} key(s)\n",
+           f"{r0['eval_examples']} test inputs, {num_keys} key(s){nobias}\n",
            "Cells: mean ± std over keys. Relative error: "
            "||approx - exact||_F / ||exact||_F over the evaluation batch. "
            "Top-1 agreement: fraction of inputs whose approximate top-1 class "
@@ -1160,6 +1188,11 @@ def report_markdown(rows: Sequence[Mapping]) -> str:
                "Least-squares fits over the depths with a nonzero error: "
                "err ~ g^d (g: factor per added layer) and err ~ d^p.\n\n" +
                growth_table(growth(summary)))
+  if any(s["method"] == "alsh" for s in summary):
+    parts.append("\n## ALSH-APPROX: growth of e/abar against the theorem's "
+                 "factor\n\nUnder the theorem e/abar = (1 + 1/c)^d - 1, "
+                 "i.e. it grows by 1 + 1/c per lossy step.\n\n" +
+                 alsh_growth_table(summary))
   return "\n".join(parts)
 
 
@@ -1173,6 +1206,7 @@ def write_report(rows: Sequence[Mapping], out_dir: str) -> list[str]:
   paths = [os.path.join(out_dir, "table.md")]
   experiment.write_text(paths[0], report_markdown(rows))
   r0 = rows[0]
+  nobias = ", biases set to 0" if r0.get("zero_bias") else ""
   for act in dict.fromkeys(r["activation"] for r in rows):
     for training in dict.fromkeys(r["training"] for r in rows):
       if not any(s["activation"] == act and s["training"] == training
@@ -1181,11 +1215,14 @@ def write_report(rows: Sequence[Mapping], out_dir: str) -> list[str]:
       path = os.path.join(out_dir, plot_name("error_vs_depth", act, training))
       plot_error_vs_depth(
           summary, path, activation=act, training=training,
-          title=f"{r0['dataset']}, width {r0['hidden']}, {act}, {training}: "
-          "approximate vs exact forward pass")
+          title=f"{r0['dataset']}, width {r0['hidden']}, {act}, {training}"
+          f"{nobias}: approximate vs exact forward pass")
       paths.append(path)
       if any(s["method"] == "alsh" for s in summary):
         path = os.path.join(out_dir, plot_name("alsh_theorem", act, training))
-        plot_alsh_theorem(summary, path, activation=act, training=training)
+        plot_alsh_theorem(
+            summary, path, activation=act, training=training,
+            title=f"ALSH-APPROX vs the theorem: {r0['dataset']}, width "
+            f"{r0['hidden']}, {act}, {training}{nobias}")
         paths.append(path)
   return paths

@@ -483,7 +483,7 @@ def plot_grouped_bars(path: str, *, categories: Sequence[str],
   A category with no value in any series is marked "no data".
   """
   plt = _pyplot()
-  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4),
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8),
                            squeeze=False)
   x = np.arange(len(categories))
   for ax, (ptitle, ylabel, log_y, series) in zip(axes.flat, panels):
@@ -500,7 +500,9 @@ def plot_grouped_bars(path: str, *, categories: Sequence[str],
     if log_y:
       ax.set_yscale("log")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small")
+    # Below the axes: inside, the legend would hide bars.
+    ax.legend(fontsize="small", loc="upper center",
+              bbox_to_anchor=(0.5, -0.1), ncol=min(3, max(1, len(series))))
   if title:
     fig.suptitle(title)
   fig.tight_layout()

@@ -12,7 +12,8 @@
 #                    list (--datasets, default the paper's four; missing ones
 #                    are reported, not fatal).
 #
-# Results go to results/<scale>/<entry point>/ (JSON lines, Markdown, PNG).
+# Results go to results/<scale>/<entry point>/ (JSON lines, Markdown, PNG;
+# $OUT_DIR overrides results/<scale>).
 # Rerunning resumes: finished runs are skipped.  Extra flags for every entry
 # point can be passed in $EXTRA_FLAGS (e.g. EXTRA_FLAGS=--noprogress).
 set -euo pipefail
@@ -26,7 +27,7 @@ esac
 
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python}"
-out="results/${scale}"
+out="${OUT_DIR:-results/${scale}}"
 # shellcheck disable=SC2206
 extra=(${EXTRA_FLAGS:-})
 common=(--scale="$scale" --out_dir="$out" "${extra[@]}")

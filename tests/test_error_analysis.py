@@ -305,11 +305,11 @@ def test_entry_point_end_to_end(tmp_path):
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   with flagsaver.as_parsed(
-      out_dir=str(tmp_path), part="all", max_depth="2", hidden="16",
+      out_dir=str(tmp_path), part="all", depths="1,2", hidden="16",
       max_train="64", max_test="64", eval_examples="32", mc_batch="32",
       num_keys="1", activations="relu", alsh_pairs="l2_alsh+srp",
       mc_samplers="crs", mc_ratios="0.5", keep_probs="0.5", progress="false",
-      train_epochs="0"):
+      train_epochs="0", zero_bias="true"):
     error_propagation.main([])
   out = tmp_path / "error_propagation"
   for name in ("theorem.md", "rows.jsonl", "table.md",
@@ -320,6 +320,8 @@ def test_entry_point_end_to_end(tmp_path):
   assert len(rows) == 6
   assert {r["training"] for r in rows} == {"init"}
   assert {r["depth"] for r in rows} == {1, 2}
+  assert all(r["zero_bias"] for r in rows)
   table = (out / "table.md").read_text()
   assert "alsh l2_alsh+srp" in table and "Growth" in table
+  assert "biases set to 0" in table and "theorem 1 + 1/c" in table
   assert "2.5831808000" in (out / "theorem.md").read_text()

@@ -203,10 +203,10 @@ def test_scale_errors_are_clear(parsed_flags):
 # -- the MC batch-size reading ------------------------------------------------
 
 
-def _summary_row(method, batch_size, axis, dev, *, loss=2.0, error=0.5):
+def _summary_row(method, batch_size, axis, dev, *, loss=3.0, error=0.5):
   return {"method": method, "depth": 7, "batch_size": batch_size,
           "learning_rate": 1e-3, "loss_axis": axis, "dev_accuracy": dev,
-          "max_abs_loss": loss, "mean_error": error,
+          "max_abs_loss": loss, "final_loss": loss, "mean_error": error,
           "error_by_layer": f"0.00/{error:.2f}/0.00"}
 
 
@@ -222,7 +222,9 @@ def test_mc_reading_names_the_bug_and_compares_with_standard():
   assert "exactly 0 in every epoch" in text and "no learning" in text
   assert "MC at B=1 learns (within 0.05 of standard)" in text
   assert "0.900 at B=1 vs 0.300 at B=64" in text
-  assert "B=64, batch-axis loss: dev accuracy 0.600 (correct loss: 0.840)" in text
+  assert ("B=64, batch-axis loss: dev accuracy 0.600, training loss 3.000 "
+          "(correct loss: dev accuracy 0.840)") in text
+  assert "0.900, is the estimator's at initialisation" in text
   summary[1] = _summary_row("mc", 1, "classes", 0.12)
   assert "MC at B=1 does not learn" in "\n".join(
       mc_batch_size.reading(summary, "fashion_mnist"))
