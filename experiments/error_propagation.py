@@ -5,7 +5,7 @@ linear activations and every node's active part c times its inactive part,
 the approximate activation's error ratio is ((c+1)/c)^k - 1 at depth k) and
 measures the same thing on real networks.
 
-Command (4 min 34 s wall on the project's 2-core CPU, shared with other
+Command (4.5 minutes wall on the project's 2-core CPU, shared with other
 jobs; results in docs/error_propagation.md):
 
   python -m experiments.error_propagation
@@ -32,7 +32,8 @@ The theorem's own setting, linear networks with every bias set to 0 (2 min):
 Scale (``--scale``; flags given on the command line win):
 
 * ``quick`` (default): depths 1..10, width 1000, 1 epoch of training on
-  2,000 examples, 256 test inputs, 3 keys, every variant (16).  4 min 34 s.
+  2,000 examples, 256 test inputs, 3 keys, every variant (16).  4 min 23 s
+  to 4 min 34 s.
 * ``paper``: the same networks trained as in the paper (50 epochs on the
   full training split): hours on a CPU.
 

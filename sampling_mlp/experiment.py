@@ -365,6 +365,7 @@ def _save(fig, path: str) -> None:
   os.close(fd)
   try:
     fig.savefig(tmp, dpi=110)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; plots are for everyone
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
