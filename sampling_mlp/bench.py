@@ -1,10 +1,11 @@
 """Step timing for the benchmark entry point.
 
 A "step" is one full training step: forward, backward and optimizer update.
-Steps run the way training runs them, ``steps_per_call`` at a time inside
-one jitted ``lax.scan`` (distinct random batches), so per-call Python
-dispatch is amortised; the reported time is the median over calls of
-(call time / steps_per_call), after compilation and warm-up calls.
+Steps run the way training runs them, many at a time inside one jitted
+``lax.scan`` (distinct random batches), so per-call Python dispatch is
+amortised as it is in an epoch; the reported time is the median over calls
+of (call time / steps per call), after compilation and warm-up calls, with
+the methods' calls interleaved so that they share the machine's load.
 """
 
 from __future__ import annotations
@@ -67,15 +68,37 @@ def step_runner(impl: registry.MethodImpl, *, batch_size: int,
 
 
 def time_train_steps(impls: Sequence[registry.MethodImpl], *,
-                     batch_size: int, steps_per_call: int = 10,
+                     batch_size: int, steps_per_call: int = 0,
                      repeats: int = 7, warmup: int = 2,
-                     seed: int = 0) -> list[float]:
-  """Median seconds per training step of each method, timed interleaved."""
-  calls = [step_runner(impl, batch_size=batch_size,
-                       steps_per_call=steps_per_call, seed=seed)
-           for impl in impls]
-  return [t / steps_per_call for t in
-          interleaved_medians(calls, repeats=repeats, warmup=warmup)]
+                     seed: int = 0, target_call_seconds: float = 0.2
+                     ) -> list[float]:
+  """Median seconds per training step of each method, timed interleaved.
+
+  Args:
+    impls: the methods, all of one model shape.
+    batch_size: examples per step.
+    steps_per_call: steps per timed jitted call; 0 picks, per method, enough
+      steps for a call to last about ``target_call_seconds`` (at most 500),
+      so that per-call dispatch is negligible as it is in training, where an
+      epoch is one call.
+    repeats, warmup: timed and untimed calls per method.
+    seed: for the initial state and the random batches.
+    target_call_seconds: see ``steps_per_call``.
+  """
+  counts = []
+  for impl in impls:
+    n = steps_per_call
+    if n <= 0:  # estimate from a short call
+      probe = step_runner(impl, batch_size=batch_size, steps_per_call=2,
+                          seed=seed)
+      jax.block_until_ready(probe())
+      per_step = interleaved_medians([probe], repeats=3, warmup=0)[0] / 2
+      n = int(min(500, max(2, target_call_seconds / max(per_step, 1e-9))))
+    counts.append(n)
+  calls = [step_runner(impl, batch_size=batch_size, steps_per_call=n,
+                       seed=seed) for impl, n in zip(impls, counts)]
+  return [t / n for t, n in zip(
+      interleaved_medians(calls, repeats=repeats, warmup=warmup), counts)]
 
 
 def matmul_peak_gflops(*, batch_size: int, hidden: int, repeats: int = 7,
