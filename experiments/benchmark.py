@@ -69,4 +69,4 @@ def main(argv):
           log.append(dict(row, run_id="benchmark"))
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run_main(main)

@@ -16,10 +16,11 @@ command line did not, so ``--scale=paper --epochs=5`` runs 5 epochs.
 from __future__ import annotations
 
 import functools
+import sys
 import os
 from typing import Any, Mapping
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from sampling_mlp import experiment, layers, registry
 from sampling_mlp.optim import OPTIMIZERS
@@ -208,3 +209,19 @@ def run(specs, entry_point: str, *, loader=None) -> list[list[dict]]:
       specs, results_path=out_path(entry_point, "runs.jsonl"),
       data_dir=FLAGS.data_dir, progress=FLAGS.progress,
       dataset_loader=loader or dataset_loader())
+
+
+def run_main(main) -> None:
+  """``app.run(main)``, with a dataset problem reported as one clear error
+  (what is missing or wrong and where to put the files), not a traceback.
+  Results already written stay: runs finish or resume one at a time."""
+  from sampling_mlp import data
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except data.DatasetError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(guarded)

@@ -196,4 +196,4 @@ def write_outputs(summary: list[dict], order: list[tuple[str, str]]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run_main(main)

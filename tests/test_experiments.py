@@ -228,3 +228,16 @@ def test_mc_reading_names_the_bug_and_compares_with_standard():
   summary[1] = _summary_row("mc", 1, "classes", 0.12)
   assert "MC at B=1 does not learn" in "\n".join(
       mc_batch_size.reading(summary, "fashion_mnist"))
+
+
+def test_missing_dataset_is_one_clear_error_not_a_traceback(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.depth_sweep", "--dataset=mnist",
+       "--nodownload", "--depths=1", "--epochs=1", "--hidden=8",
+       f"--out_dir={tmp_path / 'out'}", "--noprogress"],
+      cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+      timeout=300)
+  assert out.returncode == 2
+  assert "Traceback" not in out.stderr
+  assert "error: dataset 'mnist'" in out.stderr
+  assert "Put the files in one of them" in out.stderr
