@@ -193,18 +193,6 @@ class LazyOptimizer:
     return (p.at[ix].set(pb, **_SET), m.at[ix].set(mb, **_SET),
             v.at[ix].set(vb, **_SET))
 
-  def update_masked(self, p, m, v, g, mask, count):
-    """Dense-cost lazy update: entries where ``mask`` is False stay untouched.
-
-    Used where the touched set has no cheap static structure (e.g. ALSH with
-    mini-batches, whose examples touch different blocks).
-    """
-    new_p, new_m, new_v = self.update_dense(p, m, v, g, count)
-    keep = lambda new, old: jnp.where(mask, new, old)
-    if self.cfg.name == "sgd":
-      return keep(new_p, p), m, v
-    return keep(new_p, p), keep(new_m, m), keep(new_v, v)
-
 
 def dedup_rows(rows: jax.Array, g: jax.Array, n: int):
   """Sums the gradient rows of repeated indices (sampling with replacement).

@@ -243,10 +243,5 @@ def all_options() -> tuple[Option, ...]:
   return tuple(seen.values())
 
 
-def split_layer_keys(key: jax.Array, num_layers: int) -> jax.Array:
-  """One key per layer from a step key (never reused across layers)."""
-  return jax.random.split(key, num_layers)
-
-
 def zero_step() -> jax.Array:
   return jnp.zeros([], jnp.int32)

@@ -74,16 +74,18 @@ def test_block_update_touches_only_block():
   np.testing.assert_allclose(np.asarray(p1)[mask], -1e-3, rtol=1e-3)
 
 
-def test_masked_update_matches_rows_update():
+def test_masked_slab_update_matches_rows_update():
   lazy = optim.LazyOptimizer(optim.OptimConfig())
   p = jax.random.normal(jax.random.key(0), (6, 2))
   st = lazy.init(p)
   g = jax.random.normal(jax.random.key(1), (6, 2))
   rows = jnp.array([0, 4])
-  mask = jnp.zeros((6, 1), bool).at[rows].set(True)
-  a = lazy.update_masked(p, st.mu, st.nu, g, mask, jnp.asarray(1))
-  b = lazy.update_rows(p, st.mu, st.nu, rows, g[rows], jnp.asarray(1))
-  chex.assert_trees_all_close(a, b, rtol=1e-6)
+  mask = jnp.zeros((6, 2), bool).at[rows].set(True)
+  slab = lazy.update_slab_masked(lazy.init_slab(p, axis=1), g, mask,
+                                 jnp.asarray(1), axis=1)
+  want = lazy.update_rows(p, st.mu, st.nu, rows, g[rows], jnp.asarray(1))
+  chex.assert_trees_all_close(tuple(slab[:, i] for i in range(3)), want,
+                              rtol=1e-6)
 
 
 def test_dedup_rows_sums_repeats():
