@@ -46,6 +46,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from absl import logging
+
 import jax
 import jax.numpy as jnp
 
@@ -647,6 +649,7 @@ def should_rebuild(
 # over every slab.  Batch size 1 avoids that.
 
 from sampling_mlp import layers as _layers  # noqa: E402
+from sampling_mlp import native as _native  # noqa: E402
 from sampling_mlp import optim as _optim  # noqa: E402
 from sampling_mlp import registry as _registry  # noqa: E402
 
@@ -801,6 +804,24 @@ class ALSH(_registry.MethodImpl):
     self.lazy = _optim.LazyOptimizer(optim_cfg)
     self.act = _layers.activation_fn(model.activation)
     self.recall_k = 10
+    self.native = self._resolve_kernel(c["alsh_kernel"])
+
+  @staticmethod
+  def _resolve_kernel(choice: str) -> bool:
+    """Whether batch-size-1 steps use the native kernels (native.py)."""
+    if choice == "xla":
+      return False
+    if choice == "native":
+      _native.require()
+      return True
+    if not _native.available() and not ALSH._warned:
+      ALSH._warned = True
+      logging.warning("ALSH: native kernels unavailable (%s); using the "
+                      "slower pure-XLA path, which computes the same numbers.",
+                      _native.unavailable_reason())
+    return _native.available()
+
+  _warned = False
 
   # -- layout ------------------------------------------------------------------
   @staticmethod
@@ -870,66 +891,105 @@ class ALSH(_registry.MethodImpl):
         tables=self._build(ms.hashes, self._hidden_wt(state.params))))
 
   # -- the sparse forward pass of one example ----------------------------------
-  def _example_forward(self, slabs, deltas, mstate, x, seeds):
-    """Forward pass of one example through the active nodes only.
+  def _hidden_forward(self, slabs, deltas, mstate, x, seeds, native=False):
+    """Forward pass of one example through the hidden layers' active nodes.
 
     Args:
       slabs: the TrainState's params (treated as constants).
-      deltas: zeros shaped like the gathered blocks (the gradient target), or
-        None for a plain forward pass.
+      deltas: per hidden layer, zeros shaped like its gathered block (the
+        gradient target; see :meth:`_zero_deltas`), or None for a plain
+        forward pass.
       mstate: ALSHState.
       x: [D] one input.
       seeds: uint32 [depth], one per hidden layer.
+      native: use the native kernels (not under vmap): they select every
+        active set, and compute the first layer straight from its slab, so
+        that layer has no gathered block and no weight delta (its weight
+        gradient is ``outer(dz, x)``, formed by the update kernel).
 
     Returns:
-      logits [C] and aux: per hidden layer the active set, the gathered slab
-      blocks (to update without gathering again: [s, S, D] for the first
-      layer, [s_k, s_{k-1}, S] after it, [s, S, C] for the output), the input
-      values of each hidden layer, collision counts and random fill.
+      ``(a, rows, aux)``: the last hidden layer's activations on its active
+      set ``rows`` (or ``x`` and None at depth 0), and aux, per hidden layer:
+      the active set, the gathered slab block (to update without gathering
+      again: [s, S, D] for the first layer, [s_k, s_{k-1}, S] after it; None
+      for a native first layer), the layer's input values, and the stacked
+      collision counts and random fill.
     """
     a, rows = x, None
     idxs, blocks, inputs, coll, frac = [], [], [], [], []
     for k in range(len(slabs) - 1):
-      q = sparse_query_codes(mstate.queries[k], jax.lax.stop_gradient(a),
-                             rows)
-      idx, nc, fr = select_active(seeds[k], collisions(q, mstate.tables[k]),
-                                  self.budgets[k])
-      w, b = slabs[k]
-      bb = b[idx]
-      if rows is None:
-        blk = w[idx]  # [s, S, D]
-        # All slots times the input, then slot 0: cheaper than copying the
-        # parameter slot out of the gathered rows.
-        z = jnp.einsum("ksd,d->ks", blk, a)[:, 0] + bb[:, 0]
+      query = jax.lax.stop_gradient(a)
+      budget = self.budgets[k]
+      if native:
+        idx, nc = _native.select_active(mstate.queries[k], query, rows,
+                                        mstate.tables[k], seeds[k],
+                                        budget=budget)
+        fr = (jnp.maximum(budget - nc, 0) / budget).astype(jnp.float32)
       else:
-        blk = w[idx[:, None], rows[None, :]]  # [s, r, S]
-        z = blk[..., 0] @ a + bb[:, 0]
-      if deltas is not None:
-        z = z + deltas[k].w @ a + deltas[k].b
+        q = sparse_query_codes(mstate.queries[k], query, rows)
+        idx, nc, fr = select_active(seeds[k], collisions(q, mstate.tables[k]),
+                                    budget)
+      w, b = slabs[k]
+      if native and rows is None:
+        z, block = _native.rows_matvec(w, b, idx, a), None
+        if deltas is not None:
+          z = z + deltas[k].b
+      else:
+        bb = b[idx]
+        if rows is None:
+          blk = w[idx]  # [s, S, D]
+          # All slots times the input, then slot 0: cheaper than copying the
+          # parameter slot out of the gathered rows.
+          z = jnp.einsum("ksd,d->ks", blk, a)[:, 0] + bb[:, 0]
+        else:
+          blk = w[idx[:, None], rows[None, :]]  # [s, r, S]
+          z = blk[..., 0] @ a + bb[:, 0]
+        if deltas is not None:
+          z = z + deltas[k].w @ a + deltas[k].b
+        block = _layers.LayerParams(blk, bb)
       inputs.append(a)
       a, rows = self.act(z), idx
       idxs.append(idx)
-      blocks.append(_layers.LayerParams(blk, bb))
+      blocks.append(block)
       coll.append(nc)
       frac.append(fr)
-    w, b = slabs[-1]
+    stack = lambda t: jnp.stack(t) if t else jnp.zeros((0,))
+    return a, rows, (tuple(idxs), tuple(blocks), tuple(inputs), stack(coll),
+                     stack(frac))
+
+  def _output_forward(self, slab, delta, a, rows):
+    """Logits [C] from the last hidden layer's active activations ``a``, and
+    the output slab's gathered block ([s, S, C], or all of it at depth 0)."""
+    w, b = slab
     blk = w if rows is None else w[rows]
     wk, bk = blk[:, 0], b[:, 0]
-    if deltas is not None:
-      wk, bk = wk + deltas[-1].w, bk + deltas[-1].b
-    blocks.append(_layers.LayerParams(blk, b))
-    logits = a @ wk + bk
-    stack = lambda t: jnp.stack(t) if t else jnp.zeros((0,))
-    return logits, (tuple(idxs), tuple(blocks), tuple(inputs), stack(coll),
-                    stack(frac))
+    if delta is not None:
+      wk, bk = wk + delta.w, bk + delta.b
+    return a @ wk + bk, _layers.LayerParams(blk, b)
 
-  def _zero_deltas(self, batch):
+  def _example_forward(self, slabs, deltas, mstate, x, seeds):
+    """The pure-XLA forward pass of one example (vmap-able).
+
+    Returns:
+      logits [C] and aux as in :meth:`_hidden_forward`, with the output
+      layer's block appended to the blocks.
+    """
+    a, rows, (idxs, blocks, inputs, coll, frac) = self._hidden_forward(
+        slabs, None if deltas is None else deltas[:-1], mstate, x, seeds)
+    logits, block = self._output_forward(
+        slabs[-1], None if deltas is None else deltas[-1], a, rows)
+    return logits, (idxs, blocks + (block,), inputs, coll, frac)
+
+  def _zero_deltas(self, batch, native=False):
     sizes = self.model.sizes
     out, prev = [], sizes[0]
-    for s in self.budgets:
-      out.append(_layers.LayerParams(jnp.zeros(batch + (s, prev)),
-                                     jnp.zeros(batch + (s,))))
+    for k, s in enumerate(self.budgets):
+      # The native first layer takes no weight delta (see _hidden_forward).
+      w = None if native and k == 0 else jnp.zeros(batch + (s, prev))
+      out.append(_layers.LayerParams(w, jnp.zeros(batch + (s,))))
       prev = s
+    if native:  # the output layer's gradient comes from its kernel
+      return tuple(out)
     c = sizes[-1]
     out.append(_layers.LayerParams(jnp.zeros(batch + (prev, c)),
                                    jnp.zeros(batch + (c,))))
@@ -942,26 +1002,31 @@ class ALSH(_registry.MethodImpl):
     # One generator call per step: a uint32 seed per example and layer.
     seeds = jax.random.bits(key, (batch, max(depth, 1)), jnp.uint32)
     frozen = jax.lax.stop_gradient(slabs)
+    count = state.opt_state + 1
 
     def example_loss(deltas, xi, yi, si):
       logits, aux = self._example_forward(frozen, deltas, ms, xi, si)
       return _registry.cross_entropy(logits[None], yi[None]), aux
 
-    if batch == 1:
+    if batch == 1 and self.native and depth:
+      loss, aux, g, out_layer = self._native_gradients(
+          frozen, slabs[-1], ms, x[0], y[0], seeds[0], count)
+    elif batch == 1:
       # No vmap at batch size 1: a unit batch axis would only add
       # transposes around every gather.
       (loss, aux), g = jax.value_and_grad(example_loss, has_aux=True)(
           self._zero_deltas(()), x[0], y[0], seeds[0])
+      out_layer = None
     else:
       def loss_fn(deltas):
         losses, aux = jax.vmap(example_loss)(deltas, x, y, seeds)
         return jnp.mean(losses), aux
       (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(
           self._zero_deltas((batch,)))
-    idxs, blocks, _, coll, frac = aux
-    count = state.opt_state + 1
+    idxs, blocks, inputs, coll, frac = aux
     if batch == 1:
-      slabs = self._update_single(slabs, blocks, g, idxs, count)
+      slabs = self._update_single(slabs, blocks, g, idxs, inputs, count,
+                                  out_layer)
     else:
       slabs = self._update_batch(slabs, g, idxs, count)
     step = state.step + 1
@@ -981,9 +1046,34 @@ class ALSH(_registry.MethodImpl):
       metrics["alsh_random_fraction"] = per_layer(frac)
     return state, metrics
 
-  def _update_single(self, slabs, blocks, g, idxs, count):
+  def _native_gradients(self, frozen, out_slab, ms, x, y, seeds, count):
+    """Batch size 1 with the native kernels: the hidden layers are
+    differentiated by ``jax.vjp`` from the gradient that the output kernel
+    returns for the last hidden activations; the kernel also updates the
+    output layer in place.
+
+    Returns:
+      (loss, aux, g, out_layer): g per hidden layer, out_layer the updated
+      output LayerParams.
+    """
+    def hidden(deltas):
+      a, rows, aux = self._hidden_forward(frozen, deltas, ms, x, seeds,
+                                          native=True)
+      return a, (rows, aux)
+
+    a, vjp_fn, (rows, aux) = jax.vjp(
+        hidden, self._zero_deltas((), native=True), has_aux=True)
+    w, b, loss, da = _native.output_step(*out_slab, rows, a, y, count,
+                                         optim=self.lazy.cfg)
+    (g,) = vjp_fn(da)
+    return loss, aux, g, _layers.LayerParams(w, b)
+
+  def _update_single(self, slabs, blocks, g, idxs, inputs, count,
+                     out_layer=None):
     """Batch size 1: each touched block is updated from the entries the
-    forward pass gathered, and each slot is scattered back once."""
+    forward pass gathered, and each slot is scattered back once; a first
+    layer without a gathered block (native) is updated in place, and so is
+    an output layer the native kernel already updated (``out_layer``)."""
     def put(slab, index, block, grad, axis):
       for i, vals in enumerate(self.lazy.update_slots(block, grad, count,
                                                       axis)):
@@ -993,6 +1083,11 @@ class ALSH(_registry.MethodImpl):
     new, rows = [], None
     for k in range(len(slabs) - 1):
       (w, b), idx = slabs[k], idxs[k]
+      if blocks[k] is None:
+        new.append(_layers.LayerParams(*_native.rows_update(
+            w, b, idx, g[k].b, inputs[k], count, optim=self.lazy.cfg)))
+        rows = idx
+        continue
       if rows is None:
         w = put(w, lambda i: (idx, i), blocks[k].w, g[k].w, 1)
       else:
@@ -1002,6 +1097,8 @@ class ALSH(_registry.MethodImpl):
       b = put(b, lambda i: (idx, i), blocks[k].b, g[k].b, 1)
       new.append(_layers.LayerParams(w, b))
       rows = idx
+    if out_layer is not None:
+      return tuple(new) + (out_layer,)
     w, b = slabs[-1]
     if rows is None:
       w = self.lazy.update_slab(w, g[-1].w, count, axis=1)
@@ -1163,6 +1260,11 @@ SPEC = _registry.register(_registry.MethodSpec(
                          "layer's nodes.",
                          check=lambda v: None if 0 < v <= 1 else
                          "must be in (0, 1]"),
+        _registry.Option("alsh_kernel", "auto",
+                         "Batch-size-1 kernels: 'native' (C++ via the XLA "
+                         "FFI, compiled on first use), 'xla' (pure JAX; same "
+                         "numbers, slower) or 'auto' (native where it "
+                         "builds).", choices=("auto", "native", "xla")),
         _registry.Option("alsh_rebuild", "paper",
                          "Table rebuild schedule: 'paper' (every 100 steps "
                          "for the first 10,000, then every 1,000), 'epoch', "
