@@ -642,6 +642,17 @@ def should_rebuild(
 # untouched weights keep their moments (dense Adam would decay the moments of
 # every weight and keep moving untouched weights with stale momentum).
 #
+# Native kernels (``--alsh_kernel``, see native.py): at batch size 1 the
+# first layer's gather, update and scatter of whole 784-wide rows are what
+# XLA's CPU backend does worst (element-by-element loops, three passes), so
+# by default a step hashes and selects every layer's active set, computes
+# the first layer from its slab and updates its active rows in place, and
+# runs the output layer (loss, input gradient, in-place update), in C++
+# kernels; the hidden layers in between keep their gathered blocks and are
+# differentiated by ``jax.vjp`` from the gradient the output kernel returns.
+# The pure-XLA step computes the same numbers (up to float32 rounding) and
+# is what mini-batches, analysis and machines without a compiler use.
+#
 # Mini-batches: every example keeps its own active sets (as SLIDE does).
 # Their blocks overlap, so the per-example block gradients are scatter-added
 # into dense gradients and applied by a masked lazy update: forward and
