@@ -242,3 +242,19 @@ def test_build_failure_is_reported(tmp_path):
   assert "compiling alsh_kernels.cc failed" in out
   assert "fake-cxx: cannot compile" in out
   assert not list((tmp_path / "native").glob("*.so"))
+
+
+@needs_native
+def test_kernels_reject_bad_rows_and_slots():
+  cfg = OptimConfig()
+  w, b, a = _slab(jax.random.key(7), 6, 5)
+  bad = jnp.asarray([1, 6], jnp.uint32)
+  with pytest.raises(Exception, match="row index out of range"):
+    jax.block_until_ready(native.rows_matvec(w, b, bad, a))
+  with pytest.raises(Exception, match="row index out of range"):
+    jax.block_until_ready(native.rows_update(
+        w, b, bad, jnp.ones(2), a, jnp.int32(1), optim=cfg))
+  with pytest.raises(Exception, match="3 slots .Adam. or 1 .SGD."):
+    jax.block_until_ready(native.rows_update(
+        w[:, :2], b[:, :2], bad[:1], jnp.ones(1), a, jnp.int32(1),
+        optim=cfg))

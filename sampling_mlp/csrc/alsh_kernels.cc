@@ -252,13 +252,35 @@ ffi::Error SelectActiveImpl(
   return ffi::Error::Success();
 }
 
+// Checks a slab w [n, S, D] and row indices into it; with `optimizer`, also
+// that S is 3 (Adam: parameter, first and second moment) or 1 (SGD).  On
+// success writes n, S, D to dims.
+ffi::Error CheckSlab(const ffi::Buffer<ffi::F32>& w,
+                     const ffi::Buffer<ffi::U32>& rows, bool optimizer,
+                     int64_t dims[3]) {
+  const auto wd = w.dimensions();
+  if (wd.size() != 3) return ffi::Error::InvalidArgument("w must be [n, S, D]");
+  if (optimizer && wd[1] != 1 && wd[1] != 3) {
+    return ffi::Error::InvalidArgument(
+        "slabs must have 3 slots (Adam) or 1 (SGD)");
+  }
+  const uint32_t* ip = rows.typed_data();
+  for (size_t r = 0; r < rows.element_count(); ++r) {
+    if (ip[r] >= wd[0]) {
+      return ffi::Error::InvalidArgument("row index out of range");
+    }
+  }
+  std::copy_n(wd.begin(), 3, dims);
+  return ffi::Error::Success();
+}
+
 // z[r] = <w[idx[r], 0, :], a> + b[idx[r], 0] for slabs w [n, S, D], b [n, S].
 ffi::Error RowsMatvecImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
                           ffi::Buffer<ffi::U32> idx, ffi::Buffer<ffi::F32> a,
                           ffi::ResultBuffer<ffi::F32> z) {
-  const auto wd = w.dimensions();
-  if (wd.size() != 3) return ffi::Error::InvalidArgument("w must be [n, S, D]");
-  const int64_t n = wd[0], S = wd[1], D = wd[2];
+  int64_t dims[3];
+  if (auto e = CheckSlab(w, idx, false, dims); e.failure()) return e;
+  const int64_t S = dims[1], D = dims[2];
   const int64_t s = idx.element_count();
   const float* wp = w.typed_data();
   const float* bp = b.typed_data();
@@ -266,7 +288,6 @@ ffi::Error RowsMatvecImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
   float* zp = z->typed_data();
   for (int64_t r = 0; r < s; ++r) {
     const int64_t j = ip[r];
-    if (j >= n) return ffi::Error::InvalidArgument("active index out of range");
     const float* row = wp + j * S * D;
     zp[r] = Dot(row, a.typed_data(), D) + bp[j * S];
   }
@@ -344,13 +365,9 @@ ffi::Error RowsUpdateImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in
                           float lr, float b1, float b2, float eps,
                           ffi::ResultBuffer<ffi::F32> w,
                           ffi::ResultBuffer<ffi::F32> b) {
-  const auto wd = w_in.dimensions();
-  if (wd.size() != 3) return ffi::Error::InvalidArgument("w must be [n, S, D]");
-  const int64_t n = wd[0], S = wd[1], D = wd[2];
-  if (S != 1 && S != 3) {
-    return ffi::Error::InvalidArgument(
-        "slabs must have 3 slots (Adam) or 1 (SGD)");
-  }
+  int64_t dims[3];
+  if (auto e = CheckSlab(w_in, idx, true, dims); e.failure()) return e;
+  const int64_t S = dims[1], D = dims[2];
   float* wp = w->typed_data();
   float* bp = b->typed_data();
   AliasOrCopy(w_in, wp);
@@ -358,9 +375,6 @@ ffi::Error RowsUpdateImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in
   const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
   const uint32_t* ip = idx.typed_data();
   const int64_t s = idx.element_count();
-  for (int64_t r = 0; r < s; ++r) {
-    if (ip[r] >= n) return ffi::Error::InvalidArgument("active index out of range");
-  }
   const float* g = dz.typed_data();
   for (int64_t r = 0; r < s; ++r) {
     const int64_t j = ip[r];
@@ -383,13 +397,9 @@ ffi::Error OutputStepImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in
                           ffi::ResultBuffer<ffi::F32> b,
                           ffi::ResultBufferR0<ffi::F32> loss,
                           ffi::ResultBuffer<ffi::F32> da) {
-  const auto wd = w_in.dimensions();
-  if (wd.size() != 3) return ffi::Error::InvalidArgument("w must be [n, S, C]");
-  const int64_t n = wd[0], S = wd[1], C = wd[2];
-  if (S != 1 && S != 3) {
-    return ffi::Error::InvalidArgument(
-        "slabs must have 3 slots (Adam) or 1 (SGD)");
-  }
+  int64_t dims[3];
+  if (auto e = CheckSlab(w_in, rows, true, dims); e.failure()) return e;
+  const int64_t S = dims[1], C = dims[2];
   const int64_t s = rows.element_count();
   const int32_t y = *label.typed_data();
   if (y < 0 || y >= C) {
@@ -401,9 +411,6 @@ ffi::Error OutputStepImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in
   AliasOrCopy(b_in, bp);
   const uint32_t* ip = rows.typed_data();
   const float* ap = a.typed_data();
-  for (int64_t r = 0; r < s; ++r) {
-    if (ip[r] >= n) return ffi::Error::InvalidArgument("row index out of range");
-  }
   thread_local std::vector<float> logits;
   logits.resize(C);
   for (int64_t c = 0; c < C; ++c) logits[c] = bp[c * S];
