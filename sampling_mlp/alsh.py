@@ -401,7 +401,15 @@ def build_tables(
     int32 [L, n_out]. Deterministic given ``hp`` and ``w``.
   """
   p = transform_weights(w, transform=transform, m=m, U=U)  # [n_out, d]
-  return hash_codes(hp, p).T
+  # hash_codes(hp, p).T, computed table-major: no transpose, so the tables
+  # stay row-major in the training loop, as the native kernels read them.
+  proj = jnp.einsum("nd,lkd->lkn", p, hp.projections)  # [L, K, n_out]
+  if hp.offsets is None:
+    comps = (proj > 0).astype(jnp.int32)
+  else:
+    comps = jnp.floor((proj + hp.offsets[..., None]) /
+                      hp.bucket_width).astype(jnp.int32)
+  return jnp.sum(comps * hp.multipliers[..., None], axis=1, dtype=jnp.int32)
 
 
 def collisions(query_codes: jax.Array, table_codes: jax.Array) -> jax.Array:
@@ -642,14 +650,13 @@ def should_rebuild(
 # untouched weights keep their moments (dense Adam would decay the moments of
 # every weight and keep moving untouched weights with stale momentum).
 #
-# Native kernels (``--alsh_kernel``, see native.py): at batch size 1 the
+# Native kernel (``--alsh_kernel``, see native.py): at batch size 1 the
 # first layer's gather, update and scatter of whole 784-wide rows are what
-# XLA's CPU backend does worst (element-by-element loops, three passes), so
-# by default a step hashes and selects every layer's active set, computes
-# the first layer from its slab and updates its active rows in place, and
-# runs the output layer (loss, input gradient, in-place update), in C++
-# kernels; the hidden layers in between keep their gathered blocks and are
-# differentiated by ``jax.vjp`` from the gradient the output kernel returns.
+# XLA's CPU backend does worst (element-by-element loops, three passes), and
+# a step of dozens of small operations pays a dispatch for each, so by
+# default the whole step -- every layer's hashing and active set, the sparse
+# forward and backward passes, the output layer and the lazy update of
+# every touched weight -- is one C++ kernel working on the slabs in place.
 # The pure-XLA step computes the same numbers (up to float32 rounding) and
 # is what mini-batches, analysis and machines without a compiler use.
 #
@@ -902,7 +909,7 @@ class ALSH(_registry.MethodImpl):
         tables=self._build(ms.hashes, self._hidden_wt(state.params))))
 
   # -- the sparse forward pass of one example ----------------------------------
-  def _hidden_forward(self, slabs, deltas, mstate, x, seeds, native=False):
+  def _hidden_forward(self, slabs, deltas, mstate, x, seeds):
     """Forward pass of one example through the hidden layers' active nodes.
 
     Args:
@@ -913,51 +920,35 @@ class ALSH(_registry.MethodImpl):
       mstate: ALSHState.
       x: [D] one input.
       seeds: uint32 [depth], one per hidden layer.
-      native: use the native kernels (not under vmap): they select every
-        active set, and compute the first layer straight from its slab, so
-        that layer has no gathered block and no weight delta (its weight
-        gradient is ``outer(dz, x)``, formed by the update kernel).
 
     Returns:
       ``(a, rows, aux)``: the last hidden layer's activations on its active
       set ``rows`` (or ``x`` and None at depth 0), and aux, per hidden layer:
       the active set, the gathered slab block (to update without gathering
       again: [s, S, D] for the first layer, [s_k, s_{k-1}, S] after it; None
-      for a native first layer), the layer's input values, and the stacked
+      the layer's input values, and the stacked
       collision counts and random fill.
     """
     a, rows = x, None
     idxs, blocks, inputs, coll, frac = [], [], [], [], []
     for k in range(len(slabs) - 1):
       query = jax.lax.stop_gradient(a)
-      budget = self.budgets[k]
-      if native:
-        idx, nc = _native.select_active(mstate.queries[k], query, rows,
-                                        mstate.tables[k], seeds[k],
-                                        budget=budget)
-        fr = (jnp.maximum(budget - nc, 0) / budget).astype(jnp.float32)
-      else:
-        q = sparse_query_codes(mstate.queries[k], query, rows)
-        idx, nc, fr = select_active(seeds[k], collisions(q, mstate.tables[k]),
-                                    budget)
+      q = sparse_query_codes(mstate.queries[k], query, rows)
+      idx, nc, fr = select_active(seeds[k], collisions(q, mstate.tables[k]),
+                                  self.budgets[k])
       w, b = slabs[k]
-      if native and rows is None:
-        z, block = _native.rows_matvec(w, b, idx, a), None
-        if deltas is not None:
-          z = z + deltas[k].b
+      bb = b[idx]
+      if rows is None:
+        blk = w[idx]  # [s, S, D]
+        # All slots times the input, then slot 0: cheaper than copying the
+        # parameter slot out of the gathered rows.
+        z = jnp.einsum("ksd,d->ks", blk, a)[:, 0] + bb[:, 0]
       else:
-        bb = b[idx]
-        if rows is None:
-          blk = w[idx]  # [s, S, D]
-          # All slots times the input, then slot 0: cheaper than copying the
-          # parameter slot out of the gathered rows.
-          z = jnp.einsum("ksd,d->ks", blk, a)[:, 0] + bb[:, 0]
-        else:
-          blk = w[idx[:, None], rows[None, :]]  # [s, r, S]
-          z = blk[..., 0] @ a + bb[:, 0]
-        if deltas is not None:
-          z = z + deltas[k].w @ a + deltas[k].b
-        block = _layers.LayerParams(blk, bb)
+        blk = w[idx[:, None], rows[None, :]]  # [s, r, S]
+        z = blk[..., 0] @ a + bb[:, 0]
+      if deltas is not None:
+        z = z + deltas[k].w @ a + deltas[k].b
+      block = _layers.LayerParams(blk, bb)
       inputs.append(a)
       a, rows = self.act(z), idx
       idxs.append(idx)
@@ -991,27 +982,31 @@ class ALSH(_registry.MethodImpl):
         slabs[-1], None if deltas is None else deltas[-1], a, rows)
     return logits, (idxs, blocks + (block,), inputs, coll, frac)
 
-  def _zero_deltas(self, batch, native=False):
+  def _zero_deltas(self, batch):
     sizes = self.model.sizes
     out, prev = [], sizes[0]
-    for k, s in enumerate(self.budgets):
-      # The native first layer takes no weight delta (see _hidden_forward).
-      w = None if native and k == 0 else jnp.zeros(batch + (s, prev))
-      out.append(_layers.LayerParams(w, jnp.zeros(batch + (s,))))
+    for s in self.budgets:
+      out.append(_layers.LayerParams(jnp.zeros(batch + (s, prev)),
+                                     jnp.zeros(batch + (s,))))
       prev = s
-    if native:  # the output layer's gradient comes from its kernel
-      return tuple(out)
     c = sizes[-1]
     out.append(_layers.LayerParams(jnp.zeros(batch + (prev, c)),
                                    jnp.zeros(batch + (c,))))
     return tuple(out)
 
+  def step_randomness(self, key, batch_size):
+    """The step's tie-breaking seeds: uint32 [B, max(depth, 1)], one per
+    example and hidden layer."""
+    depth = len(self.model.sizes) - 2
+    return jax.random.bits(key, (batch_size, max(depth, 1)), jnp.uint32)
+
   def train_step(self, state, x, y, key):
+    """One step; ``key`` is the step key or its :meth:`step_randomness`."""
     slabs, ms = state.params, state.method_state
     depth = len(slabs) - 1
     batch = x.shape[0]
-    # One generator call per step: a uint32 seed per example and layer.
-    seeds = jax.random.bits(key, (batch, max(depth, 1)), jnp.uint32)
+    seeds = (self.step_randomness(key, batch)
+             if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
     frozen = jax.lax.stop_gradient(slabs)
     count = state.opt_state + 1
 
@@ -1020,25 +1015,25 @@ class ALSH(_registry.MethodImpl):
       return _registry.cross_entropy(logits[None], yi[None]), aux
 
     if batch == 1 and self.native and depth:
-      loss, aux, g, out_layer = self._native_gradients(
-          frozen, slabs[-1], ms, x[0], y[0], seeds[0], count)
+      slabs, loss, coll = _native.train_step(
+          slabs, ms.queries, ms.tables, x[0], y[0], seeds[0], count,
+          budgets=self.budgets, optim=self.lazy.cfg,
+          activation=self.model.activation)
+      budgets = jnp.asarray(self.budgets, jnp.float32)
+      frac = jnp.maximum(budgets - coll, 0) / budgets
     elif batch == 1:
       # No vmap at batch size 1: a unit batch axis would only add
       # transposes around every gather.
-      (loss, aux), g = jax.value_and_grad(example_loss, has_aux=True)(
-          self._zero_deltas(()), x[0], y[0], seeds[0])
-      out_layer = None
+      (loss, (idxs, blocks, _, coll, frac)), g = jax.value_and_grad(
+          example_loss, has_aux=True)(self._zero_deltas(()), x[0], y[0],
+                                      seeds[0])
+      slabs = self._update_single(slabs, blocks, g, idxs, count)
     else:
       def loss_fn(deltas):
         losses, aux = jax.vmap(example_loss)(deltas, x, y, seeds)
         return jnp.mean(losses), aux
-      (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(
-          self._zero_deltas((batch,)))
-    idxs, blocks, inputs, coll, frac = aux
-    if batch == 1:
-      slabs = self._update_single(slabs, blocks, g, idxs, inputs, count,
-                                  out_layer)
-    else:
+      (loss, (idxs, _, _, coll, frac)), g = jax.value_and_grad(
+          loss_fn, has_aux=True)(self._zero_deltas((batch,)))
       slabs = self._update_batch(slabs, g, idxs, count)
     step = state.step + 1
     # Only the small tables pass through the conditional, so neither branch
@@ -1057,34 +1052,9 @@ class ALSH(_registry.MethodImpl):
       metrics["alsh_random_fraction"] = per_layer(frac)
     return state, metrics
 
-  def _native_gradients(self, frozen, out_slab, ms, x, y, seeds, count):
-    """Batch size 1 with the native kernels: the hidden layers are
-    differentiated by ``jax.vjp`` from the gradient that the output kernel
-    returns for the last hidden activations; the kernel also updates the
-    output layer in place.
-
-    Returns:
-      (loss, aux, g, out_layer): g per hidden layer, out_layer the updated
-      output LayerParams.
-    """
-    def hidden(deltas):
-      a, rows, aux = self._hidden_forward(frozen, deltas, ms, x, seeds,
-                                          native=True)
-      return a, (rows, aux)
-
-    a, vjp_fn, (rows, aux) = jax.vjp(
-        hidden, self._zero_deltas((), native=True), has_aux=True)
-    w, b, loss, da = _native.output_step(*out_slab, rows, a, y, count,
-                                         optim=self.lazy.cfg)
-    (g,) = vjp_fn(da)
-    return loss, aux, g, _layers.LayerParams(w, b)
-
-  def _update_single(self, slabs, blocks, g, idxs, inputs, count,
-                     out_layer=None):
+  def _update_single(self, slabs, blocks, g, idxs, count):
     """Batch size 1: each touched block is updated from the entries the
-    forward pass gathered, and each slot is scattered back once; a first
-    layer without a gathered block (native) is updated in place, and so is
-    an output layer the native kernel already updated (``out_layer``)."""
+    forward pass gathered, and each slot is scattered back once."""
     def put(slab, index, block, grad, axis):
       for i, vals in enumerate(self.lazy.update_slots(block, grad, count,
                                                       axis)):
@@ -1094,11 +1064,6 @@ class ALSH(_registry.MethodImpl):
     new, rows = [], None
     for k in range(len(slabs) - 1):
       (w, b), idx = slabs[k], idxs[k]
-      if blocks[k] is None:
-        new.append(_layers.LayerParams(*_native.rows_update(
-            w, b, idx, g[k].b, inputs[k], count, optim=self.lazy.cfg)))
-        rows = idx
-        continue
       if rows is None:
         w = put(w, lambda i: (idx, i), blocks[k].w, g[k].w, 1)
       else:
@@ -1108,8 +1073,6 @@ class ALSH(_registry.MethodImpl):
       b = put(b, lambda i: (idx, i), blocks[k].b, g[k].b, 1)
       new.append(_layers.LayerParams(w, b))
       rows = idx
-    if out_layer is not None:
-      return tuple(new) + (out_layer,)
     w, b = slabs[-1]
     if rows is None:
       w = self.lazy.update_slab(w, g[-1].w, count, axis=1)

@@ -49,11 +49,13 @@ def step_runner(impl: registry.MethodImpl, *, batch_size: int,
                           model.num_classes)
 
   def run(state, xs, ys, key):
+    rand = train.step_randomness(impl, key, state.step, steps_per_call,
+                                 batch_size)
+
     def body(state, batch):
-      x, y = batch
-      return impl.train_step(state, x, y,
-                             jax.random.fold_in(key, state.step))
-    state, metrics = jax.lax.scan(body, state, (xs, ys))
+      x, y, r = batch
+      return impl.train_step(state, x, y, r)
+    state, metrics = jax.lax.scan(body, state, (xs, ys, rand))
     return state, metrics["loss"][-1]
 
   compiled = jax.jit(run, donate_argnums=0).lower(

@@ -2,18 +2,24 @@
 
 At batch size 1 an ALSH step touches a few dozen rows of each weight matrix.
 XLA's CPU backend runs a gather, an update and a scatter of those rows as
-three element-by-element loops, and sorts a whole layer to pick its active
-set; at one hidden layer that overhead, not arithmetic, sets the step time.
-``csrc/alsh_kernels.cc`` does the same work in place, in one pass:
+three element-by-element loops, sorts a whole layer to pick its active set,
+and pays a dispatch for each of the step's dozens of small operations; at
+one hidden layer that overhead, not arithmetic, sets the step time.
+``csrc/alsh_kernels.cc`` does the work in one call, in place:
 
-* :func:`select_active`: the query's hash codes, its collision counts, and
-  the tie-breaking and top-``budget`` selection of
-  :func:`sampling_mlp.alsh.select_active`;
-* :func:`rows_matvec`: ``w[idx] @ a + b[idx]`` read straight from the slabs;
-* :func:`rows_update`: lazy Adam (or SGD) of the active rows, with the
-  gradient ``outer(dz, a)`` formed on the fly, written in place;
-* :func:`output_step`: the output layer's logits, loss, input gradient and
-  in-place update, from the last hidden layer's active nodes.
+* :func:`train_step`: a whole batch-size-1 step of any depth -- every
+  layer's query hashing and active set, the sparse forward pass, the exact
+  output layer and its loss, backpropagation through the active nodes, and
+  lazy Adam (or SGD) of every touched weight;
+* :func:`select_active`: its selection alone -- the query's hash codes, its
+  collision counts, and the tie-breaking and top-``budget`` selection of
+  :func:`sampling_mlp.alsh.select_active` -- which the tests compare with
+  the XLA path's bit for bit.
+
+The step is single-threaded: it reads and writes about half a megabyte of
+weights and moments per example, which one core's caches serve, and a
+second thread would leave a step waiting on a preempted helper whenever the
+machine is busy.
 
 The source is compiled on first use with the system C++ compiler (``$CXX``,
 else ``c++`` or ``g++``) against the FFI headers that ship with jaxlib, for
@@ -40,15 +46,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sampling_mlp import layers as _layers
+
 SOURCE = pathlib.Path(__file__).parent / "csrc" / "alsh_kernels.cc"
 # -mprefer-vector-width=512: where the CPU has AVX-512, the Adam loop runs
 # about 15% faster with full-width vectors than with GCC's default of 256.
 _FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512",
           "-fno-math-errno", "-shared", "-fPIC", "-std=c++17")
 _TARGETS = {"sampling_mlp_alsh_select": "AlshSelectActive",
-            "sampling_mlp_alsh_rows_matvec": "AlshRowsMatvec",
-            "sampling_mlp_alsh_rows_update": "AlshRowsUpdate",
-            "sampling_mlp_alsh_output_step": "AlshOutputStep"}
+            "sampling_mlp_alsh_train_step": "AlshTrainStep"}
 
 _lock = threading.Lock()
 _status: dict = {}  # "ok": bool, "error": str, "path": str
@@ -195,88 +201,84 @@ def select_active(qh, vals: jax.Array, rows: jax.Array | None,
            qh.multipliers, tables.astype(jnp.int32), seed.astype(jnp.uint32))
 
 
-def rows_matvec(w: jax.Array, b: jax.Array, idx: jax.Array,
-                a: jax.Array) -> jax.Array:
-  """``w[idx, 0] @ a + b[idx, 0]`` for slabs w [n, S, D], b [n, S].
-
-  Args:
-    w: float32 [n, S, D] weight slab (slot 0 is the parameter).
-    b: float32 [n, S] bias slab.
-    idx: uint32 [s] active rows.
-    a: float32 [D] input.
-
-  Returns:
-    float32 [s].
-  """
-  require()
-  return jax.ffi.ffi_call(
-      "sampling_mlp_alsh_rows_matvec",
-      jax.ShapeDtypeStruct(idx.shape, jnp.float32))(w, b, idx, a)
-
-
 def _optimizer_attrs(cfg) -> dict:
   return dict(lr=np.float32(cfg.learning_rate), b1=np.float32(cfg.b1),
               b2=np.float32(cfg.b2), eps=np.float32(cfg.eps))
 
 
-def rows_update(w: jax.Array, b: jax.Array, idx: jax.Array, dz: jax.Array,
-                a: jax.Array, count: jax.Array, *, optim):
-  """Lazy Adam (S = 3) or SGD (S = 1) of rows ``idx`` of the slabs, in place.
-
-  The rows' gradients are ``outer(dz, a)`` (weights) and ``dz`` (biases). The
-  formula is :class:`sampling_mlp.optim.LazyOptimizer`'s, with Adam's bias
-  corrections folded into the step size and epsilon (Kingma and Ba 2015,
-  Sec. 2), which is the same up to float32 rounding.
-
-  Args:
-    w: float32 [n, S, D] weight slab; b: float32 [n, S] bias slab.
-    idx: uint32 [s] distinct active rows.
-    dz: float32 [s] gradient of the rows' pre-activations.
-    a: float32 [D] the layer's input.
-    count: int32 [] the step's (incremented) update count.
-    optim: the :class:`sampling_mlp.optim.OptimConfig`; S must be 3 for
-      Adam and 1 for SGD.
-
-  Returns:
-    (w, b), the updated slabs (aliasing the inputs' buffers).
-  """
-  require()
-  return jax.ffi.ffi_call(
-      "sampling_mlp_alsh_rows_update",
-      (jax.ShapeDtypeStruct(w.shape, w.dtype),
-       jax.ShapeDtypeStruct(b.shape, b.dtype)),
-      input_output_aliases={0: 0, 1: 1})(
-          w, b, idx, dz, a, count.astype(jnp.int32), **_optimizer_attrs(optim))
+# layers.ACTIVATIONS by the code the kernel switches on.
+ACTIVATION_CODES = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "linear": 3}
 
 
-def output_step(w: jax.Array, b: jax.Array, rows: jax.Array, a: jax.Array,
-                label: jax.Array, count: jax.Array, *, optim):
-  """The output layer of one example: loss, input gradient, in-place update.
+def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
+               label: jax.Array, seeds: jax.Array, count: jax.Array, *,
+               budgets: tuple[int, ...], optim, activation: str):
+  """One ALSH-APPROX training step at batch size 1, in place.
 
-  ``logits = a @ w[rows, 0] + b[:, 0]``; the loss is the softmax
-  cross-entropy with ``label``; ``da`` is its gradient with respect to ``a``
-  (with the weights before the update); then ``w[rows]`` (gradient
-  ``outer(a, softmax - onehot)``) and ``b`` are updated as in
-  :func:`rows_update`.
+  What :meth:`sampling_mlp.alsh.ALSH.train_step` computes at batch size 1
+  with jax.numpy, in one kernel: per hidden layer the active set (as
+  :func:`select_active`) and its nodes' activations from the previous
+  layer's active nodes; the exact output layer and the softmax
+  cross-entropy; backpropagation through the active nodes, every gradient
+  taken from the weights before the step; and lazy Adam (or SGD) of every
+  weight the example touched: the first layer's active rows, the [active x
+  previous active] blocks after it, the output layer's rows of the last
+  active set, and all biases on the way.  Adam's bias corrections are folded
+  into the step size and epsilon (Kingma and Ba 2015, Sec. 2), which is the
+  same update up to float32 rounding.
 
   Args:
-    w: float32 [n, S, C] weight slab; b: float32 [C, S] bias slab.
-    rows: uint32 [s] the active nodes of the last hidden layer.
-    a: float32 [s] their activations.
+    slabs: the ALSH TrainState's params (d hidden layers, then the output
+      layer), in the layouts :class:`sampling_mlp.alsh.ALSH` documents,
+      with S = 3 slots (Adam) or 1 (SGD).
+    queries: d :class:`sampling_mlp.alsh.QueryHash`, one per hidden layer.
+    tables: d int32 [L, n_k] bucket codes.
+    x: float32 [D] the example.
     label: int32 [] in [0, C).
-    count: int32 [] the step's update count.
-    optim: the OptimConfig.
+    seeds: uint32 [d] tie-breaking seeds, one per hidden layer.
+    count: int32 [] the update count after this step (Adam's t).
+    budgets: d static active-set sizes.
+    optim: the :class:`sampling_mlp.optim.OptimConfig`.
+    activation: the hidden layers' activation (a key of ACTIVATION_CODES).
 
   Returns:
-    (w, b, loss [], da [s]).
+    (slabs, loss [], colliding int32 [d]): the updated slabs (aliasing the
+    inputs' buffers), the example's loss before the update, and the number
+    of nodes colliding with the query in each hidden layer.
   """
   require()
-  return jax.ffi.ffi_call(
-      "sampling_mlp_alsh_output_step",
-      (jax.ShapeDtypeStruct(w.shape, w.dtype),
-       jax.ShapeDtypeStruct(b.shape, b.dtype),
-       jax.ShapeDtypeStruct((), jnp.float32),
-       jax.ShapeDtypeStruct(a.shape, jnp.float32)),
-      input_output_aliases={0: 0, 1: 1})(
-          w, b, rows, a, label.astype(jnp.int32), count.astype(jnp.int32),
-          **_optimizer_attrs(optim))
+  depth = len(slabs) - 1
+  if not depth == len(queries) == len(tables) == len(budgets):
+    raise ValueError(f"need one query hash, table and budget per hidden "
+                     f"layer ({depth}); got {len(queries)}, {len(tables)} "
+                     f"and {len(budgets)}")
+  if activation not in ACTIVATION_CODES:
+    raise ValueError(f"the native kernels have no activation {activation!r}; "
+                     f"choose one of {', '.join(ACTIVATION_CODES)}")
+  args, aliases = [], {}
+  for k, ((w, b), qh, t) in enumerate(zip(slabs[:-1], queries, tables)):
+    aliases.update({4 + 8 * k: 2 + 2 * k, 5 + 8 * k: 3 + 2 * k})
+    args += [w, b, qh.proj, qh.tail,
+             jnp.zeros((0,), jnp.float32) if qh.offsets is None
+             else qh.offsets,
+             jnp.float32(1.0) if qh.bucket_width is None
+             else qh.bucket_width,
+             qh.multipliers, t.astype(jnp.int32)]
+  aliases.update({4 + 8 * depth: 2 + 2 * depth, 5 + 8 * depth: 3 + 2 * depth})
+  args += list(slabs[-1])
+  out = jax.ffi.ffi_call(
+      "sampling_mlp_alsh_train_step",
+      (jax.ShapeDtypeStruct((), jnp.float32),
+       jax.ShapeDtypeStruct((depth,), jnp.int32)) + tuple(
+           jax.ShapeDtypeStruct(a.shape, a.dtype) for s in slabs for a in s),
+      input_output_aliases=aliases)(
+          x.astype(jnp.float32), label.astype(jnp.int32),
+          count.astype(jnp.int32), seeds.astype(jnp.uint32), *args,
+          **_optimizer_attrs(optim),
+          activation=np.int32(ACTIVATION_CODES[activation]),
+          slope=np.float32(_layers.LEAKY_SLOPE),
+          budgets=np.asarray(budgets, np.int64))
+  loss, colliding, flat = out[0], out[1], out[2:]
+  new = tuple(type(s)(flat[2 * k], flat[2 * k + 1])
+              for k, s in enumerate(slabs))
+  return new, loss, colliding

@@ -121,8 +121,25 @@ class MethodImpl:
 
   def train_step(self, state: TrainState, x: jax.Array, y: jax.Array,
                  key: jax.Array) -> tuple[TrainState, dict]:
-    """One step on a batch ``x`` [B, D], ``y`` [B]; returns metrics with 'loss'."""
+    """One step on a batch ``x`` [B, D], ``y`` [B]; returns metrics with 'loss'.
+
+    ``key`` is the step's key, or what :meth:`step_randomness` drew from it
+    (the training loop passes the latter).
+    """
     raise NotImplementedError
+
+  def step_randomness(self, key: jax.Array, batch_size: int) -> Any:
+    """What :meth:`train_step` consumes of its step key (default: the key).
+
+    The training loop draws this for all of an epoch's steps at once,
+    vectorised, before its loop over steps, so that a method needing only a
+    few random bits per step (ALSH-APPROX's tie-breaking seeds) does not pay
+    for a PRNG call inside the loop: on XLA's CPU backend each threefry call
+    is a rolled loop of small kernels, several microseconds.  A method that
+    overrides this must accept both a key and its result in train_step.
+    """
+    del batch_size
+    return key
 
   def end_epoch(self, state: TrainState, key: jax.Array) -> TrainState:
     """Work done once per epoch, inside jit (e.g. ALSH's table rebuild)."""

@@ -1,10 +1,11 @@
 """The training loop, shared by every method.
 
 An epoch is one jitted call: a ``lax.scan`` over the batches of a shuffled
-permutation, each step a pure function ``impl.train_step(state, x, y, key)``
-with ``key = fold_in(train_key, global_step)``.  Keeping the loop inside
-``jit`` means batch size 1 (the paper's single-sample setting) is not
-dominated by Python dispatch.
+permutation, each step a pure function ``impl.train_step(state, x, y, r)``
+with ``r = impl.step_randomness(fold_in(train_key, global_step), B)``, drawn
+for all of the epoch's steps at once before the scan (see
+:func:`step_randomness`).  Keeping the loop inside ``jit`` means batch size 1
+(the paper's single-sample setting) is not dominated by Python dispatch.
 
 Timing: ``epoch_seconds`` covers only the compiled epoch call (and the
 method's end-of-epoch work, e.g. ALSH's table rebuild); compilation happens
@@ -68,6 +69,24 @@ def init_state(impl: registry.MethodImpl, keys: RunKeys) -> registry.TrainState:
   return impl.init(keys.method, model.params())
 
 
+def step_randomness(impl: registry.MethodImpl, key: jax.Array,
+                    first_step: jax.Array, num_steps: int,
+                    batch_size: int) -> Any:
+  """The random input of steps ``first_step .. first_step + num_steps - 1``.
+
+  Step ``t`` uses ``impl.step_randomness(fold_in(key, t), batch_size)``; all
+  are drawn in one vectorised call, so the loop over steps holds no PRNG
+  call that a method does not make itself.
+
+  Returns:
+    the pytree ``impl.step_randomness`` returns, stacked on a leading axis
+    of length ``num_steps``.
+  """
+  steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+  return jax.vmap(lambda t: impl.step_randomness(
+      jax.random.fold_in(key, t), batch_size))(steps)
+
+
 def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
                   num_batches: int) -> Callable:
   """A jitted ``epoch(state, x, y, perm, key) -> (state, mean_metrics)``.
@@ -82,12 +101,15 @@ def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
   """
 
   def epoch(state, x, y, perm, key):
-    def body(state, i):
-      idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-      step_key = jax.random.fold_in(key, state.step)
-      return impl.train_step(state, x[idx], y[idx], step_key)
+    rand = step_randomness(impl, key, state.step, num_batches, batch_size)
 
-    state, metrics = jax.lax.scan(body, state, jnp.arange(num_batches))
+    def body(state, inputs):
+      i, r = inputs
+      idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+      return impl.train_step(state, x[idx], y[idx], r)
+
+    state, metrics = jax.lax.scan(body, state,
+                                  (jnp.arange(num_batches), rand))
     return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
   return jax.jit(epoch, donate_argnums=0)

@@ -1,9 +1,10 @@
 """Tests for the native ALSH kernels (``sampling_mlp/native.py``).
 
 Each kernel is checked against the pure-XLA computation it replaces: the same
-active sets (exactly), the same forward values and the same Adam/SGD updates
-(to float32 rounding), and whole training steps that match for several
-steps.  The build itself is checked for its errors and its fallback.
+active sets (exactly); one fused training step with the same loss and the
+same Adam/SGD updates of every slab (to float32 rounding) at depths 1-3 and
+for every activation; and training that matches for several steps.  The
+build itself is checked for its errors and its fallback.
 """
 
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from sampling_mlp import alsh, native, registry, train
-from sampling_mlp.optim import LazyOptimizer, OptimConfig
+from sampling_mlp.optim import OptimConfig
 
 needs_native = pytest.mark.skipif(
     not native.available(),
@@ -79,100 +80,72 @@ def test_select_active_zero_query_and_full_budget():
     assert sorted(np.asarray(idx).tolist()) == list(range(n))
 
 
-def _slab(key, n, D, slots=3):
-  k1, k2, k3 = jax.random.split(key, 3)
-  w = jax.random.normal(k1, (n, slots, D))
-  b = jax.random.normal(k2, (n, slots))
-  if slots == 3:  # second moments are non-negative
-    w = w.at[:, 2].set(jnp.abs(w[:, 2]))
-    b = b.at[:, 2].set(jnp.abs(b[:, 2]))
-  return w, b, jax.random.normal(k3, (D,))
-
-
-@needs_native
-def test_rows_matvec_matches_gathered_product():
-  w, b, a = _slab(jax.random.key(4), 50, 37)
-  idx = jnp.asarray([3, 49, 0, 17, 8], jnp.uint32)
-  z = native.rows_matvec(w, b, idx, a)
-  ref = w[idx, 0] @ a + b[idx, 0]
-  np.testing.assert_allclose(np.asarray(z), np.asarray(ref), rtol=1e-5,
-                             atol=1e-5)
-
-
-@needs_native
-@pytest.mark.parametrize("name", ["adam", "sgd"])
-def test_rows_update_matches_lazy_optimizer(name):
-  cfg = OptimConfig(name=name, learning_rate=0.01)
-  lazy = LazyOptimizer(cfg)
-  slots = lazy.slots
-  w, b, a = _slab(jax.random.key(5), 30, 21, slots)
-  idx = jnp.asarray([4, 29, 11, 0], jnp.uint32)
-  dz = jnp.asarray([0.5, -1.0, 2.0, 0.25])
-  count = jnp.int32(7)
-  new_w, new_b = jax.jit(lambda w, b: native.rows_update(
-      w, b, idx, dz, a, count, optim=cfg))(w, b)
-  ref_w = jnp.stack(lazy.update_slots(w[idx], jnp.outer(dz, a), count, 1), 1)
-  ref_b = jnp.stack(lazy.update_slots(b[idx], dz, count, 1), 1)
-  np.testing.assert_allclose(np.asarray(new_w[idx]), np.asarray(ref_w),
-                             rtol=2e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(new_b[idx]), np.asarray(ref_b),
-                             rtol=2e-5, atol=1e-6)
-  others = np.setdiff1d(np.arange(30), np.asarray(idx))
-  np.testing.assert_array_equal(np.asarray(new_w[others]),
-                                np.asarray(w[others]))
-  np.testing.assert_array_equal(np.asarray(new_b[others]),
-                                np.asarray(b[others]))
-  assert float(jnp.max(jnp.abs(new_w[idx, 0] - w[idx, 0]))) > 1e-4
-
-
-@needs_native
-def test_output_step_matches_autodiff_and_update():
-  cfg = OptimConfig(learning_rate=0.01)
-  lazy = LazyOptimizer(cfg)
-  n, C = 25, 6
-  kw, kb, ka = jax.random.split(jax.random.key(6), 3)
-  w = lazy.init_slab(jax.random.normal(kw, (n, C)), axis=1)  # [n, 3, C]
-  b = lazy.init_slab(jax.random.normal(kb, (C, 1)), axis=1)[:, :, 0]  # [C, 3]
-  rows = jnp.asarray([2, 7, 24, 13], jnp.uint32)
-  a = jax.random.normal(ka, (4,))
-  label, count = jnp.int32(3), jnp.int32(1)
-  new_w, new_b, loss, da = native.output_step(w, b, rows, a, label, count,
-                                              optim=cfg)
-
-  def loss_fn(a, wk, bk):
-    return registry.cross_entropy((a @ wk + bk)[None], label[None])
-
-  ref_loss, (ref_da, gw, gb) = jax.value_and_grad(loss_fn, (0, 1, 2))(
-      a, w[rows, 0], b[:, 0])
-  np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(da), np.asarray(ref_da), rtol=1e-5,
-                             atol=1e-6)
-  ref_w = jnp.stack(lazy.update_slots(w[rows], gw, count, 1), 1)
-  ref_b = lazy.update_slab(b, gb, count, axis=1)
-  np.testing.assert_allclose(np.asarray(new_w[rows]), np.asarray(ref_w),
-                             rtol=2e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(new_b), np.asarray(ref_b), rtol=2e-5,
-                             atol=1e-6)
-
-
-@needs_native
-def test_output_step_rejects_bad_label():
-  cfg = OptimConfig()
-  w, b = jnp.zeros((5, 3, 4)), jnp.zeros((4, 3))
-  with pytest.raises(Exception, match="label out of range"):
-    jax.block_until_ready(native.output_step(
-        w, b, jnp.asarray([0, 1], jnp.uint32), jnp.ones(2), jnp.int32(4),
-        jnp.int32(1), optim=cfg))
-
-
-def _alsh(kernel, depth, optimizer="adam"):
+def _alsh(kernel, depth, optimizer="adam", activation="leaky_relu"):
   model = registry.ModelConfig(input_dim=30, num_classes=5, hidden=40,
-                               depth=depth)
+                               depth=depth, activation=activation)
   return registry.get("alsh").make(
       model, OptimConfig(name=optimizer,
                          learning_rate=0.01 if optimizer == "adam" else 0.1),
       {"alsh_kernel": kernel, "alsh_active_fraction": 0.2,
        "alsh_rebuild": "4"})
+
+
+@needs_native
+@pytest.mark.parametrize("depth,optimizer,activation", [
+    (1, "adam", "relu"), (1, "sgd", "linear"), (2, "adam", "leaky_relu"),
+    (2, "sgd", "sigmoid"), (3, "adam", "sigmoid"), (3, "adam", "relu")])
+def test_train_step_matches_xla_step(depth, optimizer, activation):
+  """One step of the fused kernel equals the pure-XLA step: the same loss
+  and collision counts, every slot (parameters and moments) of every slab
+  equal to float32 rounding, and rows outside the active sets untouched."""
+  impls = {k: _alsh(k, depth, optimizer, activation) for k in ("native",
+                                                             "xla")}
+  state0 = train.init_state(impls["xla"], train.RunKeys(4))
+  x = jax.random.normal(jax.random.key(5), (1, 30))
+  y = jnp.asarray([3])
+  key = jax.random.key(6)
+  out = {}
+  for k, impl in impls.items():
+    state = jax.tree.map(jnp.copy, state0)  # the step donates nothing here
+    out[k] = jax.jit(impl.train_step)(state, x, y, key)
+  (got, gm), (ref, rm) = out["native"], out["xla"]
+  np.testing.assert_allclose(float(gm["loss"]), float(rm["loss"]), rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(gm["alsh_colliding"]),
+                                np.asarray(rm["alsh_colliding"]))
+  for g, r, i in zip(jax.tree.leaves(got.params), jax.tree.leaves(ref.params),
+                     jax.tree.leaves(state0.params)):
+    g, r, i = np.asarray(g), np.asarray(r), np.asarray(i)
+    np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-6)
+    # Per node (leading axis): untouched by the XLA step means bitwise
+    # untouched by the kernel.
+    same = np.all((r == i).reshape(r.shape[0], -1), axis=1)
+    np.testing.assert_array_equal(g[same], i[same])
+    assert not same.all()  # the step changed something in every slab
+  assert int(got.opt_state) == int(ref.opt_state) == 1
+
+
+@needs_native
+def test_train_step_rejects_bad_inputs():
+  impl = _alsh("native", 2)
+  state = train.init_state(impl, train.RunKeys(0))
+  ms = state.method_state
+  seeds = jnp.zeros((2,), jnp.uint32)
+  call = lambda slabs, label, **kw: jax.block_until_ready(native.train_step(
+      slabs, ms.queries, ms.tables, jnp.ones(30), jnp.int32(label), seeds,
+      jnp.int32(1), **{**dict(budgets=impl.budgets, optim=impl.lazy.cfg,
+                              activation="relu"), **kw}))
+  with pytest.raises(Exception, match="label out of range"):
+    call(state.params, 5)
+  two_slots = tuple(type(l)(l.w[:, :2] if k == 0 else l.w[..., :2],
+                            l.b[:, :2]) for k, l in enumerate(state.params))
+  with pytest.raises(Exception, match="3 slots .Adam. or 1 .SGD."):
+    call(two_slots, 0)
+  with pytest.raises(Exception, match="do not fit together"):
+    call(state.params, 0, budgets=(8, 41))  # more than the layer's 40 nodes
+  with pytest.raises(ValueError, match="one query hash, table and budget"):
+    call(state.params, 0, budgets=(8,))
+  with pytest.raises(ValueError, match="no activation 'tanh'"):
+    call(state.params, 0, activation="tanh")
 
 
 @needs_native
@@ -242,19 +215,3 @@ def test_build_failure_is_reported(tmp_path):
   assert "compiling alsh_kernels.cc failed" in out
   assert "fake-cxx: cannot compile" in out
   assert not list((tmp_path / "native").glob("*.so"))
-
-
-@needs_native
-def test_kernels_reject_bad_rows_and_slots():
-  cfg = OptimConfig()
-  w, b, a = _slab(jax.random.key(7), 6, 5)
-  bad = jnp.asarray([1, 6], jnp.uint32)
-  with pytest.raises(Exception, match="row index out of range"):
-    jax.block_until_ready(native.rows_matvec(w, b, bad, a))
-  with pytest.raises(Exception, match="row index out of range"):
-    jax.block_until_ready(native.rows_update(
-        w, b, bad, jnp.ones(2), a, jnp.int32(1), optim=cfg))
-  with pytest.raises(Exception, match="3 slots .Adam. or 1 .SGD."):
-    jax.block_until_ready(native.rows_update(
-        w[:, :2], b[:, :2], bad[:1], jnp.ones(1), a, jnp.int32(1),
-        optim=cfg))

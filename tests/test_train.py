@@ -94,3 +94,50 @@ def test_one_epoch_on_mnist_small_is_well_above_chance():
   impl = _impl(ds, depth=1, hidden=128)
   rows = list(train.train(impl, ds, train.TrainConfig(epochs=1, batch_size=32)))
   assert rows[0]["test_accuracy"] > 0.8  # chance is 0.1
+
+
+@pytest.mark.parametrize("method,batch", [("standard", 4), ("alsh", 4),
+                                          ("alsh", 1)])
+def test_epoch_steps_use_folded_step_keys(tiny, method, batch):
+  """An epoch (randomness drawn up front, for all its steps) gives the same
+  state as calling train_step with ``fold_in(train_key, step)`` step by
+  step, across two epochs."""
+  model = registry.ModelConfig(input_dim=tiny.train.x.shape[1],
+                               num_classes=tiny.num_classes, hidden=24,
+                               depth=2)
+  impl = registry.get(method).make(model, OptimConfig(), {})
+  keys = train.RunKeys(3)
+  x, y = jnp.asarray(tiny.train.x), jnp.asarray(tiny.train.y)
+  fn = train.make_epoch_fn(impl, batch_size=batch, num_batches=5)
+  step = jax.jit(impl.train_step)
+  by_epoch = train.init_state(impl, keys)  # donated by the epoch function
+  by_step = train.init_state(impl, keys)
+  for e in range(2):
+    perm = jax.random.permutation(jax.random.fold_in(keys.shuffle, e), 512)
+    by_epoch, _ = fn(by_epoch, x, y, perm, keys.train)
+    for i in range(5):
+      idx = perm[i * batch:(i + 1) * batch]
+      by_step, _ = step(by_step, x[idx], y[idx],
+                        jax.random.fold_in(keys.train, by_step.step))
+  assert int(by_epoch.step) == int(by_step.step) == 10
+  chex.assert_trees_all_close(by_epoch.params, by_step.params, rtol=1e-5,
+                              atol=1e-6)
+
+
+def test_step_randomness_is_per_step_and_stacked():
+  model = registry.ModelConfig(input_dim=6, num_classes=3, hidden=8, depth=3)
+  impl = registry.get("alsh").make(model, OptimConfig(), {})
+  key = jax.random.key(9)
+  seeds = train.step_randomness(impl, key, jnp.int32(5), 4, 2)
+  assert seeds.shape == (4, 2, 3) and seeds.dtype == jnp.uint32
+  for i in range(4):
+    np.testing.assert_array_equal(
+        np.asarray(seeds[i]),
+        np.asarray(impl.step_randomness(jax.random.fold_in(key, 5 + i), 2)))
+  assert len({tuple(np.asarray(s).ravel()) for s in seeds}) == 4
+  std = registry.get("standard").make(model, OptimConfig(), {})
+  keys = train.step_randomness(std, key, jnp.int32(0), 3, 2)
+  np.testing.assert_array_equal(
+      np.asarray(jax.random.key_data(keys)),
+      np.asarray(jax.random.key_data(jax.vmap(
+          lambda t: jax.random.fold_in(key, t))(jnp.arange(3)))))

@@ -2,13 +2,15 @@
 // XLA FFI (see sampling_mlp/native.py, which compiles and registers them).
 //
 // Under XLA on a CPU, gathering a few rows of a large matrix, updating them
-// and scattering them back runs as element-by-element loops, and every step
-// at batch size 1 pays for three passes over the touched rows.  These
-// kernels read and update the active rows in place, in one pass.  They
-// compute what sampling_mlp/alsh.py computes with jax.numpy -- the same
-// hash codes and the same tie-breaking, bit for bit; the same sums and the
-// same Adam update up to float32 rounding -- and tests/test_native.py
-// compares the two.
+// and scattering them back runs as element-by-element loops, and each of
+// the dozens of small operations of a batch-size-1 step costs a dispatch.
+// AlshTrainStep does a whole step -- hashing, selection, the sparse forward
+// and backward passes and the optimizer -- in one call, reading and
+// updating the active rows in place; AlshSelectActive is its selection
+// alone.  They compute what sampling_mlp/alsh.py computes with jax.numpy --
+// the same hash codes and the same tie-breaking, bit for bit; the same sums
+// and the same Adam update up to float32 rounding -- and
+// tests/test_native.py compares the two.
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +18,10 @@
 #include <cstring>
 #include <functional>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -55,26 +61,38 @@ float Dot(const float* __restrict__ x, const float* __restrict__ y,
 }
 
 // sum_i unit[i] * proj[row_i, :LK] for LK <= kLanes, into out [LK].  The
-// fixed-width accumulator stays in registers and vectorises fully; it reads
-// a few entries past each row (into the next one), in lanes that are never
-// used, so the buffer's last row is done separately.
+// fixed-width accumulators stay in registers and vectorise fully; two of
+// them, one per row of a pair, keep two rows' multiply-adds in flight.  A
+// row reads kLanes entries from its start, a few past its end (lanes never
+// used); rows whose read would pass the buffer's end are done separately.
 void ProjectNarrow(const float* __restrict__ unit, const uint32_t* rows,
                    int64_t r, const float* __restrict__ proj, int64_t n_in,
                    int64_t LK, float* __restrict__ out) {
-  float acc[kLanes] = {};
-  const auto start = [&](int64_t i) { return (rows ? rows[i] : i) * LK; };
-  for (int64_t i = 0; i < r; ++i) {
+  float acc[kLanes] = {}, acc2[kLanes] = {};
+  const int64_t limit = n_in * LK - kLanes;  // last safe start
+  const auto start = [&](int64_t i) -> int64_t {
+    return (rows ? rows[i] : i) * LK;
+  };
+  int64_t i = 0;
+  for (; i + 2 <= r; i += 2) {
+    const int64_t s = start(i), s2 = start(i + 1);
+    if (s > limit || s2 > limit) break;  // the rest row by row
+    const float u = unit[i], u2 = unit[i + 1];
+    for (int64_t c = 0; c < kLanes; ++c) {
+      acc[c] += u * proj[s + c];
+      acc2[c] += u2 * proj[s2 + c];
+    }
+  }
+  for (; i < r; ++i) {
     const int64_t s = start(i);
-    if (s + kLanes > n_in * LK) continue;
     const float u = unit[i];
-    for (int64_t c = 0; c < kLanes; ++c) acc[c] += u * proj[s + c];
+    if (s <= limit) {
+      for (int64_t c = 0; c < kLanes; ++c) acc[c] += u * proj[s + c];
+    } else {
+      for (int64_t c = 0; c < LK; ++c) acc[c] += u * proj[s + c];
+    }
   }
-  for (int64_t i = 0; i < r; ++i) {
-    const int64_t s = start(i);
-    if (s + kLanes <= n_in * LK) continue;
-    for (int64_t c = 0; c < LK; ++c) acc[c] += unit[i] * proj[s + c];
-  }
-  for (int64_t c = 0; c < LK; ++c) out[c] += acc[c];
+  for (int64_t c = 0; c < LK; ++c) out[c] += acc[c] + acc2[c];
 }
 
 // Bucket codes of one query in each of L tables, as
@@ -119,47 +137,95 @@ void QueryCodes(const float* vals, const uint32_t* rows, int64_t r,
   }
 }
 
+// 32-bit lanes in a vector register (AVX-512; elsewhere the compiler splits).
+constexpr int64_t kVec = 16;
+
+// Writes the score bits sb[j] and indices j of the nodes with c[j] > level,
+// or c[j] == level and sb[j] >= cut, to cb and ci (each with kVec entries of
+// slack); returns how many.
+int64_t Compact(const int32_t* __restrict__ c, const uint32_t* __restrict__ sb,
+                int64_t n, int32_t level, uint32_t cut,
+                uint32_t* __restrict__ cb, uint32_t* __restrict__ ci) {
+  int64_t m = 0, j = 0;
+#if defined(__AVX512F__)
+  // Compress in registers (vpcompressd), then store a whole vector: the
+  // compress-to-memory form is slow on some CPUs.
+  const __m512i lvl = _mm512_set1_epi32(level);
+  const __m512i cutv = _mm512_set1_epi32(static_cast<int32_t>(cut));
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(kVec);
+  for (; j + kVec <= n; j += kVec) {
+    const __m512i cj = _mm512_loadu_si512(c + j);
+    const __m512i sj = _mm512_loadu_si512(sb + j);
+    const __mmask16 take =
+        _mm512_cmpgt_epi32_mask(cj, lvl) |
+        (_mm512_cmpeq_epi32_mask(cj, lvl) & _mm512_cmpge_epu32_mask(sj, cutv));
+    _mm512_storeu_si512(cb + m, _mm512_maskz_compress_epi32(take, sj));
+    _mm512_storeu_si512(ci + m, _mm512_maskz_compress_epi32(take, iv));
+    m += __builtin_popcount(take);
+    iv = _mm512_add_epi32(iv, step);
+  }
+#endif
+  for (; j < n; ++j) {  // branch-free
+    cb[m] = sb[j];
+    ci[m] = static_cast<uint32_t>(j);
+    m += (c[j] > level) | ((c[j] == level) & (sb[j] >= cut));
+  }
+  return m;
+}
+
+// Candidate sets up to this size are ordered by counting (O(m^2), but
+// branch-free and vectorised); larger ones by nth_element and sort.
+constexpr int64_t kRankMax = 256;
+
 // The active set from the query's codes q [L] and the tables t [L, n]:
 // every node's collision count plus its tie noise is its score, and the
 // `budget` largest scores are written to out in lax.top_k's order
 // (descending score, ties by lower index), as alsh.select_active does.  A
-// non-negative float's bits order like the float, so (score bits, ~index)
-// packed into a uint64 is one integer key with exactly that order.  Nodes
-// above the threshold level (the count at which the budget runs out) are
-// all taken, nodes at it compete by their noise, and only those are
-// ordered.  Returns the number of nodes colliding in at least one table.
+// non-negative float's bits order like the float, so the pair (score bits,
+// -index) orders nodes exactly so, and no two nodes tie.  Nodes above the
+// threshold level (the count at which the budget runs out) are all taken,
+// nodes at it compete by their noise, and only the candidates are ordered.
+// Returns the number of nodes colliding in at least one table.
 int32_t SelectTop(const int32_t* q, const int32_t* t, int64_t L, int64_t n,
                   uint32_t seed, int64_t budget, uint32_t* out) {
   thread_local std::vector<int32_t> counts;
-  thread_local std::vector<uint32_t> bits;
-  thread_local std::vector<uint8_t> take;
-  thread_local std::vector<uint64_t> cand;
-  thread_local std::vector<int64_t> hist;
+  thread_local std::vector<uint32_t> bits, cand_bits, cand_idx;
   counts.assign(n, 0);
   bits.resize(n);
-  take.resize(n + 8);
+  // Room for a last vector's worth of padding (see the ranking below).
+  cand_bits.resize(n + kVec);
+  cand_idx.resize(n + kVec);
   int32_t* __restrict__ c = counts.data();
   uint32_t* __restrict__ sb = bits.data();
-  uint8_t* __restrict__ tk = take.data();
+  uint32_t* __restrict__ cb = cand_bits.data();
+  uint32_t* __restrict__ ci = cand_idx.data();
   for (int64_t l = 0; l < L; ++l) {
     const int32_t ql = q[l];
     const int32_t* __restrict__ row = t + l * n;
     for (int64_t j = 0; j < n; ++j) c[j] += (row[j] == ql);
   }
-  hist.assign(L + 1, 0);
-  for (int64_t v = 0; v <= L; ++v) {  // L + 1 vectorised passes
+  // How many nodes collide at least v times, for v = L, L-1, ... until the
+  // budget is reached at the threshold level; one vectorised pass each.
+  const auto at_least = [&](int32_t v) {
     int32_t h = 0;
-    for (int64_t j = 0; j < n; ++j) h += (c[j] == v);
-    hist[v] = h;
+    for (int64_t j = 0; j < n; ++j) h += (c[j] >= v);
+    return static_cast<int64_t>(h);
+  };
+  int32_t level = static_cast<int32_t>(L);
+  int64_t upto = at_least(level), above = 0;  // above: count > level
+  while (upto < budget) {
+    above = upto;
+    upto = at_least(--level);
   }
-  int64_t above = 0, level = L;
-  while (above + hist[level] < budget) above += hist[level--];
+  const int64_t at_level = upto - above;
+  const int64_t colliding =
+      level == 0 ? above : (level == 1 ? upto : at_least(1));
   for (int64_t j = 0; j < n; ++j) {
     const float score = static_cast<float>(c[j]) +
                         TieNoise(seed, static_cast<uint32_t>(j));
-    uint32_t u;
-    std::memcpy(&u, &score, sizeof u);
-    sb[j] = u;
+    std::memcpy(&sb[j], &score, sizeof score);
   }
   // Nodes at the threshold level share their count, so their order is their
   // noise's, which is uniform: a cutoff that about twice the needed number
@@ -167,42 +233,112 @@ int32_t SelectTop(const int32_t* q, const int32_t* t, int64_t L, int64_t n,
   // (unlikely), the second pass takes all of them.
   const int64_t need = budget - above;
   float cut = 0.f;
-  if (2 * need < hist[level]) {
-    cut = 0.5f * (1.f - 2.f * static_cast<float>(need) / hist[level]);
+  if (2 * need < at_level) {
+    cut = 0.5f * (1.f - 2.f * static_cast<float>(need) / at_level);
   }
+  int64_t m = 0;
   for (int pass = 0; pass < 2; ++pass) {
     const float cut_score = static_cast<float>(level) + cut;
     uint32_t cut_bits;
     std::memcpy(&cut_bits, &cut_score, sizeof cut_bits);
-    for (int64_t j = 0; j < n; ++j) {
-      tk[j] = (c[j] > level) | ((c[j] == level) & (sb[j] >= cut_bits));
-    }
-    std::fill_n(tk + n, 8, 0);
-    cand.clear();
-    for (int64_t j0 = 0; j0 < n; j0 += 8) {  // skip 8 rejected at a time
-      uint64_t word;
-      std::memcpy(&word, tk + j0, sizeof word);
-      if (word == 0) continue;
-      for (int64_t j = j0; j < std::min(j0 + 8, n); ++j) {
-        if (tk[j]) {
-          cand.push_back((static_cast<uint64_t>(sb[j]) << 32) |
-                         (0xFFFFFFFFu - static_cast<uint32_t>(j)));
-        }
-      }
-    }
-    if (static_cast<int64_t>(cand.size()) >= budget) break;
+    m = Compact(c, sb, n, level, cut_bits, cb, ci);
+    if (m >= budget) break;
     cut = 0.f;
   }
-  const auto top = cand.begin() + budget;
-  if (top != cand.end()) {
-    std::nth_element(cand.begin(), top - 1, cand.end(),
+  if (m <= kRankMax) {
+    // A node's rank is how many candidates beat it.  Padding to whole
+    // vectors with (bits 0, index ~0), which beats no one, keeps the inner
+    // loop free of a scalar remainder.
+    const int64_t padded = (m + kVec - 1) / kVec * kVec;
+    std::fill(cb + m, cb + padded, 0u);
+    std::fill(ci + m, ci + padded, 0xFFFFFFFFu);
+    for (int64_t i = 0; i < m; ++i) {
+      const uint32_t bi = cb[i], ii = ci[i];
+      int32_t rank = 0;
+#if defined(__AVX512F__)
+      const __m512i bv = _mm512_set1_epi32(static_cast<int32_t>(bi));
+      const __m512i iv = _mm512_set1_epi32(static_cast<int32_t>(ii));
+      for (int64_t k = 0; k < padded; k += kVec) {
+        const __m512i b = _mm512_loadu_si512(cb + k);
+        const __m512i x = _mm512_loadu_si512(ci + k);
+        rank += __builtin_popcount(
+            _mm512_cmpgt_epu32_mask(b, bv) |
+            (_mm512_cmpeq_epi32_mask(b, bv) & _mm512_cmplt_epu32_mask(x, iv)));
+      }
+#else
+      for (int64_t k = 0; k < padded; ++k) {
+        rank += (cb[k] > bi) | ((cb[k] == bi) & (ci[k] < ii));
+      }
+#endif
+      if (rank < budget) out[rank] = ii;
+    }
+  } else {
+    thread_local std::vector<uint64_t> keys;
+    keys.resize(m);
+    for (int64_t i = 0; i < m; ++i) {
+      keys[i] = (static_cast<uint64_t>(cb[i]) << 32) | (0xFFFFFFFFu - ci[i]);
+    }
+    std::nth_element(keys.begin(), keys.begin() + budget - 1, keys.end(),
                      std::greater<uint64_t>());
+    std::sort(keys.begin(), keys.begin() + budget, std::greater<uint64_t>());
+    for (int64_t r = 0; r < budget; ++r) {
+      out[r] = 0xFFFFFFFFu - static_cast<uint32_t>(keys[r] & 0xFFFFFFFFu);
+    }
   }
-  std::sort(cand.begin(), top, std::greater<uint64_t>());
-  for (int64_t r = 0; r < budget; ++r) {
-    out[r] = 0xFFFFFFFFu - static_cast<uint32_t>(cand[r] & 0xFFFFFFFFu);
+  return static_cast<int32_t>(colliding);
+}
+
+// One layer's hash functions (alsh.QueryHash) and its nodes' tables.
+struct LayerHash {
+  const float* proj;     // [n_in, L*K]
+  const float* tail;     // [L*K]
+  const float* offsets;  // [L*K], or null: srp
+  float bucket_width;
+  const int32_t* mult;    // [L, K]
+  const int32_t* tables;  // [L, n]
+  int64_t n_in, L, K, n;
+
+  // The active set of a query with values `vals` on `rows` (null: dense,
+  // r = n_in); returns the number of colliding nodes.
+  int32_t Select(const float* vals, const uint32_t* rows, int64_t r,
+                 uint32_t seed, int64_t budget, uint32_t* out) const {
+    thread_local std::vector<int32_t> q;
+    q.resize(L);
+    QueryCodes(vals, rows, r, proj, n_in, tail, offsets, bucket_width, mult, L,
+               K, q.data());
+    return SelectTop(q.data(), tables, L, n, seed, budget, out);
   }
-  return static_cast<int32_t>(n - hist[0]);
+};
+
+ffi::Error MakeHash(const ffi::Buffer<ffi::F32>& proj,
+                    const ffi::Buffer<ffi::F32>& tail,
+                    const ffi::Buffer<ffi::F32>& offsets,
+                    const ffi::BufferR0<ffi::F32>& bucket_width,
+                    const ffi::Buffer<ffi::S32>& mult,
+                    const ffi::Buffer<ffi::S32>& tables, LayerHash* h) {
+  const auto tdims = tables.dimensions();
+  const auto mdims = mult.dimensions();
+  const auto pdims = proj.dimensions();
+  if (tdims.size() != 2 || mdims.size() != 2 || pdims.size() != 2 ||
+      mdims[0] != tdims[0] || pdims[1] != mdims[0] * mdims[1] ||
+      tail.element_count() != static_cast<size_t>(pdims[1]) ||
+      (offsets.element_count() != 0 &&
+       offsets.element_count() != static_cast<size_t>(pdims[1]))) {
+    return ffi::Error::InvalidArgument(
+        "need tables [L, n], multipliers [L, K], projections [n_in, L*K], "
+        "tail [L*K] and offsets [L*K] or [0]");
+  }
+  *h = LayerHash{proj.typed_data(),
+                 tail.typed_data(),
+                 offsets.element_count() ? offsets.typed_data() : nullptr,
+                 *bucket_width.typed_data(),
+                 mult.typed_data(),
+                 tables.typed_data(),
+                 pdims[0],
+                 tdims[0],
+                 mdims[1],
+                 tdims[1]};
+  return ffi::Error::Success();
 }
 
 // Active set of one query (a layer's input: `vals` on `rows`, or dense when
@@ -214,87 +350,34 @@ ffi::Error SelectActiveImpl(
     ffi::Buffer<ffi::S32> mult, ffi::Buffer<ffi::S32> tables,
     ffi::BufferR0<ffi::U32> seed, ffi::ResultBuffer<ffi::U32> idx,
     ffi::ResultBufferR0<ffi::S32> num_colliding) {
-  const auto tdims = tables.dimensions();
-  const auto mdims = mult.dimensions();
-  const auto pdims = proj.dimensions();
-  if (tdims.size() != 2 || mdims.size() != 2 || pdims.size() != 2 ||
-      mdims[0] != tdims[0] || pdims[1] != mdims[0] * mdims[1]) {
-    return ffi::Error::InvalidArgument(
-        "need tables [L, n], multipliers [L, K] and projections [n_in, L*K]");
+  LayerHash h;
+  if (auto e = MakeHash(proj, tail, offsets, bucket_width, mult, tables, &h);
+      e.failure()) {
+    return e;
   }
-  const int64_t L = tdims[0], n = tdims[1], K = mdims[1], n_in = pdims[0];
   const int64_t budget = idx->element_count();
   const int64_t r = vals.element_count();
   const bool sparse = rows.element_count() > 0;
-  if (budget < 1 || budget > n) {
+  if (budget < 1 || budget > h.n) {
     return ffi::Error::InvalidArgument("need 1 <= budget <= n");
   }
-  if (sparse ? rows.element_count() != static_cast<size_t>(r) : r != n_in) {
+  if (sparse ? rows.element_count() != static_cast<size_t>(r) : r != h.n_in) {
     return ffi::Error::InvalidArgument("query values do not match its rows");
   }
   if (sparse) {
     for (int64_t i = 0; i < r; ++i) {
-      if (rows.typed_data()[i] >= n_in) {
+      if (rows.typed_data()[i] >= h.n_in) {
         return ffi::Error::InvalidArgument("query row out of range");
       }
     }
   }
-  thread_local std::vector<int32_t> q;
-  q.resize(L);
-  QueryCodes(vals.typed_data(), sparse ? rows.typed_data() : nullptr, r,
-             proj.typed_data(), n_in, tail.typed_data(),
-             offsets.element_count() ? offsets.typed_data() : nullptr,
-             *bucket_width.typed_data(), mult.typed_data(), L, K, q.data());
-  const int32_t colliding = SelectTop(q.data(), tables.typed_data(), L, n,
-                                      *seed.typed_data(), budget,
-                                      idx->typed_data());
-  *num_colliding->typed_data() = colliding;
+  *num_colliding->typed_data() =
+      h.Select(vals.typed_data(), sparse ? rows.typed_data() : nullptr, r,
+               *seed.typed_data(), budget, idx->typed_data());
   return ffi::Error::Success();
 }
 
-// Checks a slab w [n, S, D] and row indices into it; with `optimizer`, also
-// that S is 3 (Adam: parameter, first and second moment) or 1 (SGD).  On
-// success writes n, S, D to dims.
-ffi::Error CheckSlab(const ffi::Buffer<ffi::F32>& w,
-                     const ffi::Buffer<ffi::U32>& rows, bool optimizer,
-                     int64_t dims[3]) {
-  const auto wd = w.dimensions();
-  if (wd.size() != 3) return ffi::Error::InvalidArgument("w must be [n, S, D]");
-  if (optimizer && wd[1] != 1 && wd[1] != 3) {
-    return ffi::Error::InvalidArgument(
-        "slabs must have 3 slots (Adam) or 1 (SGD)");
-  }
-  const uint32_t* ip = rows.typed_data();
-  for (size_t r = 0; r < rows.element_count(); ++r) {
-    if (ip[r] >= wd[0]) {
-      return ffi::Error::InvalidArgument("row index out of range");
-    }
-  }
-  std::copy_n(wd.begin(), 3, dims);
-  return ffi::Error::Success();
-}
-
-// z[r] = <w[idx[r], 0, :], a> + b[idx[r], 0] for slabs w [n, S, D], b [n, S].
-ffi::Error RowsMatvecImpl(ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> b,
-                          ffi::Buffer<ffi::U32> idx, ffi::Buffer<ffi::F32> a,
-                          ffi::ResultBuffer<ffi::F32> z) {
-  int64_t dims[3];
-  if (auto e = CheckSlab(w, idx, false, dims); e.failure()) return e;
-  const int64_t S = dims[1], D = dims[2];
-  const int64_t s = idx.element_count();
-  const float* wp = w.typed_data();
-  const float* bp = b.typed_data();
-  const uint32_t* ip = idx.typed_data();
-  float* zp = z->typed_data();
-  for (int64_t r = 0; r < s; ++r) {
-    const int64_t j = ip[r];
-    const float* row = wp + j * S * D;
-    zp[r] = Dot(row, a.typed_data(), D) + bp[j * S];
-  }
-  return ffi::Error::Success();
-}
-
-// The optimizer of the touched rows: lazy Adam (slots p, m, v) or SGD
+// The optimizer of the touched entries: lazy Adam (slots p, m, v) or SGD
 // (slot p).  The bias corrections are folded into the step size and epsilon
 // (Kingma and Ba 2015, Sec. 2): lr * (m / c1) / (sqrt(v / c2) + eps) equals
 // (lr sqrt(c2) / c1) * m / (sqrt(v) + eps sqrt(c2)), with one square root and
@@ -335,6 +418,25 @@ struct Optimizer {
     }
   }
 
+  // n entries held in separate contiguous arrays p, m, v (m, v unused by
+  // SGD), with gradients g.
+  void Flat(float* __restrict__ p, float* __restrict__ m,
+            float* __restrict__ v, const float* __restrict__ g,
+            int64_t n) const {
+    if (!adam) {
+      for (int64_t d = 0; d < n; ++d) p[d] -= lr * g[d];
+      return;
+    }
+    const float ob1 = 1.f - b1, ob2 = 1.f - b2;
+    for (int64_t d = 0; d < n; ++d) {
+      const float md = b1 * m[d] + ob1 * g[d];
+      const float vd = b2 * v[d] + ob2 * (g[d] * g[d]);
+      m[d] = md;
+      v[d] = vd;
+      p[d] -= step * md / (std::sqrt(vd) + eps);
+    }
+  }
+
   // One scalar entry (slots stride apart) with gradient g.
   void Scalar(float* p, int64_t stride, float g) const {
     if (!adam) {
@@ -349,6 +451,30 @@ struct Optimizer {
   }
 };
 
+// The hidden layers' activation (layers.activation_fn) and its derivative,
+// as JAX differentiates it (relu' = 0 and leaky_relu' = 1 at 0).
+struct Activation {
+  int32_t kind;  // 0 relu, 1 leaky_relu, 2 sigmoid, 3 linear
+  float slope;   // leaky_relu's negative slope
+
+  float operator()(float z) const {
+    switch (kind) {
+      case 0: return z > 0.f ? z : 0.f;
+      case 1: return z >= 0.f ? z : slope * z;
+      case 2: return 1.f / (1.f + std::exp(-z));
+      default: return z;
+    }
+  }
+  float Grad(float z, float a) const {
+    switch (kind) {
+      case 0: return z > 0.f ? 1.f : 0.f;
+      case 1: return z >= 0.f ? 1.f : slope;
+      case 2: return a * (1.f - a);
+      default: return 1.f;
+    }
+  }
+};
+
 // XLA aliases each output with its input, so the update is in place; should
 // it not, the input is copied first.
 void AliasOrCopy(const ffi::Buffer<ffi::F32>& in, float* out) {
@@ -357,66 +483,225 @@ void AliasOrCopy(const ffi::Buffer<ffi::F32>& in, float* out) {
   }
 }
 
-// In place, the active rows idx of the slabs w [n, S, D] and b [n, S], with
-// gradients outer(dz, a) and dz.
-ffi::Error RowsUpdateImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in,
-                          ffi::Buffer<ffi::U32> idx, ffi::Buffer<ffi::F32> dz,
-                          ffi::Buffer<ffi::F32> a, ffi::BufferR0<ffi::S32> count,
-                          float lr, float b1, float b2, float eps,
-                          ffi::ResultBuffer<ffi::F32> w,
-                          ffi::ResultBuffer<ffi::F32> b) {
-  int64_t dims[3];
-  if (auto e = CheckSlab(w_in, idx, true, dims); e.failure()) return e;
-  const int64_t S = dims[1], D = dims[2];
-  float* wp = w->typed_data();
-  float* bp = b->typed_data();
-  AliasOrCopy(w_in, wp);
-  AliasOrCopy(b_in, bp);
-  const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
-  const uint32_t* ip = idx.typed_data();
-  const int64_t s = idx.element_count();
-  const float* g = dz.typed_data();
-  for (int64_t r = 0; r < s; ++r) {
-    const int64_t j = ip[r];
-    opt.Row(wp + j * S * D, D, a.typed_data(), g[r], D);
-    opt.Scalar(bp + j * S, 1, g[r]);
+// A weight and a bias slab of the step, updated in place; dims as given.
+struct Slabs {
+  float* w;
+  float* b;
+  int64_t dims[3];  // w's shape
+};
+
+// `auto var = expr;` for an ffi::ErrorOr, returning its error if it has one.
+#define SAMPLING_MLP_GET(var, expr) \
+  auto var = (expr);                \
+  if (!var.has_value()) return var.error()
+
+// The slabs of argument `i` and `i + 1` (w, b) into results `o`, `o + 1`.
+ffi::Error GetSlabs(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                    size_t i, size_t o, Slabs* s) {
+  SAMPLING_MLP_GET(w, args.get<ffi::Buffer<ffi::F32>>(i));
+  SAMPLING_MLP_GET(b, args.get<ffi::Buffer<ffi::F32>>(i + 1));
+  SAMPLING_MLP_GET(rw, rets.get<ffi::Buffer<ffi::F32>>(o));
+  SAMPLING_MLP_GET(rb, rets.get<ffi::Buffer<ffi::F32>>(o + 1));
+  const auto wd = w->dimensions();
+  if (wd.size() != 3 || b->dimensions().size() != 2) {
+    return ffi::Error::InvalidArgument("slabs must be w [., ., .], b [., .]");
   }
+  s->w = rw.value()->typed_data();
+  s->b = rb.value()->typed_data();
+  AliasOrCopy(*w, s->w);
+  AliasOrCopy(*b, s->b);
+  std::copy_n(wd.begin(), 3, s->dims);
   return ffi::Error::Success();
 }
 
-// The output layer at batch size 1, from the active rows of its input:
-// logits = a @ w[rows, 0] + b[:, 0], the softmax cross-entropy with label y,
-// the gradient of the loss with respect to a (with the weights before the
-// update), and the update of w[rows] (gradient outer(a, dlogits)) and of b
-// (gradient dlogits), in place.  w [n, S, C], b [C, S].
-ffi::Error OutputStepImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in,
-                          ffi::Buffer<ffi::U32> rows, ffi::Buffer<ffi::F32> a,
-                          ffi::BufferR0<ffi::S32> label,
-                          ffi::BufferR0<ffi::S32> count, float lr, float b1,
-                          float b2, float eps, ffi::ResultBuffer<ffi::F32> w,
-                          ffi::ResultBuffer<ffi::F32> b,
-                          ffi::ResultBufferR0<ffi::F32> loss,
-                          ffi::ResultBuffer<ffi::F32> da) {
-  int64_t dims[3];
-  if (auto e = CheckSlab(w_in, rows, true, dims); e.failure()) return e;
-  const int64_t S = dims[1], C = dims[2];
-  const int64_t s = rows.element_count();
+// Entries gathered from a slab, each slot in its own contiguous plane
+// ([S, count]), so that the optimizer runs over them as flat vectors; the
+// hidden blocks after the first layer and the output layer's active rows
+// are updated this way and written back.
+struct Block {
+  std::vector<float> e;
+  int64_t count = 0;
+
+  void Resize(int64_t slots, int64_t n) {
+    count = n;
+    e.resize(slots * n);
+  }
+  float* slot(int64_t k) { return e.data() + k * count; }
+};
+
+// Copies `len` entries whose slots lie `stride` apart, from `src` at the
+// given offsets (or contiguous when offsets is null), into the planes of
+// `blk` from position `at`; Scatter writes them back.
+void Gather(const float* src, const uint32_t* offsets, int64_t len,
+            int64_t stride, int64_t S, Block& blk, int64_t at) {
+  for (int64_t k = 0; k < S; ++k) {
+    float* dst = blk.slot(k) + at;
+    const float* base = src + k * stride;
+    if (offsets) {
+      for (int64_t c = 0; c < len; ++c) dst[c] = base[offsets[c]];
+    } else {
+      std::copy_n(base, len, dst);
+    }
+  }
+}
+
+void Scatter(Block& blk, int64_t at, const uint32_t* offsets, int64_t len,
+             int64_t stride, int64_t S, float* dst) {
+  for (int64_t k = 0; k < S; ++k) {
+    const float* src = blk.slot(k) + at;
+    float* base = dst + k * stride;
+    if (offsets) {
+      for (int64_t c = 0; c < len; ++c) base[offsets[c]] = src[c];
+    } else {
+      std::copy_n(src, len, base);
+    }
+  }
+}
+
+// One training step of ALSH-APPROX at batch size 1, for any depth: per
+// hidden layer, the active set (LayerHash::Select) and the activations of
+// its nodes from the previous layer's active nodes; the exact output layer,
+// the softmax cross-entropy with `label` and its gradient; backpropagation
+// through the active nodes (every gradient from the weights before the
+// step), and the optimizer on every weight the example touched: the active
+// rows of the first layer (whole rows: its input is dense), the
+// [active x previous active] blocks after it, the output layer's rows of
+// the last active set, and all biases on the way.  That is what
+// alsh.ALSH.train_step does with jax.numpy, in one pass.
+//
+// Layouts (alsh.ALSH): first hidden layer w [n_1, S, D], b [n_1, S]; later
+// hidden layers w [n_k, n_{k-1}, S], b [n_k, S]; output w [n_d, S, C],
+// b [C, S]; S = 3 (Adam: parameter, first, second moment) or 1 (SGD).
+// Remaining args: per hidden layer w, b, proj, tail, offsets, bucket width,
+// multipliers, tables; then the output layer's w, b.  Remaining results:
+// every w, b (aliased with the arguments).
+ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
+                         ffi::BufferR0<ffi::S32> count,
+                         ffi::Buffer<ffi::U32> seeds, ffi::RemainingArgs args,
+                         ffi::ResultBufferR0<ffi::F32> loss,
+                         ffi::ResultBuffer<ffi::S32> colliding,
+                         ffi::RemainingRets rets, float lr, float b1, float b2,
+                         float eps, int32_t activation, float slope,
+                         ffi::Span<const int64_t> budgets) {
+  const int64_t depth = budgets.size();
+  if (depth < 1 || args.size() != static_cast<size_t>(8 * depth + 2) ||
+      rets.size() != static_cast<size_t>(2 * depth + 2) ||
+      seeds.element_count() != static_cast<size_t>(depth) ||
+      colliding->element_count() != static_cast<size_t>(depth)) {
+    return ffi::Error::InvalidArgument(
+        "need, per hidden layer, 8 arguments, 2 results, a seed and a "
+        "budget, and the output layer's 2 slabs");
+  }
+  const int64_t D = x.element_count();
+  thread_local std::vector<Slabs> slabs;
+  thread_local std::vector<LayerHash> hashes;
+  slabs.resize(depth + 1);
+  hashes.resize(depth);
+  for (int64_t k = 0; k <= depth; ++k) {
+    if (auto e = GetSlabs(args, rets, 8 * k, 2 * k, &slabs[k]); e.failure()) {
+      return e;
+    }
+  }
+  const int64_t S = slabs[0].dims[1];
+  if (S != 1 && S != 3) {
+    return ffi::Error::InvalidArgument(
+        "slabs must have 3 slots (Adam) or 1 (SGD)");
+  }
+  int64_t prev = D;
+  for (int64_t k = 0; k < depth; ++k) {
+    const size_t i = 8 * k + 2;
+    SAMPLING_MLP_GET(proj, args.get<ffi::Buffer<ffi::F32>>(i));
+    SAMPLING_MLP_GET(tail, args.get<ffi::Buffer<ffi::F32>>(i + 1));
+    SAMPLING_MLP_GET(off, args.get<ffi::Buffer<ffi::F32>>(i + 2));
+    SAMPLING_MLP_GET(width, args.get<ffi::BufferR0<ffi::F32>>(i + 3));
+    SAMPLING_MLP_GET(mult, args.get<ffi::Buffer<ffi::S32>>(i + 4));
+    SAMPLING_MLP_GET(tables, args.get<ffi::Buffer<ffi::S32>>(i + 5));
+    if (auto e = MakeHash(*proj, *tail, *off, *width, *mult, *tables,
+                          &hashes[k]);
+        e.failure()) {
+      return e;
+    }
+    const int64_t* d = slabs[k].dims;
+    const int64_t n = d[0];
+    const bool shape_ok = k == 0 ? (d[1] == S && d[2] == D)
+                                 : (d[1] == prev && d[2] == S);
+    if (!shape_ok || hashes[k].n != n || hashes[k].n_in != prev ||
+        budgets[k] < 1 || budgets[k] > n) {
+      return ffi::Error::InvalidArgument(
+          "hidden layer slabs, tables and budgets do not fit together");
+    }
+    prev = n;
+  }
+  const int64_t* od = slabs[depth].dims;
+  const int64_t C = od[2];
+  if (od[0] != prev || od[1] != S) {
+    return ffi::Error::InvalidArgument("output slab must be [n_d, S, C]");
+  }
   const int32_t y = *label.typed_data();
   if (y < 0 || y >= C) {
     return ffi::Error::InvalidArgument("label out of range [0, num_classes)");
   }
-  float* wp = w->typed_data();
-  float* bp = b->typed_data();
-  AliasOrCopy(w_in, wp);
-  AliasOrCopy(b_in, bp);
-  const uint32_t* ip = rows.typed_data();
-  const float* ap = a.typed_data();
-  thread_local std::vector<float> logits;
+  const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
+  const Activation act{activation, slope};
+
+  // Forward: active sets, pre-activations z and activations a.
+  thread_local std::vector<std::vector<uint32_t>> idx;
+  thread_local std::vector<std::vector<float>> z, a;
+  thread_local std::vector<Block> blocks;  // per hidden layer k >= 1
+  thread_local std::vector<uint32_t> offs;
+  blocks.resize(depth + 1);  // the last is the output layer's
+  idx.resize(depth);
+  z.resize(depth);
+  a.resize(depth);
+  const float* in = x.typed_data();
+  const uint32_t* in_rows = nullptr;
+  int64_t r = D;
+  for (int64_t k = 0; k < depth; ++k) {
+    const int64_t s = budgets[k];
+    idx[k].resize(s);
+    z[k].resize(s);
+    a[k].resize(s);
+    colliding->typed_data()[k] = hashes[k].Select(
+        in, in_rows, r, seeds.typed_data()[k], s, idx[k].data());
+    const float* w = slabs[k].w;
+    const float* b = slabs[k].b;
+    const int64_t row_len = slabs[k].dims[1] * slabs[k].dims[2];
+    if (k > 0) {  // the [s, r] block (slot-last layout: offsets r * S)
+      offs.resize(r);
+      for (int64_t c = 0; c < r; ++c) offs[c] = in_rows[c] * S;
+      blocks[k].Resize(S, s * r);
+    }
+    for (int64_t i = 0; i < s; ++i) {
+      const int64_t j = idx[k][i];
+      const float* row = w + j * row_len;
+      float acc;
+      if (k == 0) {
+        acc = Dot(row, in, D);
+      } else {
+        Gather(row, offs.data(), r, 1, S, blocks[k], i * r);
+        acc = Dot(blocks[k].slot(0) + i * r, in, r);
+      }
+      z[k][i] = acc + b[j * S];
+      a[k][i] = act(z[k][i]);
+    }
+    in = a[k].data();
+    in_rows = idx[k].data();
+    r = s;
+  }
+
+  // The output layer: logits, loss, dlogits, the gradient `da` of its input
+  // (weights before the update), then its update.
+  thread_local std::vector<float> logits, da, dz, grad;
+  float* ow = slabs[depth].w;
+  float* ob = slabs[depth].b;
+  Block& out = blocks[depth];  // the active rows, [s, C] per slot
+  out.Resize(S, r * C);
   logits.resize(C);
-  for (int64_t c = 0; c < C; ++c) logits[c] = bp[c * S];
-  for (int64_t r = 0; r < s; ++r) {
-    const float* row = wp + ip[r] * S * C;
-    for (int64_t c = 0; c < C; ++c) logits[c] += ap[r] * row[c];
+  for (int64_t c = 0; c < C; ++c) logits[c] = ob[c * S];
+  for (int64_t i = 0; i < r; ++i) {
+    Gather(ow + in_rows[i] * S * C, nullptr, C, C, S, out, i * C);
+    const float* row = out.slot(0) + i * C;
+    for (int64_t c = 0; c < C; ++c) logits[c] += in[i] * row[c];
   }
   const float mx = *std::max_element(logits.begin(), logits.end());
   float total = 0.f;
@@ -426,23 +711,63 @@ ffi::Error OutputStepImpl(ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in
   std::vector<float>& dl = logits;  // dlogits = softmax - onehot(y)
   for (int64_t c = 0; c < C; ++c) dl[c] = std::exp(dl[c] - lse);
   dl[y] -= 1.f;
-  float* dap = da->typed_data();
-  for (int64_t r = 0; r < s; ++r) {
-    const float* row = wp + ip[r] * S * C;
+  da.resize(r);
+  grad.resize(r * C);
+  for (int64_t i = 0; i < r; ++i) {
+    const float* row = out.slot(0) + i * C;
     float acc = 0.f;
-    for (int64_t c = 0; c < C; ++c) acc += row[c] * dl[c];
-    dap[r] = acc;
+    for (int64_t c = 0; c < C; ++c) {
+      acc += row[c] * dl[c];
+      grad[i * C + c] = in[i] * dl[c];
+    }
+    da[i] = acc;
   }
-  const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
-  for (int64_t r = 0; r < s; ++r) opt.Row(wp + ip[r] * S * C, C, dl.data(), ap[r], C);
-  for (int64_t c = 0; c < C; ++c) opt.Scalar(bp + c * S, 1, dl[c]);
+  opt.Flat(out.slot(0), out.slot(S > 1 ? 1 : 0), out.slot(S - 1), grad.data(),
+           r * C);
+  for (int64_t i = 0; i < r; ++i) {
+    Scatter(out, i * C, nullptr, C, C, S, ow + in_rows[i] * S * C);
+  }
+  for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, 1, dl[c]);
+
+  // Backward through the hidden layers, each updated once its input
+  // gradient has been read from its weights.
+  for (int64_t k = depth - 1; k >= 0; --k) {
+    const int64_t s = budgets[k];
+    dz.resize(s);
+    for (int64_t i = 0; i < s; ++i) dz[i] = da[i] * act.Grad(z[k][i], a[k][i]);
+    float* w = slabs[k].w;
+    float* b = slabs[k].b;
+    const int64_t row_len = slabs[k].dims[1] * slabs[k].dims[2];
+    if (k == 0) {
+      for (int64_t i = 0; i < s; ++i) {
+        opt.Row(w + idx[0][i] * row_len, D, x.typed_data(), dz[i], D);
+      }
+    } else {
+      const int64_t rp = budgets[k - 1];
+      const float* ap = a[k - 1].data();
+      Block& blk = blocks[k];
+      const float* pw = blk.slot(0);
+      da.assign(rp, 0.f);
+      grad.resize(s * rp);
+      for (int64_t i = 0; i < s; ++i) {
+        for (int64_t c = 0; c < rp; ++c) {
+          da[c] += dz[i] * pw[i * rp + c];
+          grad[i * rp + c] = dz[i] * ap[c];
+        }
+      }
+      opt.Flat(blk.slot(0), blk.slot(S > 1 ? 1 : 0), blk.slot(S - 1),
+               grad.data(), s * rp);
+      offs.resize(rp);
+      for (int64_t c = 0; c < rp; ++c) offs[c] = idx[k - 1][c] * S;
+      for (int64_t i = 0; i < s; ++i) {
+        Scatter(blk, i * rp, offs.data(), rp, 1, S, w + idx[k][i] * row_len);
+      }
+    }
+    for (int64_t i = 0; i < s; ++i) opt.Scalar(b + idx[k][i] * S, 1, dz[i]);
+  }
   return ffi::Error::Success();
 }
-
 }  // namespace
-
-#define SAMPLING_MLP_OPTIMIZER_ATTRS \
-  .Attr<float>("lr").Attr<float>("b1").Attr<float>("b2").Attr<float>("eps")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     AlshSelectActive, SelectActiveImpl,
@@ -461,41 +786,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 );
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    AlshRowsMatvec, RowsMatvecImpl,
+    AlshTrainStep, TrainStepImpl,
     ffi::Ffi::Bind()
-        .Arg<ffi::Buffer<ffi::F32>>()  // w [n, S, D]
-        .Arg<ffi::Buffer<ffi::F32>>()  // b [n, S]
-        .Arg<ffi::Buffer<ffi::U32>>()  // idx [s]
-        .Arg<ffi::Buffer<ffi::F32>>()  // a [D]
-        .Ret<ffi::Buffer<ffi::F32>>()  // z [s]
-);
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    AlshRowsUpdate, RowsUpdateImpl,
-    ffi::Ffi::Bind()
-        .Arg<ffi::Buffer<ffi::F32>>()    // w [n, S, D]
-        .Arg<ffi::Buffer<ffi::F32>>()    // b [n, S]
-        .Arg<ffi::Buffer<ffi::U32>>()    // idx [s]
-        .Arg<ffi::Buffer<ffi::F32>>()    // dz [s]
-        .Arg<ffi::Buffer<ffi::F32>>()    // a [D]
-        .Arg<ffi::BufferR0<ffi::S32>>()  // count
-        SAMPLING_MLP_OPTIMIZER_ATTRS
-        .Ret<ffi::Buffer<ffi::F32>>()    // w (aliased)
-        .Ret<ffi::Buffer<ffi::F32>>()    // b (aliased)
-);
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    AlshOutputStep, OutputStepImpl,
-    ffi::Ffi::Bind()
-        .Arg<ffi::Buffer<ffi::F32>>()    // w [n, S, C]
-        .Arg<ffi::Buffer<ffi::F32>>()    // b [C, S]
-        .Arg<ffi::Buffer<ffi::U32>>()    // rows [s]
-        .Arg<ffi::Buffer<ffi::F32>>()    // a [s]
+        .Arg<ffi::Buffer<ffi::F32>>()    // x [D]
         .Arg<ffi::BufferR0<ffi::S32>>()  // label
-        .Arg<ffi::BufferR0<ffi::S32>>()  // count
-        SAMPLING_MLP_OPTIMIZER_ATTRS
-        .Ret<ffi::Buffer<ffi::F32>>()    // w (aliased)
-        .Ret<ffi::Buffer<ffi::F32>>()    // b (aliased)
+        .Arg<ffi::BufferR0<ffi::S32>>()  // count (after this step)
+        .Arg<ffi::Buffer<ffi::U32>>()    // seeds [depth]
+        .RemainingArgs()                 // slabs, hashes, tables (see above)
         .Ret<ffi::BufferR0<ffi::F32>>()  // loss
-        .Ret<ffi::Buffer<ffi::F32>>()    // da [s]
-);
+        .Ret<ffi::Buffer<ffi::S32>>()    // colliding [depth]
+        .RemainingRets()                 // slabs (aliased)
+        .Attr<float>("lr")
+        .Attr<float>("b1")
+        .Attr<float>("b2")
+        .Attr<float>("eps")
+        .Attr<int32_t>("activation")
+        .Attr<float>("slope")
+        .Attr<ffi::Span<const int64_t>>("budgets"));
