@@ -80,26 +80,29 @@ def test_select_active_zero_query_and_full_budget():
     assert sorted(np.asarray(idx).tolist()) == list(range(n))
 
 
-def _alsh(kernel, depth, optimizer="adam", activation="leaky_relu"):
+def _alsh(kernel, depth, optimizer="adam", activation="leaky_relu",
+          **config):
   model = registry.ModelConfig(input_dim=30, num_classes=5, hidden=40,
                                depth=depth, activation=activation)
   return registry.get("alsh").make(
       model, OptimConfig(name=optimizer,
                          learning_rate=0.01 if optimizer == "adam" else 0.1),
       {"alsh_kernel": kernel, "alsh_active_fraction": 0.2,
-       "alsh_rebuild": "4"})
+       "alsh_rebuild": "4", **config})
 
 
 @needs_native
-@pytest.mark.parametrize("depth,optimizer,activation", [
-    (1, "adam", "relu"), (1, "sgd", "linear"), (2, "adam", "leaky_relu"),
-    (2, "sgd", "sigmoid"), (3, "adam", "sigmoid"), (3, "adam", "relu")])
-def test_train_step_matches_xla_step(depth, optimizer, activation):
+@pytest.mark.parametrize("depth,optimizer,activation,family", [
+    (1, "adam", "relu", "srp"), (1, "sgd", "linear", "l2"),
+    (2, "adam", "leaky_relu", "srp"), (2, "sgd", "sigmoid", "srp"),
+    (3, "adam", "sigmoid", "l2"), (3, "adam", "relu", "srp")])
+def test_train_step_matches_xla_step(depth, optimizer, activation, family):
   """One step of the fused kernel equals the pure-XLA step: the same loss
   and collision counts, every slot (parameters and moments) of every slab
   equal to float32 rounding, and rows outside the active sets untouched."""
-  impls = {k: _alsh(k, depth, optimizer, activation) for k in ("native",
-                                                             "xla")}
+  impls = {k: _alsh(k, depth, optimizer, activation, alsh_hash=family,
+                    alsh_transform="l2_alsh")
+           for k in ("native", "xla")}
   state0 = train.init_state(impls["xla"], train.RunKeys(4))
   x = jax.random.normal(jax.random.key(5), (1, 30))
   y = jnp.asarray([3])
