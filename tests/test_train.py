@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import experiment, registry, train
+from sampling_mlp import registry, train
 from sampling_mlp.optim import OptimConfig
 
 

@@ -493,16 +493,16 @@ struct Optimizer {
     }
   }
 
-  // One scalar entry (slots stride apart) with gradient g.
-  void Scalar(float* p, int64_t stride, float g) const {
+  // One entry whose slots are adjacent (p[0], p[1], p[2]), gradient g.
+  void Scalar(float* p, float g) const {
     if (!adam) {
       p[0] -= lr * g;
       return;
     }
-    const float md = b1 * p[stride] + (1.f - b1) * g;
-    const float vd = b2 * p[2 * stride] + (1.f - b2) * (g * g);
-    p[stride] = md;
-    p[2 * stride] = vd;
+    const float md = b1 * p[1] + (1.f - b1) * g;
+    const float vd = b2 * p[2] + (1.f - b2) * (g * g);
+    p[1] = md;
+    p[2] = vd;
     p[0] -= step * md / (std::sqrt(vd) + eps);
   }
 };
@@ -722,34 +722,27 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
     const float* w = slabs[k].w;
     const float* b = slabs[k].b;
     const int64_t row_len = slabs[k].dims[1] * slabs[k].dims[2];
-    if (k > 0) {  // the [s, r] block (slot-last layout: offsets r * S)
+    const uint32_t* rows = idx[k].data();
+    float* zk = z[k].data();
+    if (k == 0) {  // whole rows, two at a time
+      int64_t i = 0;
+      for (; i + 2 <= s; i += 2) {
+        Dot2(w + rows[i] * row_len, w + rows[i + 1] * row_len, in, D, &zk[i],
+             &zk[i + 1]);
+      }
+      if (i < s) zk[i] = Dot(w + rows[i] * row_len, in, D);
+    } else {  // the [s, r] block, gathered (slot-last layout: offsets r * S)
       offs.resize(r);
       for (int64_t c = 0; c < r; ++c) offs[c] = in_rows[c] * S;
       blocks[k].Resize(S, s * r);
-    }
-    int64_t i = 0;
-    if (k == 0) {  // whole rows, two at a time
-      for (; i + 2 <= s; i += 2) {
-        Dot2(w + idx[k][i] * row_len, w + idx[k][i + 1] * row_len, in, D,
-             &z[k][i], &z[k][i + 1]);
-        for (int64_t t = i; t < i + 2; ++t) {
-          z[k][t] += b[idx[k][t] * S];
-          a[k][t] = act(z[k][t]);
-        }
+      for (int64_t i = 0; i < s; ++i) {
+        Gather(w + rows[i] * row_len, offs.data(), r, 1, S, blocks[k], i * r);
+        zk[i] = Dot(blocks[k].slot(0) + i * r, in, r);
       }
     }
-    for (; i < s; ++i) {
-      const int64_t j = idx[k][i];
-      const float* row = w + j * row_len;
-      float acc;
-      if (k == 0) {
-        acc = Dot(row, in, D);
-      } else {
-        Gather(row, offs.data(), r, 1, S, blocks[k], i * r);
-        acc = Dot(blocks[k].slot(0) + i * r, in, r);
-      }
-      z[k][i] = acc + b[j * S];
-      a[k][i] = act(z[k][i]);
+    for (int64_t i = 0; i < s; ++i) {
+      zk[i] += b[rows[i] * S];
+      a[k][i] = act(zk[i]);
     }
     in = a[k].data();
     in_rows = idx[k].data();
@@ -794,7 +787,7 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
   for (int64_t i = 0; i < r; ++i) {
     Scatter(out, i * C, nullptr, C, C, S, ow + in_rows[i] * S * C);
   }
-  for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, 1, dl[c]);
+  for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, dl[c]);
 
   // Backward through the hidden layers, each updated once its input
   // gradient has been read from its weights.
@@ -834,7 +827,7 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
         Scatter(blk, i * rp, offs.data(), rp, 1, S, w + idx[k][i] * row_len);
       }
     }
-    for (int64_t i = 0; i < s; ++i) opt.Scalar(b + idx[k][i] * S, 1, dz[i]);
+    for (int64_t i = 0; i < s; ++i) opt.Scalar(b + idx[k][i] * S, dz[i]);
   }
   return ffi::Error::Success();
 }
