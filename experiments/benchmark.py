@@ -64,7 +64,7 @@ def main(argv):
           row.update(bench.benchmark_row(
               impl, batch_size=batch_size, seconds=timed[impl],
               standard_seconds=seconds[0], peak_gflops=peak))
-          row["config"] = impl.config
+          row["config"] = impl.config.flags()
           print(json.dumps(row), flush=True)
           log.append(dict(row, run_id="benchmark"))
 

@@ -39,32 +39,27 @@ def interleaved_medians(calls: Sequence[Callable[[], object]], *,
 def step_runner(impl: registry.MethodImpl, *, batch_size: int,
                 steps_per_call: int = 10, seed: int = 0
                 ) -> Callable[[], object]:
-  """A compiled zero-argument call running ``steps_per_call`` steps."""
+  """A compiled zero-argument call running ``steps_per_call`` steps.
+
+  Each call is one ``train.make_epoch_fn`` epoch over ``steps_per_call``
+  random batches, so the timed work is the training loop's own.
+  """
   model = impl.model
   keys = train.RunKeys(seed)
   state = train.init_state(impl, keys)
+  n = steps_per_call * batch_size
   kx, ky = jax.random.split(jax.random.key(seed + 1))
-  xs = jax.random.normal(kx, (steps_per_call, batch_size, model.input_dim))
-  ys = jax.random.randint(ky, (steps_per_call, batch_size), 0,
-                          model.num_classes)
-
-  def run(state, xs, ys, key):
-    rand = train.step_randomness(impl, key, state.step, steps_per_call,
-                                 batch_size)
-
-    def body(state, batch):
-      x, y, r = batch
-      return impl.train_step(state, x, y, r)
-    state, metrics = jax.lax.scan(body, state, (xs, ys, rand))
-    return state, metrics["loss"][-1]
-
-  compiled = jax.jit(run, donate_argnums=0).lower(
-      state, xs, ys, keys.train).compile()
+  x = jax.random.normal(kx, (n, model.input_dim))
+  y = jax.random.randint(ky, (n,), 0, model.num_classes)
+  perm = jnp.arange(n)
+  epoch = train.make_epoch_fn(impl, batch_size=batch_size,
+                              num_batches=steps_per_call)
+  compiled = epoch.lower(state, x, y, perm, keys.train).compile()
   holder = [state]
 
   def call():
-    holder[0], loss = compiled(holder[0], xs, ys, keys.train)
-    return loss
+    holder[0], metrics = compiled(holder[0], x, y, perm, keys.train)
+    return metrics["loss"]
 
   return call
 

@@ -55,7 +55,7 @@ class RunSpec:
   def make(cls, *, method: str, method_values: Mapping[str, Any] | None = None,
            **kwargs) -> "RunSpec":
     """Builds a spec; keeps (and validates) only ``method``'s own options."""
-    cfg = registry.get(method).config(method_values)
+    cfg = registry.get(method).make_config(method_values).flags()
     return cls(method=method, method_config=tuple(sorted(cfg.items())),
                **kwargs)
 

@@ -2,12 +2,13 @@
 
 Weights are stored as ``w: [n_in, n_out]`` so that column ``j`` holds node
 ``j``'s incoming weights and a layer computes ``z = a @ w + b`` (the paper's
-``z^k = a^{k-1} W^k + b^k``).
+``z^k = a^{k-1} W^k + b^k``).  :class:`LayerOut` is what every method's
+per-layer function returns for a batch.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,26 @@ class LayerParams(NamedTuple):
 Params = tuple  # tuple[LayerParams, ...], hidden layers first, output layer last.
 
 
+class LayerOut(NamedTuple):
+  """One layer of a method's training-time forward pass over a batch.
+
+  Attributes:
+    z: [B, n] pre-activations as the method computed them (0 where a node
+      was not computed).
+    a: [B, n] what the layer passes on: its activations (the logits for the
+      output layer), 0 where a node was not computed or was dropped.
+    computed: [B, n] bool, the nodes the method computed or kept for each
+      example, or None when it computed every node.
+    aux: what the method's training step needs besides (sampled pairs,
+      active sets, gathered blocks); None if nothing.
+  """
+
+  z: jax.Array
+  a: jax.Array
+  computed: jax.Array | None = None
+  aux: Any = None
+
+
 def check_activation(name: str) -> str:
   if name not in ACTIVATIONS:
     raise ValueError(
@@ -50,6 +71,12 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
   if name == "sigmoid":
     return jax.nn.sigmoid
   return lambda z: z
+
+
+def activate(name: str | None, z: jax.Array) -> jax.Array:
+  """``activation_fn(name)(z)``; ``name=None`` is the output layer (no
+  activation)."""
+  return z if name is None else activation_fn(name)(z)
 
 
 def dense(params: LayerParams, x: jax.Array) -> jax.Array:

@@ -1,22 +1,25 @@
-"""The method registry: a method name maps to how its training step is built.
+"""The method registry: a method's name maps to how it is built and trained.
 
-A method is one module (``standard.py``, ``mc.py``, ``alsh.py``, ...) that calls
-:func:`register` with a :class:`MethodSpec`.  The spec lists the method's own
-options (which the experiment entry points turn into absl flags) and a
-``build`` function returning a :class:`MethodImpl`.  The training loop
-(:mod:`sampling_mlp.train`) only talks to ``MethodImpl``, so adding a method
-touches no training-loop or entry-point code: write the module, add its name
-to ``_BUILTIN_MODULES``.
+A method is one registry entry, a :class:`MethodSpec`: its name, a typed
+options class (a :class:`MethodConfig`, whose fields every entry point
+exposes as absl flags) and a builder of its :class:`MethodImpl`.  The
+training loop, the entry points, the benchmark and the error analysis talk
+only to these, so registering a method is the whole of adding it.  The
+built-in methods are the modules of :mod:`sampling_mlp.methods`, imported on
+the first lookup; a method registered anywhere else (a test, a notebook)
+works the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+import pkgutil
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+from flax import nnx, struct
 import optax
 
 from sampling_mlp import layers
@@ -44,35 +47,30 @@ class ModelConfig:
                               depth=self.depth, num_classes=self.num_classes)
 
 
-class TrainState(NamedTuple):
-  """Everything a training step carries.
+# -- typed options --------------------------------------------------------------
 
-  Attributes:
-    params: tuple of LayerParams.
-    opt_state: the optimizer's state (Optax or LazyState).
-    method_state: method-specific arrays (e.g. ALSH hash tables); () if none.
-    step: [] int32 global step, folded into the step key.
+
+def option(default: Any, help: str, *,  # pylint: disable=redefined-builtin
+           choices: Optional[tuple[str, ...]] = None,
+           check: Optional[Callable[[Any], Optional[str]]] = None):
+  """A field of a :class:`MethodConfig`, exposed as a flag.
+
+  Args:
+    default: the default value; its type sets the flag's type.
+    help: one line of help.
+    choices: the allowed values of a string option (an enum flag).
+    check: ``check(value)`` returns why a value is bad, or None.
   """
-
-  params: Any
-  opt_state: Any
-  method_state: Any
-  step: jax.Array
+  return dataclasses.field(default=default, metadata=dict(
+      help=help, choices=choices, check=check))
 
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-  """One hyperparameter of a method, exposed as an absl flag ``--name``.
-
-  Attributes:
-    name: flag name (prefixed by the method, e.g. ``mc_ratio``).
-    default: default value; its type sets the flag type.
-    help: one-line help.
-    choices: allowed values for string options (an enum flag).
-    check: returns an error message for a bad value, or None.
-  """
+  """One method option as a flag ``--name`` (``attr`` on the config)."""
 
   name: str
+  attr: str
   default: Any
   help: str
   choices: Optional[tuple[str, ...]] = None
@@ -97,76 +95,76 @@ class Option:
         raise ValueError(f"--{self.name}={value!r}: {err}")
 
 
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+  """Base of a method's options: a frozen dataclass of :func:`option` fields.
+
+  Field ``attr`` is the flag ``--{prefix}{attr}``; values are validated on
+  construction, so a config that exists is valid.
+  """
+
+  prefix: ClassVar[str] = ""
+
+  def __post_init__(self):
+    for opt in self.options():
+      opt.validate(getattr(self, opt.attr))
+
+  @classmethod
+  def options(cls) -> tuple[Option, ...]:
+    return tuple(
+        Option(cls.prefix + f.name, f.name, f.default, f.metadata["help"],
+               f.metadata["choices"], f.metadata["check"])
+        for f in dataclasses.fields(cls))
+
+  @classmethod
+  def from_flags(cls, values: Mapping[str, Any] | None = None):
+    """The config from flag values (``{flag name: value}``); missing flags
+    take their defaults and flags of other methods are ignored."""
+    values = values or {}
+    return cls(**{o.attr: values[o.name] for o in cls.options()
+                  if o.name in values})
+
+  def flags(self) -> dict[str, Any]:
+    """``{flag name: value}``, the inverse of :meth:`from_flags`."""
+    return {o.name: getattr(self, o.attr) for o in self.options()}
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions(MethodConfig):
+  """The config of a method without options."""
+
+
+# -- the built method -------------------------------------------------------------
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a training step carries: a pure view of the method's model.
+
+  Attributes:
+    graphdef: the NNX model's structure (static: part of the pytree's
+      definition, so jit and scan see it as a constant).
+    model: ``nnx.State``, the model's arrays: parameters and the method's
+      own state (hash tables, ALSH's parameter-and-moment slabs).
+    opt_state: the optimizer's state (Optax, ``optim.LazyState``, or an
+      update count).
+    step: [] int32 global step, folded into the step key.
+  """
+
+  graphdef: Any = struct.field(pytree_node=False)
+  model: Any
+  opt_state: Any
+  step: jax.Array
+
+  def view(self) -> nnx.Module:
+    """The model as a module (``nnx.merge``); inside jit this costs
+    nothing at run time."""
+    return nnx.merge(self.graphdef, self.model)
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy over the batch (log-softmax over classes)."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-class MethodImpl:
-  """A built method: pure functions of arrays; static config on ``self``.
-
-  Subclasses implement :meth:`init` and :meth:`train_step`; the defaults give
-  exact evaluation and no per-epoch work.
-  """
-
-  def __init__(self, model: ModelConfig, optim: OptimConfig,
-               config: Mapping[str, Any]):
-    self.model = model
-    self.optim = optim
-    self.config = dict(config)
-
-  # -- training ------------------------------------------------------------
-  def init(self, key: jax.Array, params) -> TrainState:
-    raise NotImplementedError
-
-  def train_step(self, state: TrainState, x: jax.Array, y: jax.Array,
-                 key: jax.Array) -> tuple[TrainState, dict]:
-    """One step on a batch ``x`` [B, D], ``y`` [B]; returns metrics with 'loss'.
-
-    ``key`` is the step's key, or what :meth:`step_randomness` drew from it
-    (the training loop passes the latter).
-    """
-    raise NotImplementedError
-
-  def step_randomness(self, key: jax.Array, batch_size: int) -> Any:
-    """What :meth:`train_step` consumes of its step key (default: the key).
-
-    The training loop draws this for all of an epoch's steps at once,
-    vectorised, before its loop over steps, so that a method needing only a
-    few random bits per step (ALSH-APPROX's tie-breaking seeds) does not pay
-    for a PRNG call inside the loop: on XLA's CPU backend each threefry call
-    is a rolled loop of small kernels, several microseconds.  A method that
-    overrides this must accept both a key and its result in train_step.
-    """
-    del batch_size
-    return key
-
-  def end_epoch(self, state: TrainState, key: jax.Array) -> TrainState:
-    """Work done once per epoch, inside jit (e.g. ALSH's table rebuild)."""
-    del key
-    return state
-
-  # -- evaluation ----------------------------------------------------------
-  def predict(self, state: TrainState, x: jax.Array) -> jax.Array:
-    """Logits used for evaluation: exact (all nodes) by default."""
-    return layers.mlp_apply(state.params, x,
-                            activation=self.model.activation)
-
-  def diagnostics(self, state: TrainState, x: jax.Array,
-                  key: jax.Array) -> dict:
-    """Per-epoch diagnostics on a sample of examples; scalars or lists."""
-    del state, x, key
-    return {}
-
-  # -- cost ----------------------------------------------------------------
-  def step_flops(self, batch_size: int) -> int:
-    """Multiply-adds of the matrix products in one training step."""
-    return exact_step_flops(self.model.sizes, batch_size)
-
-  saves_compute: str = "n/a"
-  # Set by the training loop before compiling; methods whose diagnostics
-  # depend on the batch composition (MC-APPROX) read it.
-  train_batch_size: int | None = None
 
 
 def exact_step_flops(sizes, batch_size: int) -> int:
@@ -179,6 +177,94 @@ def exact_step_flops(sizes, batch_size: int) -> int:
   return total
 
 
+def zero_step() -> jax.Array:
+  return jnp.zeros([], jnp.int32)
+
+
+class MethodImpl:
+  """A built method: pure functions of arrays, static settings on ``self``.
+
+  Subclasses implement :meth:`build_model`, :meth:`init_optimizer` and
+  :meth:`train_step`; the rest has defaults that fit every method whose
+  layer modules follow :class:`sampling_mlp.model.Layer`.
+  """
+
+  saves_compute: ClassVar[str] = "n/a"
+
+  def __init__(self, model: ModelConfig, optim: OptimConfig,
+               config: MethodConfig):
+    self.model = model
+    self.optim = optim
+    self.config = config
+
+  # -- state ------------------------------------------------------------------
+  def build_model(self, key: jax.Array, params: layers.Params) -> nnx.Module:
+    """The method's :class:`sampling_mlp.model.MLP` from standard-layout
+    ``params``; ``key`` draws whatever the method draws once (hashes)."""
+    raise NotImplementedError
+
+  def init_optimizer(self, model: nnx.Module) -> Any:
+    raise NotImplementedError
+
+  def init(self, key: jax.Array, params: layers.Params) -> TrainState:
+    """The training state of a network with standard-layout ``params``."""
+    model = self.build_model(key, params)
+    opt_state = self.init_optimizer(model)
+    graphdef, arrays = nnx.split(model)
+    return TrainState(graphdef, arrays, opt_state, zero_step())
+
+  def params_of(self, state: TrainState) -> layers.Params:
+    """The weights in the standard layout (a tuple of LayerParams)."""
+    return state.view().params()
+
+  # -- training ---------------------------------------------------------------
+  def step_randomness(self, key: jax.Array, batch_size: int) -> Any:
+    """What :meth:`train_step` consumes of its step key (default: the key).
+
+    The training loop draws this for all of an epoch's steps at once,
+    vectorised, before its loop over steps (a method needing a few random
+    bits per step then pays for no PRNG call inside the loop).
+    """
+    del batch_size
+    return key
+
+  def train_step(self, state: TrainState, x: jax.Array, y: jax.Array,
+                 rand: Any) -> tuple[TrainState, dict]:
+    """One step on ``x`` [B, D], ``y`` [B] with ``rand`` from
+    :meth:`step_randomness`; returns metrics including 'loss'."""
+    raise NotImplementedError
+
+  def end_epoch(self, state: TrainState, key: jax.Array) -> TrainState:
+    """Work done once per epoch, inside jit (e.g. ALSH's table rebuild)."""
+    del key
+    return state
+
+  # -- evaluation and analysis -------------------------------------------------
+  def predict(self, state: TrainState, x: jax.Array) -> jax.Array:
+    """Logits used for evaluation: exact (all nodes) by default."""
+    return layers.mlp_apply(self.params_of(state), x,
+                            activation=self.model.activation)
+
+  def approx_forward(self, state: TrainState, x: jax.Array,
+                     key: jax.Array) -> list[layers.LayerOut]:
+    """The training-time forward pass of a batch ``x`` [B, D], one
+    :class:`layers.LayerOut` per layer (the logits last), with the
+    randomness of a training step drawn from ``key``."""
+    return state.view().forward(self.step_randomness(key, x.shape[0]), x)
+
+  def diagnostics(self, state: TrainState, x: jax.Array, key: jax.Array, *,
+                  batch_size: int) -> dict:
+    """Per-epoch diagnostics on a sample ``x`` of examples (scalars or
+    per-layer vectors); ``batch_size`` is the training batch size."""
+    del state, x, key, batch_size
+    return {}
+
+  # -- cost ---------------------------------------------------------------------
+  def step_flops(self, batch_size: int) -> int:
+    """Multiply-adds of one training step (all its matrix products)."""
+    return exact_step_flops(self.model.sizes, batch_size)
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
   """A registry entry.
@@ -187,53 +273,64 @@ class MethodSpec:
     name: the ``--method`` value.
     summary: one line for help texts and tables.
     build: ``build(model, optim, config) -> MethodImpl``.
-    options: the method's hyperparameters (absl flags).
-    saves_compute: honest one-line statement of whether training skips work.
+    config: the method's :class:`MethodConfig` class.
+    analysis_grid: the option values the error analysis sweeps by default,
+      ``{flag: values}`` (every combination is measured).
   """
 
   name: str
   summary: str
-  build: Callable[[ModelConfig, OptimConfig, Mapping[str, Any]], MethodImpl]
-  options: tuple[Option, ...] = ()
-  saves_compute: str = ""
+  build: Callable[[ModelConfig, OptimConfig, Any], MethodImpl]
+  config: type = NoOptions
+  analysis_grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
 
-  def config(self, values: Mapping[str, Any] | None = None) -> dict:
-    """The method's config: defaults overridden by ``values`` (extra keys are
-    ignored, so a flag dictionary of every method can be passed), validated."""
-    values = values or {}
-    out = {}
-    for opt in self.options:
-      v = values.get(opt.name, opt.default)
-      opt.validate(v)
-      out[opt.name] = v
-    return out
+  @property
+  def options(self) -> tuple[Option, ...]:
+    return self.config.options()
+
+  def make_config(self, values: Mapping[str, Any] | MethodConfig | None = None):
+    """The method's config from flag values (others' are ignored)."""
+    if isinstance(values, MethodConfig):
+      if not isinstance(values, self.config):
+        raise ValueError(f"method {self.name!r} takes a "
+                         f"{self.config.__name__}, got {type(values).__name__}")
+      return values
+    return self.config.from_flags(values)
 
   def make(self, model: ModelConfig, optim: OptimConfig,
-           values: Mapping[str, Any] | None = None) -> MethodImpl:
-    impl = self.build(model, optim, self.config(values))
-    impl.saves_compute = self.saves_compute
-    return impl
+           values: Mapping[str, Any] | MethodConfig | None = None
+           ) -> MethodImpl:
+    return self.build(model, optim, self.make_config(values))
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
-# Modules that register the built-in methods, imported on first lookup.
-_BUILTIN_MODULES = ("standard", "mc", "alsh", "dropout")
+_loaded = False
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-  if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+  """Adds ``spec``; registering the same spec again is a no-op."""
+  old = _REGISTRY.get(spec.name)
+  if old is not None and old is not spec:
     raise ValueError(f"method {spec.name!r} is already registered")
   _REGISTRY[spec.name] = spec
   return spec
 
 
+def unregister(name: str) -> None:
+  """Removes a method (for tests that register their own)."""
+  _REGISTRY.pop(name, None)
+
+
 def _load_builtins() -> None:
-  for mod in _BUILTIN_MODULES:
-    try:
-      importlib.import_module(f"sampling_mlp.{mod}")
-    except ModuleNotFoundError as e:
-      if e.name != f"sampling_mlp.{mod}":
-        raise
+  global _loaded
+  if _loaded:
+    return
+  _loaded = True
+  from sampling_mlp import methods  # pylint: disable=import-outside-toplevel
+  # STANDARD first: it is the reference every listing starts from.
+  for info in sorted(pkgutil.iter_modules(methods.__path__),
+                     key=lambda i: i.name != "standard"):
+    importlib.import_module(f"{methods.__name__}.{info.name}")
 
 
 def names() -> tuple[str, ...]:
@@ -258,7 +355,3 @@ def all_options() -> tuple[Option, ...]:
     for opt in spec.options:
       seen.setdefault(opt.name, opt)
   return tuple(seen.values())
-
-
-def zero_step() -> jax.Array:
-  return jnp.zeros([], jnp.int32)

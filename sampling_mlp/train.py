@@ -15,16 +15,15 @@ before the first epoch and evaluation after the clock stops.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from sampling_mlp import registry
-from sampling_mlp.model import MLP
+from sampling_mlp import layers, registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +61,15 @@ class RunKeys:
      self.diagnostics) = jax.random.split(root, 6)
 
 
+def init_params(impl: registry.MethodImpl, keys: RunKeys) -> layers.Params:
+  """The run's initial weights (``layers.init_mlp``; the key is what
+  ``nnx.Rngs(params=keys.init).params()`` draws)."""
+  return layers.init_mlp(jax.random.fold_in(keys.init, 0), impl.model.sizes)
+
+
 def init_state(impl: registry.MethodImpl, keys: RunKeys) -> registry.TrainState:
-  """Builds the NNX model, takes its pure parameters, and the method state."""
-  model = MLP(impl.model.sizes, activation=impl.model.activation,
-              rngs=nnx.Rngs(params=keys.init))
-  return impl.init(keys.method, model.params())
+  """The method's training state from the run's initial weights."""
+  return impl.init(keys.method, init_params(impl, keys))
 
 
 def step_randomness(impl: registry.MethodImpl, key: jax.Array,
@@ -140,34 +143,52 @@ def _to_python(tree) -> Any:
   return jax.tree.map(lambda v: np.asarray(v).tolist(), tree)
 
 
-def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
-          epoch_callback: Callable[[int], None] | None = None
-          ) -> Iterator[dict]:
-  """Trains ``impl`` on ``dataset`` and yields one metrics dict per epoch.
+class Epoch(NamedTuple):
+  """One trained epoch (see :func:`epochs`).
 
-  Each dict holds ``epoch`` (1-based), ``train_loss``, ``dev_accuracy``,
-  ``test_accuracy`` (fractions), ``epoch_seconds`` (training only),
-  ``cumulative_seconds``, ``compile_seconds`` (first epoch only), the means
-  of any other metrics the step returns, and the method's diagnostics.
+  Attributes:
+    index: 0-based epoch number.
+    state: the training state after it (and the method's end-of-epoch work).
+    metrics: the means over its steps of what the step returned (Python
+      numbers or lists).
+    seconds: its training time: the compiled epoch and the end-of-epoch work.
+    compile_seconds: compilation time before the first epoch; None after.
   """
-  keys = RunKeys(cfg.seed)
-  state = init_state(impl, keys)
-  x = jnp.asarray(dataset.train.x)
-  y = jnp.asarray(dataset.train.y)
+
+  index: int
+  state: registry.TrainState
+  metrics: dict
+  seconds: float
+  compile_seconds: float | None
+
+
+def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
+           keys: RunKeys, batch_size: int, num_epochs: int,
+           state: registry.TrainState | None = None) -> Iterator[Epoch]:
+  """Trains epoch after epoch; the one epoch loop of the project.
+
+  Args:
+    impl: the built method.
+    x: [N, D] and y: [N], the training split (on device for the whole run).
+    keys: the run's keys (shuffling, step keys, end-of-epoch keys).
+    batch_size: examples per step; the last partial batch is dropped.
+    num_epochs: epochs to train.
+    state: the initial state (default: ``init_state(impl, keys)``).
+
+  Yields:
+    One :class:`Epoch` per epoch; epoch ``e`` shuffles with
+    ``fold_in(keys.shuffle, e)``.
+  """
+  state = init_state(impl, keys) if state is None else state
   n = x.shape[0]
-  num_batches = n // cfg.batch_size
+  num_batches = n // batch_size
   if num_batches == 0:
-    raise ValueError(f"batch_size {cfg.batch_size} is larger than the "
-                     f"{n} training examples; lower --batch_size or raise "
+    raise ValueError(f"batch_size {batch_size} is larger than the {n} "
+                     "training examples; lower --batch_size or raise "
                      "--max_train")
-  impl.train_batch_size = cfg.batch_size
-  epoch_fn = make_epoch_fn(impl, batch_size=cfg.batch_size,
+  epoch_fn = make_epoch_fn(impl, batch_size=batch_size,
                            num_batches=num_batches)
   end_fn = jax.jit(impl.end_epoch, donate_argnums=0)
-  predict = make_predict_fn(impl)
-  diag_fn = jax.jit(impl.diagnostics)
-  diag_x = jnp.asarray(dataset.dev.x[:cfg.diag_examples]
-                       if len(dataset.dev.x) else dataset.train.x[:cfg.diag_examples])
 
   def perm_for(epoch):
     return jax.random.permutation(jax.random.fold_in(keys.shuffle, epoch), n)
@@ -176,33 +197,53 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
   epoch_c = epoch_fn.lower(state, x, y, perm_for(0), keys.train).compile()
   end_c = end_fn.lower(state, keys.end_epoch).compile()
   compile_seconds = time.perf_counter() - t0
-
-  cumulative = 0.0
-  for epoch in range(cfg.epochs):
+  for epoch in range(num_epochs):
     perm = jax.block_until_ready(perm_for(epoch))
     t0 = time.perf_counter()
     state, metrics = epoch_c(state, x, y, perm, keys.train)
     state = end_c(state, jax.random.fold_in(keys.end_epoch, epoch))
     jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - t0
-    cumulative += seconds
-    metrics = _to_python(metrics)
+    yield Epoch(epoch, state, _to_python(metrics), seconds,
+                compile_seconds if epoch == 0 else None)
+
+
+def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig
+          ) -> Iterator[dict]:
+  """Trains ``impl`` on ``dataset`` and yields one metrics dict per epoch.
+
+  Each dict holds ``epoch`` (1-based), ``train_loss``, ``dev_accuracy``,
+  ``test_accuracy`` (fractions), ``epoch_seconds`` (training only),
+  ``cumulative_seconds``, ``steps``, ``compile_seconds`` (first epoch
+  only), the means of any other metrics the step returns, and the method's
+  diagnostics.
+  """
+  keys = RunKeys(cfg.seed)
+  predict = make_predict_fn(impl)
+  diag_fn = jax.jit(functools.partial(impl.diagnostics,
+                                      batch_size=cfg.batch_size))
+  diag_x = jnp.asarray(dataset.dev.x[:cfg.diag_examples]
+                       if len(dataset.dev.x) else dataset.train.x[:cfg.diag_examples])
+  cumulative = 0.0
+  for ep in epochs(impl, jnp.asarray(dataset.train.x),
+                   jnp.asarray(dataset.train.y), keys=keys,
+                   batch_size=cfg.batch_size, num_epochs=cfg.epochs):
+    cumulative += ep.seconds
+    metrics = dict(ep.metrics)
     row = {
-        "epoch": epoch + 1,
+        "epoch": ep.index + 1,
         "train_loss": metrics.pop("loss"),
-        "dev_accuracy": accuracy(predict, state, dataset.dev.x, dataset.dev.y,
-                                 batch=cfg.eval_batch),
-        "test_accuracy": accuracy(predict, state, dataset.test.x,
+        "dev_accuracy": accuracy(predict, ep.state, dataset.dev.x,
+                                 dataset.dev.y, batch=cfg.eval_batch),
+        "test_accuracy": accuracy(predict, ep.state, dataset.test.x,
                                   dataset.test.y, batch=cfg.eval_batch),
-        "epoch_seconds": seconds,
+        "epoch_seconds": ep.seconds,
         "cumulative_seconds": cumulative,
-        "steps": int(state.step),
+        "steps": int(ep.state.step),
     }
-    if epoch == 0:
-      row["compile_seconds"] = compile_seconds
+    if ep.compile_seconds is not None:
+      row["compile_seconds"] = ep.compile_seconds
     row.update(metrics)
-    row.update(_to_python(diag_fn(state, diag_x,
-                                  jax.random.fold_in(keys.diagnostics, epoch))))
-    if epoch_callback is not None:
-      epoch_callback(epoch + 1)
+    row.update(_to_python(diag_fn(
+        ep.state, diag_x, jax.random.fold_in(keys.diagnostics, ep.index))))
     yield row

@@ -348,6 +348,28 @@ def sample_pairs(key: jax.Array, a: jax.Array, w: jax.Array, *,
   return idx, scale
 
 
+def sampled_product(a: jax.Array, rows: jax.Array, idx: jax.Array,
+                    scale: jax.Array) -> jax.Array:
+  """The sampled estimate `(a[:, idx] * scale) @ rows`, `rows = w[idx]`.
+
+  Forward mode's gradient is this function's autodiff: `dz @ rows.T *
+  scale` scatter-added into the sampled columns of `a`, and `(a[:, idx] *
+  scale).T @ dz` for the gathered rows (repeated draws add up); a caller
+  that differentiates with respect to the rows, not to `w`, never forms a
+  dense weight gradient.
+
+  Args:
+    a: [B, n].
+    rows: [s, m], the sampled rows of w.
+    idx: int [s].
+    scale: [s].
+
+  Returns:
+    [B, m].
+  """
+  return (a[:, idx] * scale) @ rows
+
+
 def gathered_product(a: jax.Array, w: jax.Array, idx: jax.Array,
                      scale: jax.Array) -> jax.Array:
   """The sampled estimate `(a[:, idx] * scale) @ w[idx]`.
@@ -361,39 +383,11 @@ def gathered_product(a: jax.Array, w: jax.Array, idx: jax.Array,
   Returns:
     [B, m].
   """
-  return (a[:, idx] * scale) @ w[idx]
+  return sampled_product(a, w[idx], idx, scale)
 
 
 # ---------------------------------------------------------------------------
 # Approximate products with custom backward passes.
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _forward_sampled(key, a, w, num_samples, sampler):
-  idx, scale = sample_pairs(key, a, w, num_samples=num_samples,
-                            sampler=sampler)
-  return gathered_product(a, w, idx, scale)
-
-
-def _forward_sampled_fwd(key, a, w, num_samples, sampler):
-  idx, scale = sample_pairs(key, a, w, num_samples=num_samples,
-                            sampler=sampler)
-  return gathered_product(a, w, idx, scale), (idx, scale, a, w)
-
-
-def _forward_sampled_bwd(num_samples, sampler, res, dz):
-  del num_samples, sampler
-  idx, scale, a, w = res
-  a_s = a[:, idx] * scale  # [B, s]
-  da_s = (dz @ w[idx].T) * scale  # [B, s]
-  dw_s = a_s.T @ dz  # [s, m]
-  # Scatter-add: a pair drawn twice receives both contributions.
-  da = jnp.zeros_like(a).at[:, idx].add(da_s.astype(a.dtype))
-  dw = jnp.zeros_like(w).at[idx].add(dw_s.astype(w.dtype))
-  return None, da, dw
-
-
-_forward_sampled.defvjp(_forward_sampled_fwd, _forward_sampled_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -460,10 +454,11 @@ def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
   `da = dz @ w.T` over m with key_da and `dw = a.T @ dz` over B with key_dw.
   No mode samples in both passes, so no key is used twice.
 
-  Gradients: `forward` backpropagates through the sampled pairs only:
-  `da[:, idx] += (dz @ w[idx].T) * scale`, `dw[idx] += (a[:, idx] * scale).T
-  @ dz` (scatter-add into zeros; the same as autodiff of the gathered
-  product). `blackbox` uses the exact `dz @ w.T` and `a.T @ dz` at the sampled
+  Gradients: `forward` backpropagates through the sampled pairs only, by
+  autodiff of `sampled_product`: `da[:, idx] += (dz @ w[idx].T) * scale`,
+  `dw[idx] += (a[:, idx] * scale).T @ dz` (scatter-add into zeros). The
+  training step differentiates the same product with respect to the
+  gathered rows instead of `w`. `blackbox` uses the exact `dz @ w.T` and `a.T @ dz` at the sampled
   output. `backward` has an exact forward product and unbiased (for the
   scaled samplers) sampled backward products.
 
@@ -513,7 +508,8 @@ def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
   if c >= n:
     return a @ w
   if mode == "forward":
-    return _forward_sampled(key, a, w, c, sampler)
+    idx, scale = sample_pairs(key, a, w, num_samples=c, sampler=sampler)
+    return gathered_product(a, w, idx, scale)
   return _blackbox(key, a, w, c, sampler)
 
 
@@ -577,296 +573,3 @@ def exact_mse_bernoulli(a: jax.Array, w: jax.Array, q: jax.Array) -> jax.Array:
   sq = pair_norms(a, w) ** 2
   q = q.astype(jnp.float32)
   return jnp.sum(jnp.where(sq > 0, (1.0 - q) / q * sq, 0.0))
-
-
-# ---------------------------------------------------------------------------
-# The training method: MC-APPROX
-# ---------------------------------------------------------------------------
-#
-# Which products are sampled: the products between hidden layers.  The
-# output layer is exact unless ``--mc_sample_output`` (as in ALSH-APPROX,
-# which keeps the two methods comparable).  The input layer's product
-# ``x @ W1`` is exact unless ``--mc_sample_input``: its "columns" are pixels
-# whose norms over a batch are nearly equal, so the samplers degenerate to
-# uniform pixel dropout with relative error near 1 at ratio 0.5 (measured on
-# Fashion-MNIST, 3 hidden layers, batch 64, 5 epochs: Bernoulli sampling of
-# every layer reached 85.8% test accuracy, with the input layer exact 87.2%,
-# exact training 87.7%); and it is a small share of the work once the hidden
-# layers are wide.
-#
-# Forward mode saves real work end to end.  The sampled rows ``w[idx]`` are
-# the only weights the step reads for the product, and the gradient is taken
-# with respect to them, not to ``w``: the loss is differentiated with respect
-# to a zero "delta" [s, m] added to the gathered rows, so no dense [n, m]
-# weight gradient is ever formed.  The optimizer then updates only the
-# sampled rows (lazy Adam, ``optim.LazyOptimizer.update_rows``; repeated
-# draws of one row are summed first).  Biases and unsampled layers get the
-# dense update.  Backward and black-box modes produce dense weight gradients
-# by construction (``mc_matmul``'s custom VJPs) and use the dense update,
-# which equals ``optax.adam``.
-
-from sampling_mlp import layers as _layers  # noqa: E402
-from sampling_mlp import optim as _optim  # noqa: E402
-from sampling_mlp import registry as _registry  # noqa: E402
-
-
-def batch_axis_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """The public MC example's loss: log-softmax over the *batch* axis.
-
-  Wrong on purpose, kept to test whether it explains MC-APPROX_S failing: at
-  batch size 1, ``log_softmax`` over a single row is identically 0, so the
-  loss is constant and no gradient flows.
-  """
-  logp = jax.nn.log_softmax(logits, axis=0)
-  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
-
-
-class MC(_registry.MethodImpl):
-  """MC-APPROX: every node computed, each product estimated from a sample of
-  column-row pairs (Drineas, Kannan and Mahoney 2006; Adelman et al. 2021).
-  Evaluation is exact."""
-
-  def __init__(self, model, optim_cfg, config):
-    super().__init__(model, optim_cfg, config)
-    c = self.config
-    self.sampler, self.mode = c["mc_sampler"], c["mc_mode"]
-    sizes = model.sizes
-    n_layers = len(sizes) - 1
-    self.sampled = tuple(
-        (k > 0 or c["mc_sample_input"]) and
-        (k < n_layers - 1 or c["mc_sample_output"]) for k in range(n_layers))
-    self.num_samples = tuple(
-        num_samples_for(n, ratio=c["mc_ratio"], min_k=c["mc_min_k"])
-        for n in sizes[:-1])
-    self.lazy = _optim.LazyOptimizer(optim_cfg)
-    self.act = _layers.activation_fn(model.activation)
-    self.loss = (batch_axis_cross_entropy if c["mc_loss_axis"] == "batch"
-                 else _registry.cross_entropy)
-
-  def _active(self, k: int) -> bool:
-    """Whether layer k is sampled (c < n; c >= n is the exact product)."""
-    return self.sampled[k] and self.num_samples[k] < self.model.sizes[k]
-
-  def init(self, key, params):
-    del key
-    return _registry.TrainState(params, self.lazy.init(params), (),
-                                _registry.zero_step())
-
-  # -- forward passes ----------------------------------------------------------
-  def _forward_sampled_rows(self, params, deltas, x, keys):
-    """Forward-mode pass: sampled layers read only their sampled rows.
-
-    Args:
-      params: tuple of LayerParams; the ``w`` of sampled layers is only read
-        at the sampled rows (the caller passes it as a constant).
-      deltas: per layer a zero [s, m] added to the gathered rows (None for
-        exact layers): differentiating with respect to it gives the sampled
-        rows' gradient.
-      x: [B, D]; keys: one key per layer.
-
-    Returns:
-      logits [B, C] and per layer (idx [s], scale [s]) or None.
-    """
-    a, draws = x, []
-    last = len(params) - 1
-    for k, p in enumerate(params):
-      if self._active(k):
-        idx, scale = sample_pairs(keys[k], a, p.w,
-                                  num_samples=self.num_samples[k],
-                                  sampler=self.sampler)
-        z = (a[:, idx] * scale) @ (p.w[idx] + deltas[k]) + p.b
-        draws.append((idx, scale))
-      else:
-        z = a @ p.w + p.b
-        draws.append(None)
-      a = z if k == last else self.act(z)
-    return a, draws
-
-  def _forward_custom(self, params, x, keys):
-    """Backward/black-box mode pass through ``mc_matmul``'s custom VJPs."""
-    a = x
-    last = len(params) - 1
-    for k, p in enumerate(params):
-      if self._active(k):
-        z = mc_matmul(keys[k], a, p.w, num_samples=self.num_samples[k],
-                      sampler=self.sampler, mode=self.mode) + p.b
-      else:
-        z = a @ p.w + p.b
-      a = z if k == last else self.act(z)
-    return a
-
-  def train_step(self, state, x, y, key):
-    params = state.params
-    keys = jax.random.split(key, len(params))
-    count = state.opt_state.count + 1
-    opt = state.opt_state
-    if self.mode == "forward":
-      return self._step_forward(state, x, y, keys, count)
-
-    def loss_fn(params):
-      return self.loss(self._forward_custom(params, x, keys), y)
-
-    loss, g = jax.value_and_grad(loss_fn)(params)
-    new = jax.tree.map(
-        lambda p, m, v, gg: self.lazy.update_dense(p, m, v, gg, count),
-        params, opt.mu, opt.nu, g)
-    # ``new`` has a (p, m, v) triple where ``params`` has an array.
-    pick = lambda i: jax.tree.map(lambda _, t: t[i], params, new)
-    return state._replace(
-        params=pick(0), opt_state=_optim.LazyState(count, pick(1), pick(2)),
-        step=state.step + 1), {"loss": loss}
-
-  def _step_forward(self, state, x, y, keys, count):
-    params, opt = state.params, state.opt_state
-    # Differentiable: biases, and the weights of exact layers.  Sampled
-    # layers' weights are constants read at the sampled rows; their gradient
-    # arrives through the deltas.
-    trainable = tuple(
-        _layers.LayerParams(None if self._active(k) else p.w, p.b)
-        for k, p in enumerate(params))
-    deltas = tuple(
-        jnp.zeros((num_slots(self.model.sizes[k],
-                             num_samples=self.num_samples[k],
-                             sampler=self.sampler), p.w.shape[1]), p.w.dtype)
-        if self._active(k) else None for k, p in enumerate(params))
-
-    def loss_fn(trainable, deltas):
-      full = tuple(
-          _layers.LayerParams(jax.lax.stop_gradient(p.w) if t.w is None
-                              else t.w, t.b)
-          for p, t in zip(params, trainable))
-      logits, draws = self._forward_sampled_rows(full, deltas, x, keys)
-      return self.loss(logits, y), draws
-
-    (loss, draws), (g_t, g_d) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1), has_aux=True)(trainable, deltas)
-    new_p, new_m, new_v = [], [], []
-    for k, p in enumerate(params):
-      m, v = opt.mu[k], opt.nu[k]
-      if self._active(k):
-        idx, scale = draws[k]
-        n = p.w.shape[0]
-        if self.sampler == "bernoulli":
-          # Unused buffer slots (scale 0) must not be updated; kept pairs
-          # are distinct.
-          rows, grows = jnp.where(scale > 0, idx, n), g_d[k]
-        elif self.sampler == "topk":
-          rows, grows = idx, g_d[k]
-        else:  # with replacement: sum the gradient of repeated rows
-          rows, grows = _optim.dedup_rows(idx, g_d[k], n)
-        w, mw, vw = self.lazy.update_rows(p.w, m.w, v.w, rows, grows, count)
-      else:
-        w, mw, vw = self.lazy.update_dense(p.w, m.w, v.w, g_t[k].w, count)
-      b, mb, vb = self.lazy.update_dense(p.b, m.b, v.b, g_t[k].b, count)
-      new_p.append(_layers.LayerParams(w, b))
-      new_m.append(_layers.LayerParams(mw, mb))
-      new_v.append(_layers.LayerParams(vw, vb))
-    return state._replace(
-        params=tuple(new_p),
-        opt_state=_optim.LazyState(count, tuple(new_m), tuple(new_v)),
-        step=state.step + 1), {"loss": loss}
-
-  # -- analysis ------------------------------------------------------------------
-  def approx_forward(self, params, x, key):
-    """The sampled (training-time) forward pass of one batch ``x`` [B, D].
-
-    Returns:
-      (acts, pre, exact_pre): per layer the approximate activations (logits
-      last), the approximate pre-activations, and the exact product of that
-      layer's *approximate* input with its weights (plus bias), so
-      ``pre[k] - exact_pre[k]`` is the estimator's error at layer k alone.
-    """
-    keys = jax.random.split(key, len(params))
-    a, acts, pre, exact = x, [], [], []
-    last = len(params) - 1
-    for k, p in enumerate(params):
-      exact_z = a @ p.w + p.b
-      if self._active(k):
-        idx, scale = sample_pairs(keys[k], a, p.w,
-                                  num_samples=self.num_samples[k],
-                                  sampler=self.sampler)
-        z = gathered_product(a, p.w, idx, scale) + p.b
-      else:
-        z = exact_z
-      exact.append(exact_z)
-      pre.append(z)
-      a = z if k == last else self.act(z)
-      acts.append(a)
-    return acts, pre, exact
-
-  def diagnostics(self, state, x, key):
-    """Per layer, the relative error ``||z_approx - z|| / ||z||`` of the
-    sampled pre-activation against the exact product of the same input, on
-    batches of the training batch size (the estimator's quality depends on
-    it: the sampling probabilities use the batch's column norms)."""
-    batch = min(self.train_batch_size or x.shape[0], x.shape[0])
-    nb = x.shape[0] // batch
-    xb = x[:nb * batch].reshape(nb, batch, -1)
-
-    def errors(xi, ki):
-      _, pre, exact = self.approx_forward(state.params, xi, ki)
-      return jnp.stack([
-          jnp.linalg.norm(z - e) / jnp.maximum(jnp.linalg.norm(e), 1e-30)
-          for z, e in zip(pre, exact)])
-
-    errs = jax.vmap(errors)(xb, jax.random.split(key, nb))
-    return {"mc_relative_error": jnp.mean(errs, axis=0)}
-
-  # -- cost ------------------------------------------------------------------------
-  def step_flops(self, batch_size: int) -> int:
-    """Multiply-adds per step, including the norms the samplers read (the
-    batch's column norms and every weight row's norm)."""
-    B, sizes, total = batch_size, self.model.sizes, 0
-    for k, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
-      input_grad = k > 0
-      if not self._active(k):
-        total += B * n * m * (3 if input_grad else 2)
-        continue
-      s = num_slots(n, num_samples=self.num_samples[k], sampler=self.sampler)
-      norms = B * n + n * m
-      if self.mode == "forward":
-        total += B * s * m * (3 if input_grad else 2) + norms
-      elif self.mode == "blackbox":
-        total += B * s * m + B * n * m * (2 if input_grad else 1) + norms
-      else:  # backward: exact forward, both backward products sampled
-        c_m, c_b = backward_num_samples(B, n, m,
-                                        num_samples=self.num_samples[k])
-        total += (B * n * m + c_b * n * m + (B * n * c_m if input_grad else 0)
-                  + B * m + n * m + B * n)
-    return total
-
-
-def _ratio_error(v):
-  return None if 0 < v <= 1 else "must be in (0, 1] (a fraction of the pairs)"
-
-
-SPEC = _registry.register(_registry.MethodSpec(
-    name="mc",
-    summary="MC-APPROX: products estimated from sampled column-row pairs "
-    "(Drineas et al. 2006; Adelman et al. 2021)",
-    build=MC,
-    saves_compute="yes in forward mode: multiplies only the sampled rows and "
-    "updates only them",
-    options=(
-        _registry.Option("mc_sampler", "bernoulli", "Column-row pair "
-                         "sampler (bernoulli: Adelman et al. 2021).",
-                         choices=SAMPLERS),
-        _registry.Option("mc_ratio", 0.1, "Fraction of column-row pairs "
-                         "sampled per product (the MC code's sample_ratio).",
-                         check=_ratio_error),
-        _registry.Option("mc_min_k", 1, "Sample at least this many pairs "
-                         "(the MC code's minimal_k).",
-                         check=lambda v: None if v >= 0 else "must be >= 0"),
-        _registry.Option("mc_mode", "forward", "Where sampling happens: "
-                         "forward, backward or blackbox (Adelman et al.).",
-                         choices=MODES),
-        _registry.Option("mc_sample_output", False, "Also sample the output "
-                         "layer's product (default: exact output layer)."),
-        _registry.Option("mc_sample_input", False, "Also sample the input "
-                         "layer's product x @ W1 (its columns are pixels)."),
-        _registry.Option("mc_loss_axis", "classes", "Axis of the training "
-                         "loss's log-softmax: 'classes' (correct) or 'batch' "
-                         "(the public MC example's bug, for the MC-APPROX_S "
-                         "study).", choices=("classes", "batch")),
-    ),
-))

@@ -13,32 +13,35 @@ one hidden layer that overhead, not arithmetic, sets the step time.
   lazy Adam (or SGD) of every touched weight;
 * :func:`select_active`: its selection alone -- the query's hash codes, its
   collision counts, and the tie-breaking and top-``budget`` selection of
-  :func:`sampling_mlp.alsh.select_active` -- which the tests compare with
-  the XLA path's bit for bit.
+  :func:`sampling_mlp.methods.alsh.kernels.select_active` -- which the tests
+  compare with the XLA path's bit for bit.
 
-The step is single-threaded: it reads and writes about half a megabyte of
-weights and moments per example, which one core's caches serve, and a
-second thread would leave a step waiting on a preempted helper whenever the
-machine is busy.
+The JAX functions (``kernels``, ``layer.active_layer``, the method's XLA
+step) are the definition; the tests hold this kernel equal to them.
 
-The source is compiled on first use with the system C++ compiler (``$CXX``,
-else ``c++`` or ``g++``) against the FFI headers that ship with jaxlib, for
-the machine it runs on (``-march=native``), and cached under
-``$SAMPLING_MLP_CACHE`` (default ``~/.cache/sampling_mlp``) keyed by the
-source, the jaxlib version, the compiler and the CPU.  Where no compiler is
-found or the build fails, :func:`available` says why and ALSH falls back to
-its pure-XLA path (``--alsh_kernel=auto``), which computes the same numbers.
+The source is compiled on first use -- the first batch-size-1 step, or
+``python -m sampling_mlp.methods.alsh.native --build`` ahead of time -- with
+the system C++ compiler (``$CXX``, else ``c++`` or ``g++``) against the FFI
+headers that ship with jaxlib, for the machine it runs on
+(``-march=native``), and cached under ``$SAMPLING_MLP_CACHE`` (default
+``~/.cache/sampling_mlp``) keyed by the source, the jaxlib version, the
+compiler and the CPU.  Any failure to build, load or register the kernels
+is caught: :func:`status` says why, and ``--alsh_kernel=auto`` falls back to
+the pure-XLA path, which computes the same numbers.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
+import dataclasses
 import hashlib
 import os
 import pathlib
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -57,7 +60,24 @@ _TARGETS = {"sampling_mlp_alsh_select": "AlshSelectActive",
             "sampling_mlp_alsh_train_step": "AlshTrainStep"}
 
 _lock = threading.Lock()
-_status: dict = {}  # "ok": bool, "error": str, "path": str
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+  """Whether the native kernels are usable.
+
+  Attributes:
+    ok: built, loaded and registered with XLA.
+    reason: why not ('' when ok).
+    path: the shared library ('' when not built).
+  """
+
+  ok: bool
+  reason: str = ""
+  path: str = ""
+
+
+_status: Status | None = None
 
 
 class NativeUnavailable(RuntimeError):
@@ -120,7 +140,7 @@ def _build(cxx: str) -> pathlib.Path:
   return out
 
 
-def _load() -> None:
+def _load() -> str:
   if jax.default_backend() != "cpu":
     raise NativeUnavailable(
         f"the native kernels are CPU kernels, but JAX's default backend is "
@@ -132,34 +152,38 @@ def _load() -> None:
   path = _build(cxx)
   lib = ctypes.cdll.LoadLibrary(str(path))
   for target, symbol in _TARGETS.items():
+    if not hasattr(lib, symbol):
+      raise NativeUnavailable(f"{path} has no symbol {symbol}")
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                 platform="cpu")
-  _status["path"] = str(path)
+  return str(path)
+
+
+def status() -> Status:
+  """Builds, loads and registers the kernels once and says whether that
+  worked; any error on the way is caught and becomes the reason."""
+  global _status
+  with _lock:
+    if _status is None:
+      try:
+        _status = Status(True, path=_load())
+      except Exception as e:  # pylint: disable=broad-except
+        _status = Status(False, reason=f"{type(e).__name__}: {e}"
+                         if not isinstance(e, NativeUnavailable) else str(e))
+    return _status
 
 
 def available() -> bool:
-  """Builds, loads and registers the kernels once; True if that worked."""
-  with _lock:
-    if "ok" not in _status:
-      try:
-        _load()
-        _status["ok"] = True
-      except (NativeUnavailable, OSError, subprocess.SubprocessError) as e:
-        _status.update(ok=False, error=str(e))
-    return _status["ok"]
-
-
-def unavailable_reason() -> str:
-  """Why :func:`available` is False ('' when it is True)."""
-  available()
-  return _status.get("error", "")
+  """``status().ok``."""
+  return status().ok
 
 
 def require() -> None:
   """Raises NativeUnavailable (saying why) unless the kernels are usable."""
-  if not available():
+  st = status()
+  if not st.ok:
     raise NativeUnavailable(
-        f"the native ALSH kernels are unavailable: {_status['error']}; use "
+        f"the native ALSH kernels are unavailable: {st.reason}; use "
         f"--alsh_kernel=xla (or auto) to run the pure-XLA path instead.")
 
 
@@ -169,7 +193,7 @@ def require() -> None:
 def select_active(qh, vals: jax.Array, rows: jax.Array | None,
                   tables: jax.Array, seed: jax.Array, *,
                   budget: int) -> tuple[jax.Array, jax.Array]:
-  """Native ``alsh.select_active(seed, collisions(sparse_query_codes(...)))``.
+  """Native ``kernels.select_active(seed, collisions(sparse_query_codes(...)))``.
 
   Hashes one query, counts its collisions with the tables and picks the
   active set with the same tie-breaking as the XLA path.  The query's
@@ -177,7 +201,7 @@ def select_active(qh, vals: jax.Array, rows: jax.Array | None,
   rounding of a bucket boundary can land in the other bucket.
 
   Args:
-    qh: the layer's :class:`sampling_mlp.alsh.QueryHash`.
+    qh: the layer's ``kernels.QueryHash``.
     vals: float32 [r] the query's values on ``rows``.
     rows: uint32 [r] indices of the non-zero inputs, or None (dense query).
     tables: int32 [L, n] every node's bucket in each table.
@@ -215,8 +239,8 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                budgets: tuple[int, ...], optim, activation: str):
   """One ALSH-APPROX training step at batch size 1, in place.
 
-  What :meth:`sampling_mlp.alsh.ALSH.train_step` computes at batch size 1
-  with jax.numpy, in one kernel: per hidden layer the active set (as
+  What ``ALSH.train_step`` computes at batch size 1 with jax.numpy, in one
+  kernel: per hidden layer the active set (as
   :func:`select_active`) and its nodes' activations from the previous
   layer's active nodes; the exact output layer and the softmax
   cross-entropy; backpropagation through the active nodes, every gradient
@@ -228,10 +252,10 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   same update up to float32 rounding.
 
   Args:
-    slabs: the ALSH TrainState's params (d hidden layers, then the output
-      layer), in the layouts :class:`sampling_mlp.alsh.ALSH` documents,
-      with S = 3 slots (Adam) or 1 (SGD).
-    queries: d :class:`sampling_mlp.alsh.QueryHash`, one per hidden layer.
+    slabs: the layers' (weight, bias) slabs (d hidden layers, then the
+      output layer), in the layouts ``layer.py`` documents, with S = 3
+      slots (Adam) or 1 (SGD).
+    queries: d ``kernels.QueryHash``, one per hidden layer.
     tables: d int32 [L, n_k] bucket codes.
     x: float32 [D] the example.
     label: int32 [] in [0, C).
@@ -282,3 +306,27 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   new = tuple(type(s)(flat[2 * k], flat[2 * k + 1])
               for k, s in enumerate(slabs))
   return new, loss, colliding
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m sampling_mlp.methods.alsh.native",
+      description="Build (or find in the cache) ALSH-APPROX's native kernels "
+      "and say whether they work.")
+  parser.add_argument("--build", action="store_true",
+                      help="build the kernels now (otherwise the first "
+                      "batch-size-1 ALSH step does)")
+  args = parser.parse_args(argv)
+  if not args.build:
+    parser.print_help()
+    return 0
+  st = status()
+  if st.ok:
+    print(f"native ALSH kernels: ok ({st.path})")
+    return 0
+  print(f"native ALSH kernels: unavailable: {st.reason}", file=sys.stderr)
+  return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

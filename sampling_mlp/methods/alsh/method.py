@@ -1,0 +1,318 @@
+"""The ALSH-APPROX training method (Spring and Shrivastava 2017).
+
+Per example, each hidden layer computes only its active nodes
+(:func:`sampling_mlp.methods.alsh.layer.active_layer`), the output layer is
+exact and reads only the last active set, and evaluation is exact (all
+nodes).  Backpropagation reaches only the gathered blocks, and the
+optimizer updates only them: a lazy Adam whose untouched weights keep their
+moments.
+
+Batch size 1 (the paper's setting) runs, by default, as one fused C++ step
+(``--alsh_kernel``, :mod:`.native`): hashing, selection, the sparse forward
+and backward passes and the update of every touched weight in one call, in
+place.  The pure-XLA step computes the same numbers up to float32 rounding
+and is what mini-batches, analysis and machines without a compiler use.
+Mini-batches keep one active set per example (as SLIDE does); their blocks
+overlap, so the per-example gradients are scatter-added and applied by a
+masked update of dense cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sampling_mlp import model as model_lib
+from sampling_mlp import registry
+from sampling_mlp.layers import LayerParams
+from sampling_mlp.methods.alsh import kernels, native, schedule
+from sampling_mlp.methods.alsh.layer import (
+    ActiveLayer, SparseOutput, update_slab, update_slab_masked, update_slots)
+
+
+def _in_open_unit(v):
+  return None if 0 < v < 1 or v == 0 else (
+      "must be in (0, 1), or 0 for the transform's default")
+
+
+def _check_schedule(v):
+  try:
+    schedule.parse_schedule(v)
+  except ValueError as e:
+    return str(e)
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ALSHConfig(registry.MethodConfig):
+  """ALSH-APPROX's options (flags ``--alsh_*``)."""
+
+  prefix = "alsh_"
+  K: int = registry.option(
+      6, "Hash components per table.",
+      check=lambda v: None if v >= 1 else "must be >= 1")
+  L: int = registry.option(
+      5, "Hash tables.", check=lambda v: None if v >= 1 else "must be >= 1")
+  m: int = registry.option(
+      0, "Norm powers appended by the transform (0: the transform's "
+      "default, 3 for l2_alsh, 2 for sign_alsh).",
+      check=lambda v: None if v >= 0 else
+      "must be >= 1, or 0 for the transform's default")
+  U: float = registry.option(
+      0.0, "Largest column norm after scaling (0: the transform's default, "
+      "0.83 for l2_alsh, 0.75 for sign_alsh).", check=_in_open_unit)
+  R: float = registry.option(
+      kernels.DEFAULT_R, "Bucket width of the l2 hash.",
+      check=lambda v: None if v > 0 else "must be > 0")
+  transform: str = registry.option("l2_alsh", "MIPS transform.",
+                                   choices=kernels.TRANSFORMS)
+  hash: str = registry.option("srp", "Hash family.", choices=kernels.HASHES)
+  active_fraction: float = registry.option(
+      0.05, "Active-set budget as a fraction of each hidden layer's nodes.",
+      check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+  kernel: str = registry.option(
+      "auto", "Batch-size-1 kernels: 'native' (C++ via the XLA FFI, compiled "
+      "on first use), 'xla' (pure JAX; same numbers, slower) or 'auto' "
+      "(native where it builds).", choices=("auto", "native", "xla"))
+  rebuild: str = registry.option(
+      "paper", "Table rebuild schedule: 'paper' (every 100 steps for the "
+      "first 10,000, then every 1,000), 'epoch', 'N' (every N steps) or "
+      "'E:U:L'; tables are also rebuilt at every epoch's end.",
+      check=_check_schedule)
+
+  def __post_init__(self):
+    super().__post_init__()
+    m, U = self.resolved()
+    try:  # combinations the per-flag checks cannot see (K <= 31 for srp)
+      kernels.validate_hparams(K=self.K, L=self.L, m=m, U=min(U, 0.999999),
+                               fraction=self.active_fraction,
+                               transform=self.transform, hash=self.hash)
+    except ValueError as e:
+      raise ValueError(f"bad --alsh_* flags: {e}") from None
+
+  def resolved(self) -> tuple[int, float]:
+    """``(m, U)`` with 0 replaced by the transform's default."""
+    return kernels.resolve_transform_params(self.transform, self.m or None,
+                                            self.U or None)
+
+
+class ALSH(registry.MethodImpl):
+  """ALSH-APPROX (see the module docstring).  ``opt_state`` is the update
+  count: the moments live in the layers' slabs."""
+
+  saves_compute = "yes: gathers only the active blocks and updates only them"
+  _warned = False
+  recall_k = 10
+
+  def __init__(self, model, optim_cfg, config):
+    super().__init__(model, optim_cfg, config)
+    self.m, self.U = config.resolved()
+    self.schedule = schedule.parse_schedule(config.rebuild)
+    self.budgets = tuple(kernels.budget_for(n, config.active_fraction)
+                         for n in model.sizes[1:-1])
+
+  # -- state ------------------------------------------------------------------
+  def build_model(self, key, params):
+    sizes, c = self.model.sizes, self.config
+    keys = jax.random.split(key, max(1, len(sizes) - 2))
+    hidden = []
+    for k, p in enumerate(params[:-1]):
+      hp = kernels.init_hash(
+          keys[k], dim=kernels.transformed_dim(sizes[k], transform=c.transform,
+                                               m=self.m),
+          K=c.K, L=c.L, family=c.hash, R=c.R)
+      hidden.append(ActiveLayer(
+          p, hp, reads=self.budgets[k - 1] if k else None,
+          budget=self.budgets[k],
+          activation=self.model.activation, transform=c.transform, m=self.m,
+          U=self.U, optim_cfg=self.optim))
+    reads = self.budgets[-1] if self.budgets else sizes[0]
+    return model_lib.MLP(hidden + [SparseOutput(params[-1],
+                                                optim_cfg=self.optim,
+                                                reads=reads)])
+
+  def init_optimizer(self, model):
+    del model
+    return registry.zero_step()
+
+  def end_epoch(self, state, key):
+    del key  # rebuilding is deterministic
+    model = state.view()
+    for layer in model.layers[:-1]:
+      layer.table[...] = layer.build_table()
+    return state.replace(model=nnx.state(model))
+
+  # -- training ---------------------------------------------------------------
+  def step_randomness(self, key, batch_size):
+    """The step's tie-breaking seeds: uint32 [B, max(depth, 1)], one per
+    example and hidden layer."""
+    depth = len(self.model.sizes) - 2
+    return jax.random.bits(key, (batch_size, max(depth, 1)), jnp.uint32)
+
+  def _use_native(self) -> bool:
+    """Whether batch-size-1 steps run the fused C++ step (decided when the
+    first one is traced, so nothing is compiled before it is needed)."""
+    if self.config.kernel == "xla":
+      return False
+    if self.config.kernel == "native":
+      native.require()
+      return True
+    status = native.status()
+    if not status.ok and not ALSH._warned:
+      ALSH._warned = True
+      logging.warning("ALSH: native kernels unavailable (%s); using the "
+                      "slower pure-XLA path, which computes the same "
+                      "numbers.", status.reason)
+    return status.ok
+
+  def train_step(self, state, x, y, rand):
+    seeds, batch = rand, x.shape[0]
+    model = state.view()
+    hidden = model.layers[:-1]
+    depth = len(hidden)
+    count = state.opt_state + 1
+    if batch == 1 and depth and self._use_native():
+      new, loss, coll = native.train_step(
+          tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
+          tuple(l.query for l in hidden), tuple(l.table[...] for l in hidden),
+          x[0], y[0], seeds[0], count, budgets=self.budgets, optim=self.optim,
+          activation=self.model.activation)
+      for layer, p in zip(model.layers, new):
+        layer.w[...], layer.b[...] = p.w, p.b
+      budgets = jnp.asarray(self.budgets, jnp.float32)
+      coll, frac = coll[:, None], (jnp.maximum(budgets - coll, 0) /
+                                   budgets)[:, None]
+    else:
+      def loss_fn(deltas):
+        outs = state.view().forward(seeds, x, deltas)
+        return registry.cross_entropy(outs[-1].a, y), [o.aux for o in outs]
+
+      (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(
+          model.zero_deltas(batch))
+      update = self._update_single if batch == 1 else self._update_batch
+      update(model, aux, g, count)
+      coll = jnp.stack([a.colliding for a in aux[:-1]]) if depth else None
+      frac = jnp.stack([a.random_fraction for a in aux[:-1]]) if depth else None
+    step = state.step + 1
+    # Only the small tables pass through the conditional, so neither branch
+    # copies the parameters.
+    tables = jax.lax.cond(
+        schedule.should_rebuild(step, schedule=self.schedule),
+        lambda: tuple(l.build_table() for l in hidden),
+        lambda: tuple(l.table[...] for l in hidden))
+    for layer, t in zip(hidden, tables):
+      layer.table[...] = t
+    metrics = {"loss": loss}
+    if depth:  # per hidden layer, averaged over the batch's examples
+      metrics["alsh_colliding"] = jnp.mean(coll.astype(jnp.float32), axis=1)
+      metrics["alsh_random_fraction"] = jnp.mean(frac, axis=1)
+    return state.replace(model=nnx.state(model), opt_state=count,
+                         step=step), metrics
+
+  def _update_single(self, model, aux, g, count):
+    """Batch size 1: each touched block is updated from the entries the
+    forward pass gathered, and each slot is scattered back once."""
+    cfg = self.optim
+    first = lambda t: jax.tree.map(lambda v: v[0], t)
+
+    def put(slab, index, block, grad, axis):
+      for i, vals in enumerate(update_slots(cfg, block, grad, count, axis)):
+        slab = slab.at[index(i)].set(vals, unique_indices=True)
+      return slab
+
+    rows = None
+    for layer, act, gk in zip(model.layers[:-1], aux, g):
+      act, gk = first(act), first(gk)
+      idx, r = act.idx, rows
+      if r is None:
+        w = put(layer.w[...], lambda i: (idx, i), act.block.w, gk.w, 1)
+      else:
+        w = put(layer.w[...], lambda i: (idx[:, None], r[None, :], i),
+                act.block.w, gk.w, 2)
+      layer.w[...] = w
+      layer.b[...] = put(layer.b[...], lambda i: (idx, i), act.block.b, gk.b,
+                         1)
+      rows = idx
+    out, block, go = model.layers[-1], first(aux[-1]), first(g[-1])
+    if rows is None:
+      out.w[...] = update_slab(cfg, out.w[...], go.w, count, axis=1)
+    else:
+      out.w[...] = put(out.w[...], lambda i: (rows, i), block.w, go.w, 1)
+    out.b[...] = update_slab(cfg, out.b[...], go.b, count, axis=1)
+
+  def _update_batch(self, model, aux, g, count):
+    """Mini-batches: scatter-add per-example blocks, masked lazy update."""
+    cfg = self.optim
+
+    def apply(slab, index, grad, axis=1):
+      shape = slab.shape[:axis] + slab.shape[axis + 1:]
+      gd = jnp.zeros(shape).at[index].add(grad)
+      mask = jnp.zeros(shape, bool).at[index].set(True)
+      return update_slab_masked(cfg, slab, gd, mask, count, axis=axis)
+
+    rows = None
+    for layer, act, gk in zip(model.layers[:-1], aux, g):
+      idx = act.idx  # [B, s]
+      ix = (idx,) if rows is None else (idx[:, :, None], rows[:, None, :])
+      layer.w[...] = apply(layer.w[...], ix, gk.w, layer.slot_axis)
+      layer.b[...] = apply(layer.b[...], (idx,), gk.b)
+      rows = idx
+    out, go = model.layers[-1], g[-1]
+    if rows is None:
+      out.w[...] = update_slab(cfg, out.w[...], go.w.sum(0), count, axis=1)
+    else:
+      out.w[...] = apply(out.w[...], (rows,), go.w)
+    out.b[...] = update_slab(cfg, out.b[...], go.b.sum(0), count, axis=1)
+
+  # -- analysis -----------------------------------------------------------------
+  def diagnostics(self, state, x, key, *, batch_size):
+    """Active-set size and recall@10 of the exact top nodes (by inner product
+    with the layer's actual input), per hidden layer, on a sample of
+    examples."""
+    del batch_size  # active sets are per example
+    depth = len(self.budgets)
+    if depth == 0:
+      return {}
+    outs = self.approx_forward(state, x, key)
+    params = self.params_of(state)
+    inputs = [x] + [o.a for o in outs[:-1]]
+    recall = [kernels.recall_at_k(inputs[k], params[k].w, outs[k].computed,
+                                  k=min(self.recall_k, params[k].w.shape[1]))
+              for k in range(depth)]
+    return {"alsh_active_size": jnp.asarray(self.budgets, jnp.float32),
+            "alsh_recall_at_10": jnp.stack(recall)}
+
+  def step_flops(self, batch_size: int) -> int:
+    """Multiply-adds per step: active blocks (forward, weight gradient, input
+    gradient), query hashing, and the table rebuild amortised over the
+    schedule's early period."""
+    sizes = self.model.sizes
+    LK = self.config.L * self.config.K
+    per_example, prev = 0, sizes[0]
+    for k, s in enumerate(self.budgets):
+      per_example += prev * s * (2 if k == 0 else 3) + LK * prev
+      prev = s
+    per_example += prev * sizes[-1] * (3 if self.budgets else 2)
+    period = self.schedule.early_every or self.schedule.late_every
+    rebuild = 0
+    if period:
+      for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+        rebuild += n_out * n_in + LK * n_out * kernels.transformed_dim(
+            n_in, transform=self.config.transform, m=self.m)
+      rebuild //= period
+    return batch_size * per_example + rebuild
+
+
+SPEC = registry.register(registry.MethodSpec(
+    name="alsh",
+    summary="ALSH-APPROX: active nodes by asymmetric LSH (Spring and "
+    "Shrivastava 2017)",
+    build=ALSH,
+    config=ALSHConfig,
+    analysis_grid={"alsh_transform": kernels.TRANSFORMS,
+                   "alsh_hash": kernels.HASHES},
+))

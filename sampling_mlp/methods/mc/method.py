@@ -1,0 +1,302 @@
+"""The MC-APPROX training method: every node computed, each product
+estimated from sampled column-row pairs (Drineas, Kannan and Mahoney 2006;
+Adelman et al. 2021).  Evaluation is exact.
+
+:func:`sampled_layer` is the method's one per-layer function; the training
+step, the approximate forward pass and the error analysis all compose it
+through :class:`MCDense`, the layer module.
+
+Which products are sampled: the products between hidden layers.  The
+output layer is exact unless ``mc_sample_output`` (as in ALSH-APPROX, which
+keeps the two methods comparable), and the input layer's ``x @ W1`` is exact
+unless ``mc_sample_input``: its pairs are pixels, whose norms over a batch
+are nearly equal, so every sampler degenerates to uniform pixel dropout
+(``docs/DESIGN.md`` has the measurement).
+
+Forward mode saves real work end to end: a sampled layer reads its weights
+only at the sampled rows, the gradient is taken with respect to those rows
+(a zero ``delta`` added to them) and never formed densely, and the
+optimizer updates only them (lazy Adam; repeated draws of a row are summed
+first).  Biases and exact layers get the dense update.  Backward and
+black-box modes produce dense weight gradients by construction
+(``mc_matmul``'s custom VJPs) and update densely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sampling_mlp import layers, optim, registry
+from sampling_mlp import model as model_lib
+from sampling_mlp.layers import LayerOut, LayerParams
+from sampling_mlp.methods.mc import kernels
+
+
+class Draw(NamedTuple):
+  """The pairs a forward-mode layer sampled: ``idx`` int32 [s] and
+  ``scale`` [s] (see ``kernels.sample_pairs``)."""
+
+  idx: jax.Array
+  scale: jax.Array
+
+
+def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
+                  num_samples: int | None, sampler: str, mode: str,
+                  activation: str | None,
+                  delta: jax.Array | None = None) -> LayerOut:
+  """One layer of MC-APPROX: ``f(a @ w + b)`` with a sampled product.
+
+  Args:
+    key: typed key of this layer's draw (unused when exact).
+    a: [B, n] the layer's input.
+    layer: its weights ``w`` [n, m] and bias ``b`` [m].
+    num_samples: c, the pairs to sample, or None for the exact product
+      (``c >= n`` is exact too).
+    sampler: one of ``kernels.SAMPLERS``.
+    mode: one of ``kernels.MODES``.
+    activation: the hidden activation, or None for the output layer.
+    delta: forward mode only: zeros [s, m] added to the sampled rows; the
+      gradient with respect to it is the sampled rows' gradient.
+
+  Returns:
+    LayerOut; in forward mode ``aux`` is the :class:`Draw` (else None).
+  """
+  n = a.shape[1]
+  draw = None
+  if num_samples is None or num_samples >= n:
+    z = a @ layer.w
+  elif mode == "forward":
+    idx, scale = kernels.sample_pairs(key, a, layer.w,
+                                      num_samples=num_samples, sampler=sampler)
+    rows = layer.w[idx] if delta is None else layer.w[idx] + delta
+    z = kernels.sampled_product(a, rows, idx, scale)
+    draw = Draw(idx, scale)
+  else:
+    z = kernels.mc_matmul(key, a, layer.w, num_samples=num_samples,
+                          sampler=sampler, mode=mode)
+  z = z + layer.b
+  return LayerOut(z, layers.activate(activation, z), None, draw)
+
+
+class SampledRows(nnx.Param):
+  """A weight that forward mode reads and differentiates only at the
+  sampled rows (so the step never takes its dense gradient)."""
+
+
+class MCDense(model_lib.Dense):
+  """A layer of :func:`sampled_layer`; exact when ``num_samples`` is None."""
+
+  draws = True  # every layer takes a key, used or not (one key per layer)
+
+  def __init__(self, params, *, activation, num_samples, sampler, mode):
+    super().__init__(params, activation=activation)
+    self.num_samples, self.sampler, self.mode = num_samples, sampler, mode
+    if self.row_sparse:
+      self.w = SampledRows(params.w)
+
+  @property
+  def row_sparse(self) -> bool:
+    """Forward mode on a sampled product: reads and updates sampled rows."""
+    n = self.w.shape[0]
+    return (self.mode == "forward" and self.num_samples is not None
+            and self.num_samples < n)
+
+  def slots(self) -> int:
+    return kernels.num_slots(self.w.shape[0], num_samples=self.num_samples,
+                             sampler=self.sampler)
+
+  def __call__(self, rand, a, delta=None):
+    out = sampled_layer(rand, a, self.params(), num_samples=self.num_samples,
+                        sampler=self.sampler, mode=self.mode,
+                        activation=self.activation, delta=delta)
+    return out, out.a
+
+  def zero_delta(self, batch_size):
+    del batch_size
+    if not self.row_sparse:
+      return None
+    return jnp.zeros((self.slots(), self.w.shape[1]), self.w.dtype)
+
+
+def batch_axis_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The public MC example's loss: log-softmax over the *batch* axis.
+
+  Wrong on purpose, kept to test whether it explains MC-APPROX_S failing: at
+  batch size 1, ``log_softmax`` over a single row is identically 0, so the
+  loss is constant and no gradient flows.
+  """
+  logp = jax.nn.log_softmax(logits, axis=0)
+  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+def _ratio_error(v):
+  return None if 0 < v <= 1 else "must be in (0, 1] (a fraction of the pairs)"
+
+
+@dataclasses.dataclass(frozen=True)
+class MCConfig(registry.MethodConfig):
+  """MC-APPROX's options (flags ``--mc_*``)."""
+
+  prefix = "mc_"
+  sampler: str = registry.option(
+      "bernoulli", "Column-row pair sampler (bernoulli: Adelman et al. 2021).",
+      choices=kernels.SAMPLERS)
+  ratio: float = registry.option(
+      0.1, "Fraction of column-row pairs sampled per product (the MC code's "
+      "sample_ratio).", check=_ratio_error)
+  min_k: int = registry.option(
+      1, "Sample at least this many pairs (the MC code's minimal_k).",
+      check=lambda v: None if v >= 0 else "must be >= 0")
+  mode: str = registry.option(
+      "forward", "Where sampling happens: forward, backward or blackbox "
+      "(Adelman et al.).", choices=kernels.MODES)
+  sample_output: bool = registry.option(
+      False, "Also sample the output layer's product (default: exact output "
+      "layer).")
+  sample_input: bool = registry.option(
+      False, "Also sample the input layer's product x @ W1 (its columns are "
+      "pixels).")
+  loss_axis: str = registry.option(
+      "classes", "Axis of the training loss's log-softmax: 'classes' "
+      "(correct) or 'batch' (the public MC example's bug, for the "
+      "MC-APPROX_S study).", choices=("classes", "batch"))
+
+
+class MC(registry.MethodImpl):
+  """MC-APPROX (see the module docstring)."""
+
+  saves_compute = ("yes in forward mode: multiplies only the sampled rows "
+                   "and updates only them")
+
+  def __init__(self, model, optim_cfg, config):
+    super().__init__(model, optim_cfg, config)
+    sizes, c = model.sizes, config
+    last = len(sizes) - 2
+    self.sampled = tuple(
+        (k > 0 or c.sample_input) and (k < last or c.sample_output)
+        for k in range(last + 1))
+    self.num_samples = tuple(
+        kernels.num_samples_for(n, ratio=c.ratio, min_k=c.min_k)
+        for n in sizes[:-1])
+    self.lazy = optim.lazy(optim_cfg)
+    self.loss = (batch_axis_cross_entropy if c.loss_axis == "batch"
+                 else registry.cross_entropy)
+
+  def _active(self, k: int) -> bool:
+    """Whether layer k is sampled (c < n; c >= n is the exact product)."""
+    return self.sampled[k] and self.num_samples[k] < self.model.sizes[k]
+
+  def build_model(self, key, params):
+    del key
+    last = len(params) - 1
+    return model_lib.MLP([
+        MCDense(p, activation=None if k == last else self.model.activation,
+                num_samples=self.num_samples[k] if self._active(k) else None,
+                sampler=self.config.sampler, mode=self.config.mode)
+        for k, p in enumerate(params)])
+
+  def init_optimizer(self, model):
+    return self.lazy.init(model.params())
+
+  def train_step(self, state, x, y, rand):
+    model = state.view()
+    # Differentiable: every Param except the sampled rows of forward mode,
+    # whose gradient arrives through the deltas.
+    graphdef, diff, rest = nnx.split(
+        model, nnx.All(nnx.Param, nnx.Not(SampledRows)), ...)
+    deltas = model.zero_deltas(x.shape[0])
+
+    def loss_fn(diff, deltas):
+      outs = nnx.merge(graphdef, diff, rest).forward(rand, x, deltas)
+      return self.loss(outs[-1].a, y), [o.aux for o in outs]
+
+    (loss, draws), (g_diff, g_deltas) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1), has_aux=True)(diff, deltas)
+    g_model = nnx.merge(graphdef, g_diff, rest)
+    params, grads, index = [], [], []
+    for k, layer in enumerate(model.layers):
+      p = layer.params()
+      g = g_model.layers[k]
+      if layer.row_sparse:
+        rows, grows = self._rows(draws[k], g_deltas[k], p.w.shape[0])
+        grads.append(LayerParams(grows, g.b[...]))
+        index.append(LayerParams(optim.Rows(rows), None))
+      else:
+        grads.append(g.params())
+        index.append(LayerParams(None, None))
+      params.append(p)
+    new, opt_state = self.lazy.update(tuple(grads), state.opt_state,
+                                      tuple(params), tuple(index))
+    for layer, p in zip(model.layers, new):
+      layer.set_params(p)
+    return state.replace(model=nnx.state(model), opt_state=opt_state,
+                         step=state.step + 1), {"loss": loss}
+
+  def _rows(self, draw: Draw, g: jax.Array, n: int):
+    """The distinct rows a draw touched and their summed gradient."""
+    if self.config.sampler == "bernoulli":
+      # Unused buffer slots (scale 0) must not be updated; kept pairs are
+      # distinct.
+      return jnp.where(draw.scale > 0, draw.idx, n), g
+    if self.config.sampler == "topk":
+      return draw.idx, g
+    return optim.dedup_rows(draw.idx, g, n)  # with replacement
+
+  def diagnostics(self, state, x, key, *, batch_size):
+    """Per layer, the relative error ``||z_approx - z|| / ||z||`` of the
+    sampled pre-activation against the exact product of the same input, on
+    batches of the training batch size (the estimator's quality depends on
+    it: the sampling probabilities use the batch's column norms)."""
+    batch = min(batch_size, x.shape[0])
+    nb = x.shape[0] // batch
+    xb = x[:nb * batch].reshape(nb, batch, -1)
+    params = self.params_of(state)
+
+    def errors(xi, ki):
+      outs = self.approx_forward(state, xi, ki)
+      inputs = [xi] + [o.a for o in outs[:-1]]
+      return jnp.stack([
+          jnp.linalg.norm(o.z - e) / jnp.maximum(jnp.linalg.norm(e), 1e-30)
+          for o, e in zip(outs, (a @ p.w + p.b
+                                 for a, p in zip(inputs, params)))])
+
+    errs = jax.vmap(errors)(xb, jax.random.split(key, nb))
+    return {"mc_relative_error": jnp.mean(errs, axis=0)}
+
+  def step_flops(self, batch_size: int) -> int:
+    """Multiply-adds per step, including the norms the samplers read (the
+    batch's column norms and every weight row's norm)."""
+    B, sizes, total = batch_size, self.model.sizes, 0
+    for k, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+      input_grad = k > 0
+      if not self._active(k):
+        total += B * n * m * (3 if input_grad else 2)
+        continue
+      s = kernels.num_slots(n, num_samples=self.num_samples[k],
+                            sampler=self.config.sampler)
+      norms = B * n + n * m
+      if self.config.mode == "forward":
+        total += B * s * m * (3 if input_grad else 2) + norms
+      elif self.config.mode == "blackbox":
+        total += B * s * m + B * n * m * (2 if input_grad else 1) + norms
+      else:  # backward: exact forward, both backward products sampled
+        c_m, c_b = kernels.backward_num_samples(
+            B, n, m, num_samples=self.num_samples[k])
+        total += (B * n * m + c_b * n * m + (B * n * c_m if input_grad else 0)
+                  + B * m + n * m + B * n)
+    return total
+
+
+SPEC = registry.register(registry.MethodSpec(
+    name="mc",
+    summary="MC-APPROX: products estimated from sampled column-row pairs "
+    "(Drineas et al. 2006; Adelman et al. 2021)",
+    build=MC,
+    config=MCConfig,
+    analysis_grid={"mc_sampler": kernels.SAMPLERS, "mc_ratio": (0.1, 0.5)},
+))
