@@ -19,10 +19,10 @@ Machines are shared and noisy: compare ratios from one run, not across runs.
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
-from sampling_mlp import bench, experiment, registry
+from sampling_mlp import bench
 from sampling_mlp.optim import OptimConfig
 
 flags.DEFINE_alias("methods", "method")
@@ -38,35 +38,19 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  timing = dict(steps_per_call=FLAGS.steps_per_call, repeats=FLAGS.repeats,
-                seed=FLAGS.seed)
-  optim = OptimConfig(name=FLAGS.optimizer, learning_rate=FLAGS.learning_rate)
-  path = common.out_path("benchmark", "benchmark.jsonl")
-  log = experiment.ResultsLog(path)
-  for hidden in common.ints(FLAGS.hidden):
-    for depth in common.ints(FLAGS.depth):
-      model = registry.ModelConfig(
-          input_dim=FLAGS.input_dim, num_classes=FLAGS.num_classes,
-          hidden=hidden, depth=depth, activation=FLAGS.activation)
-      for batch_size in common.ints(FLAGS.batch_size):
-        peak = bench.matmul_peak_gflops(batch_size=batch_size, hidden=hidden)
-        impls = [registry.get(m).make(model, optim, common.method_values())
-                 for m in FLAGS.method if m != "standard"]
-        standard = registry.get("standard").make(model, optim)
-        seconds = bench.time_train_steps([standard] + impls,
-                                         batch_size=batch_size, **timing)
-        timed = dict(zip([standard] + impls, seconds))
-        for method in FLAGS.method:
-          impl = (standard if method == "standard" else
-                  impls[[m for m in FLAGS.method if m != "standard"].index(method)])
-          row = {"method": method, "hidden": hidden, "depth": depth,
-                 "batch_size": batch_size}
-          row.update(bench.benchmark_row(
-              impl, batch_size=batch_size, seconds=timed[impl],
-              standard_seconds=seconds[0], peak_gflops=peak))
-          row["config"] = impl.config.flags()
-          print(json.dumps(row), flush=True)
-          log.append(dict(row, run_id="benchmark"))
+  for row in bench.sweep(
+      FLAGS.method, hidden=common.ints(FLAGS.hidden),
+      depths=common.ints(FLAGS.depth),
+      batch_sizes=common.ints(FLAGS.batch_size), input_dim=FLAGS.input_dim,
+      num_classes=FLAGS.num_classes, activation=FLAGS.activation,
+      optim=OptimConfig(name=FLAGS.optimizer,
+                        learning_rate=FLAGS.learning_rate),
+      method_values=common.method_values(),
+      log_path=common.runner().path("benchmark", "benchmark.jsonl"),
+      steps_per_call=FLAGS.steps_per_call, repeats=FLAGS.repeats,
+      seed=FLAGS.seed):
+    print(json.dumps(row), flush=True)
+
 
 if __name__ == "__main__":
   common.run_main(main)

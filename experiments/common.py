@@ -15,17 +15,16 @@ command line did not, so ``--scale=paper --epochs=5`` runs 5 epochs.
 
 from __future__ import annotations
 
-import functools
 import sys
-import os
 from typing import Any, Mapping
 
 from absl import app, flags, logging
 
-from sampling_mlp import experiment, layers, registry
+from sampling_mlp import data, layers, registry, studies
 from sampling_mlp.optim import OPTIMIZERS
 
-DATASETS = ("mnist_small", "mnist", "fashion_mnist", "norb", "cifar10_gray")
+DATASETS = ("mnist_small",) + tuple(d for d in data.DATASETS
+                                    if d != "mnist_small")
 
 FLAGS = flags.FLAGS
 
@@ -134,12 +133,6 @@ def method_values() -> dict:
   return {opt.name: FLAGS[opt.name].value for opt in registry.all_options()}
 
 
-def out_path(*parts: str) -> str:
-  path = os.path.join(FLAGS.out_dir, *parts)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  return path
-
-
 def set_defaults(**defaults: Any) -> None:
   """An entry point's own flag defaults (call at import time)."""
   for name, value in defaults.items():
@@ -180,35 +173,24 @@ def apply_scale(presets: Mapping[str, Mapping[str, Any]],
   return applied
 
 
-def dataset_loader():
-  """``load_dataset`` with ``--download`` bound (what ``run_specs`` calls)."""
-  from sampling_mlp import data
-  return functools.partial(data.load_dataset, download=FLAGS.download)
+def grid() -> studies.Grid:
+  """The runs the shared flags describe."""
+  return studies.Grid(
+      methods=tuple(FLAGS.method), depths=tuple(ints(FLAGS.depths)),
+      hidden=tuple(ints(FLAGS.hidden)),
+      batch_sizes=tuple(ints(FLAGS.batch_size)),
+      settings=dict(dataset=FLAGS.dataset, epochs=FLAGS.epochs,
+                    seed=FLAGS.seed, learning_rate=FLAGS.learning_rate,
+                    optimizer=FLAGS.optimizer, activation=FLAGS.activation,
+                    max_train=FLAGS.max_train, max_test=FLAGS.max_test),
+      method_values=method_values())
 
 
-def make_spec(*, method: str, depth: int, hidden: int, batch_size: int,
-              dataset: str | None = None, learning_rate: float | None = None,
-              **method_overrides: Any) -> experiment.RunSpec:
-  """A run spec from the flags; keyword arguments override them."""
-  values = method_values()
-  values.update(method_overrides)
-  return experiment.RunSpec.make(
-      method=method, method_values=values,
-      dataset=FLAGS.dataset if dataset is None else dataset, depth=depth,
-      hidden=hidden, batch_size=batch_size, epochs=FLAGS.epochs,
-      seed=FLAGS.seed,
-      learning_rate=(FLAGS.learning_rate if learning_rate is None
-                     else learning_rate),
-      optimizer=FLAGS.optimizer, activation=FLAGS.activation,
-      max_train=FLAGS.max_train, max_test=FLAGS.max_test)
-
-
-def run(specs, entry_point: str, *, loader=None) -> list[list[dict]]:
-  """Runs ``specs`` (resumable) into ``--out_dir``/<entry_point>/runs.jsonl."""
-  return experiment.run_specs(
-      specs, results_path=out_path(entry_point, "runs.jsonl"),
-      data_dir=FLAGS.data_dir, progress=FLAGS.progress,
-      dataset_loader=loader or dataset_loader())
+def runner() -> studies.Runner:
+  """Where results go, from ``--out_dir``, ``--data_dir``, ``--download``
+  and ``--progress``."""
+  return studies.Runner(out_dir=FLAGS.out_dir, data_dir=FLAGS.data_dir,
+                        download=FLAGS.download, progress=FLAGS.progress)
 
 
 def run_main(main) -> None:

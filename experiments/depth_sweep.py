@@ -23,17 +23,14 @@ Scale (``--scale``; flags given on the command line win):
   Fashion-MNIST then take about 4 minutes on the project's 2-core CPU.
 * ``paper``: 50 epochs, the full splits, width 1000.
 
-Writes under ``--out_dir``/depth_sweep/: ``runs.jsonl`` (one row per run and
-epoch; rerun the same command to resume), ``<tag>.md`` (summary table),
-``<tag>_depth.png`` (final test accuracy and total training time against
-depth) and ``<tag>_time.png`` (cumulative training time against epoch), with
-``<tag> = <dataset>_<methods>``.
+Writes under ``--out_dir``/depth_sweep/ (see
+:mod:`sampling_mlp.studies.depth_sweep`); rerun the same command to resume.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
 from experiments import common
-from sampling_mlp import experiment
+from sampling_mlp.studies import depth_sweep
 
 FLAGS = flags.FLAGS
 
@@ -43,33 +40,10 @@ PRESETS = {
 }
 
 
-def sweep_specs() -> list[experiment.RunSpec]:
-  return [common.make_spec(method=method, depth=depth, hidden=hidden,
-                           batch_size=batch_size)
-          for method in FLAGS.method
-          for hidden in common.ints(FLAGS.hidden)
-          for batch_size in common.ints(FLAGS.batch_size)
-          for depth in common.ints(FLAGS.depths)]
-
-
 def main(argv):
   del argv
   common.apply_scale(PRESETS)
-  runs = common.run(sweep_specs(), "depth_sweep")
-  summary = experiment.final_rows(runs)
-  tag = f"{FLAGS.dataset}_{'-'.join(FLAGS.method)}"
-  md = common.out_path("depth_sweep", f"{tag}.md")
-  experiment.write_text(md, experiment.markdown_table(
-      summary, experiment.SUMMARY_COLUMNS))
-  experiment.plot_depth(summary, common.out_path("depth_sweep",
-                                                 f"{tag}_depth.png"),
-                        title=f"{FLAGS.dataset}: depth study")
-  experiment.plot_per_epoch(runs, common.out_path("depth_sweep",
-                                                  f"{tag}_time.png"),
-                            ylabel="cumulative training seconds",
-                            title=f"{FLAGS.dataset}: training time")
-  print(experiment.text_table(summary, experiment.SUMMARY_COLUMNS))
-  logging.info("wrote %s and plots", md)
+  print(depth_sweep.run(common.runner(), common.grid()))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from sampling_mlp import registry, train
+from sampling_mlp import registry, report, train
+from sampling_mlp.optim import OptimConfig
 
 
 def interleaved_medians(calls: Sequence[Callable[[], object]], *,
@@ -131,3 +132,64 @@ def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
       "matmul_peak_gflops": peak_gflops,
       "saves_compute": impl.saves_compute,
   }
+
+
+def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
+              batch_size: int, optim: OptimConfig,
+              method_values: Mapping[str, Any] | None = None,
+              **timing) -> list[dict]:
+  """Times ``standard`` and every method of ``methods`` for one shape.
+
+  Args:
+    methods: registered method names (``standard`` is always timed, as the
+      reference, and reported if listed).
+    model: the MLP's shape.
+    batch_size: examples per step.
+    optim: the optimizer.
+    method_values: option values, ``{flag: value}``.
+    **timing: passed to :func:`time_train_steps`.
+
+  Returns:
+    One row per listed method: its identity, :func:`benchmark_row`'s
+    fields and its options (``config``).
+  """
+  peak = matmul_peak_gflops(batch_size=batch_size, hidden=model.hidden)
+  others = [m for m in methods if m != "standard"]
+  impls = {m: registry.get(m).make(model, optim, method_values)
+           for m in ["standard"] + others}
+  seconds = dict(zip(impls, time_train_steps(list(impls.values()),
+                                             batch_size=batch_size, **timing)))
+  rows = []
+  for method in methods:
+    impl = impls[method]
+    row = {"method": method, "hidden": model.hidden, "depth": model.depth,
+           "batch_size": batch_size}
+    row.update(benchmark_row(impl, batch_size=batch_size,
+                             seconds=seconds[method],
+                             standard_seconds=seconds["standard"],
+                             peak_gflops=peak))
+    row["config"] = impl.config.flags()
+    rows.append(row)
+  return rows
+
+
+def sweep(methods: Sequence[str], *, hidden: Sequence[int],
+          depths: Sequence[int], batch_sizes: Sequence[int], input_dim: int,
+          num_classes: int, activation: str, optim: OptimConfig,
+          method_values: Mapping[str, Any] | None = None,
+          log_path: str | None = None, **timing) -> Iterator[dict]:
+  """:func:`benchmark` of every (hidden, depth, batch size), each row also
+  appended to the JSON-lines file ``log_path``."""
+  log = None if log_path is None else report.ResultsLog(log_path)
+  for width in hidden:
+    for depth in depths:
+      model = registry.ModelConfig(input_dim=input_dim,
+                                   num_classes=num_classes, hidden=width,
+                                   depth=depth, activation=activation)
+      for batch_size in batch_sizes:
+        for row in benchmark(methods, model=model, batch_size=batch_size,
+                             optim=optim, method_values=method_values,
+                             **timing):
+          if log is not None:
+            log.append(dict(row, run_id="benchmark"))
+          yield row

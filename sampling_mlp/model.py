@@ -90,6 +90,13 @@ def is_key(rand: Any) -> bool:
           and jax.dtypes.issubdtype(rand.dtype, jax.dtypes.prng_key))
 
 
+def _split(key: jax.Array, n: int) -> jax.Array:
+  """``jax.random.split(key, n)`` of every key of a batch: [..., n]."""
+  if key.ndim == 0:
+    return jax.random.split(key, n)
+  return jax.vmap(lambda k: _split(k, n))(key)
+
+
 def split_randomness(rand: Any, draws: Sequence[bool]) -> list:
   """Shares a step's randomness among the layers that draw.
 
@@ -104,7 +111,7 @@ def split_randomness(rand: Any, draws: Sequence[bool]) -> list:
   if rand is None or n == 0:
     parts = [None] * n
   elif is_key(rand):
-    keys = jax.random.split(rand, n)
+    keys = _split(rand, n)
     parts = [keys[..., i] for i in range(n)]
   else:
     parts = [rand[..., i] for i in range(n)]

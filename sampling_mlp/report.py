@@ -1,0 +1,392 @@
+"""Results I/O, tables and plots shared by every entry point.
+
+* JSON lines: :class:`ResultsLog` (append-only, resumable: a line cut short
+  by a kill is skipped), :func:`write_jsonl` and :func:`read_jsonl`; every
+  whole file is written atomically (:func:`write_text`).
+* Tables: :func:`markdown_table`, :func:`text_table`, :func:`fmt`.
+* Summaries of per-epoch run rows: :func:`final_rows`, :func:`per_epoch_rows`,
+  :func:`config_value`.
+* Plots (PNG, written atomically): :func:`plot_depth`, :func:`plot_per_epoch`,
+  :func:`plot_panels` of :class:`Panel` s of :class:`Line` s, and
+  :func:`plot_grouped_bars`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+
+# -- JSON lines ---------------------------------------------------------------------
+
+
+class ResultsLog:
+  """An append-only JSON-lines file of per-epoch rows, safe to resume."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def read(self) -> list[dict]:
+    """All well-formed rows; a line cut short by a kill is skipped."""
+    if not os.path.exists(self.path):
+      return []
+    rows = []
+    with open(self.path) as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if isinstance(row, dict) and "run_id" in row:
+          rows.append(row)
+    return rows
+
+  def finished(self, run_id: str, epochs: int,
+               rows: Iterable[dict] | None = None) -> list[dict]:
+    """The rows of run ``run_id`` if it finished (one per epoch), else []."""
+    rows = self.read() if rows is None else rows
+    mine = {r["epoch"]: r for r in rows if r["run_id"] == run_id}
+    if all(e in mine for e in range(1, epochs + 1)):
+      return [mine[e] for e in range(1, epochs + 1)]
+    return []
+
+  def drop_runs(self, run_ids: set[str]) -> None:
+    """Atomically removes the rows of ``run_ids`` and any torn line."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = f.readlines()
+    kept = []
+    for line in lines:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if (line.endswith("\n") and isinstance(row, dict)
+          and row.get("run_id") not in run_ids):
+        kept.append(line)
+    if len(kept) != len(lines):
+      write_text(self.path, "".join(kept))
+
+  def append(self, row: dict) -> None:
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row, sort_keys=True, default=json_default) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def json_default(v):
+  """JSON for numpy scalars and arrays (and ``str`` of anything else)."""
+  if isinstance(v, (np.integer,)):
+    return int(v)
+  if isinstance(v, (np.floating,)):
+    return float(v)
+  if isinstance(v, np.ndarray):
+    return v.tolist()
+  return str(v)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes a whole file atomically: a kill leaves the old file or the new."""
+  d = os.path.dirname(path) or "."
+  os.makedirs(d, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+
+
+def write_jsonl(path: str, rows: Sequence[Mapping]) -> None:
+  """Rows as JSON lines, atomically (``inf``/``nan`` as JSON's Infinity and
+  NaN, which :func:`read_jsonl` reads back)."""
+  write_text(path, "".join(
+      json.dumps(r, sort_keys=True, default=json_default) + "\n" for r in rows))
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+# -- tables --------------------------------------------------------------------------
+
+
+def final_rows(runs: Sequence[Sequence[dict]]) -> list[dict]:
+  """One summary dict per run: its last epoch plus time aggregates."""
+  out = []
+  for rows in runs:
+    if not rows:
+      continue
+    last = rows[-1]
+    out.append({
+        "method": last["method"], "dataset": last["dataset"],
+        "depth": last["depth"], "hidden": last["hidden"],
+        "batch_size": last["batch_size"], "seed": last["seed"],
+        "epochs": last["epoch"],
+        "test_accuracy": last["test_accuracy"],
+        "dev_accuracy": last["dev_accuracy"],
+        "seconds_per_epoch": float(np.mean([r["epoch_seconds"] for r in rows])),
+        "total_seconds": last["cumulative_seconds"],
+    })
+  return out
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]],
+                   columns: Sequence[tuple[str, str]]) -> str:
+  """A Markdown table; ``columns`` are (key, header) pairs."""
+  def fmt(v):
+    if isinstance(v, float):
+      if math.isnan(v):
+        return "n/a"
+      return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+  head = "| " + " | ".join(h for _, h in columns) + " |"
+  sep = "|" + "|".join("---" for _ in columns) + "|"
+  body = ["| " + " | ".join(fmt(r.get(k, "")) for k, _ in columns) + " |"
+          for r in rows]
+  return "\n".join([head, sep] + body) + "\n"
+
+
+SUMMARY_COLUMNS = (("method", "method"), ("dataset", "dataset"),
+                   ("depth", "depth"), ("hidden", "hidden"),
+                   ("batch_size", "batch"), ("epochs", "epochs"),
+                   ("test_accuracy", "final test acc"),
+                   ("seconds_per_epoch", "train s/epoch"),
+                   ("total_seconds", "total train s"))
+
+
+def text_table(rows: Sequence[Mapping[str, Any]],
+               columns: Sequence[tuple[str, str]]) -> str:
+  """A fixed-width table for the terminal."""
+  def fmt(v):
+    if isinstance(v, float):
+      return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+  cells = [[h for _, h in columns]] + [[fmt(r.get(k, "")) for k, _ in columns]
+                                       for r in rows]
+  widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+  return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths))
+                   for line in cells)
+
+
+def pyplot():
+  """matplotlib's pyplot on the non-interactive Agg backend."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_depth(summary: Sequence[Mapping[str, Any]], path: str,
+               title: str = "") -> None:
+  """Final test accuracy and total training time against depth, a line per
+  method (several seeds are averaged)."""
+  plt = pyplot()
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+  for method in dict.fromkeys(r["method"] for r in summary):
+    rs = [r for r in summary if r["method"] == method]
+    depths = sorted({r["depth"] for r in rs})
+    acc = [np.mean([r["test_accuracy"] for r in rs if r["depth"] == d])
+           for d in depths]
+    sec = [np.mean([r["total_seconds"] for r in rs if r["depth"] == d])
+           for d in depths]
+    ax1.plot(depths, acc, marker="o", label=method)
+    ax2.plot(depths, sec, marker="o", label=method)
+  ax1.set(xlabel="hidden layers", ylabel="final test accuracy")
+  ax2.set(xlabel="hidden layers", ylabel="total training seconds")
+  ax2.set_yscale("log")
+  for ax in (ax1, ax2):
+    ax.grid(alpha=0.3)
+    ax.legend()
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
+def plot_per_epoch(runs: Sequence[Sequence[dict]], path: str, *,
+                   y: str = "cumulative_seconds", ylabel: str = "",
+                   title: str = "", log_y: bool = False) -> None:
+  """A per-epoch quantity (default cumulative training time), a line per run."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for rows in runs:
+    if not rows:
+      continue
+    r0 = rows[0]
+    ax.plot([r["epoch"] for r in rows], [r[y] for r in rows], marker=".",
+            label=f"{r0['method']} d={r0['depth']} B={r0['batch_size']}")
+  ax.set(xlabel="epoch", ylabel=ylabel or y, title=title)
+  if log_y:
+    ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+  """Saves ``fig`` as a PNG atomically and closes it."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".png")
+  os.close(fd)
+  try:
+    fig.savefig(tmp, dpi=110)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; plots are for everyone
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    pyplot().close(fig)
+
+
+# -- run rows ----------------------------------------------------------------------
+
+
+def config_value(row: Mapping[str, Any], key: str, default: Any = None) -> Any:
+  """A setting of the run behind ``row``: a :class:`RunSpec` field (e.g.
+  ``learning_rate``) or one of the method's options (e.g. ``mc_loss_axis``)."""
+  cfg = row.get("config") or {}
+  if key in cfg:
+    return cfg[key]
+  return (cfg.get("method_config") or {}).get(key, default)
+
+
+def run_label(rows: Sequence[Mapping[str, Any]]) -> str:
+  """The default legend label of a run: method, depth and batch size."""
+  r0 = rows[0]
+  return f"{r0['method']} d={r0['depth']} B={r0['batch_size']}"
+
+
+def format_values(values: Sequence[float] | None, digits: int = 3,
+                  sep: str = " / ") -> str:
+  """A list of numbers as one table cell (``0.812 / 0.845``); '' for None."""
+  if values is None:
+    return ""
+  return sep.join(f"{float(v):.{digits}f}" for v in values)
+
+
+def per_epoch_rows(runs: Sequence[Sequence[Mapping[str, Any]]],
+                   keys: Sequence[str]) -> list[dict]:
+  """One flat dict per (run, epoch) holding ``keys`` (a long-format table)."""
+  return [{k: r.get(k, "") for k in keys} for rows in runs for r in rows]
+
+
+class Line(NamedTuple):
+  """One line of a plot; ``style`` goes to ``Axes.plot`` (e.g. linestyle)."""
+
+  label: str
+  x: Sequence[float]
+  y: Sequence[float]
+  style: Mapping[str, Any] = {}
+
+
+class Panel(NamedTuple):
+  """One subplot."""
+
+  lines: Sequence[Line]
+  xlabel: str = ""
+  ylabel: str = ""
+  title: str = ""
+  log_y: bool = False
+  integer_x: bool = True  # epochs, layers
+
+
+def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
+                label_fn=run_label, style_fn=None) -> list[Line]:
+  """A :class:`Line` per run of the per-epoch quantity ``y``.
+
+  Args:
+    runs: per run, its rows (one per epoch); empty runs are skipped.
+    y: the row key to plot against ``epoch``.
+    label_fn: ``label_fn(rows) -> str``.
+    style_fn: ``style_fn(rows) -> dict`` of ``Axes.plot`` keywords, or None.
+  """
+  return [Line(label_fn(rows), [r["epoch"] for r in rows],
+               [r[y] for r in rows], style_fn(rows) if style_fn else {})
+          for rows in runs if rows]
+
+
+def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
+                ncols: int = 2) -> None:
+  """Subplots in a grid of ``ncols`` columns, each with its own legend."""
+  plt = pyplot()
+  ncols = max(1, min(ncols, len(panels)))
+  nrows = -(-len(panels) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows),
+                           squeeze=False)
+  for ax, panel in zip(axes.flat, panels):
+    for line in panel.lines:
+      ax.plot(line.x, line.y, marker=".", label=line.label,
+              **dict(line.style))
+    ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
+    if panel.log_y:
+      ax.set_yscale("log")
+    if panel.integer_x:
+      ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    if panel.lines:
+      ax.legend(fontsize="small")
+  for ax in list(axes.flat)[len(panels):]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
+def plot_grouped_bars(path: str, *, categories: Sequence[str],
+                      panels: Sequence[tuple[str, str, bool,
+                                             Mapping[str, Sequence[float]]]],
+                      title: str = "") -> None:
+  """Grouped bar charts side by side.
+
+  Args:
+    path: the PNG.
+    categories: the groups along x (e.g. datasets).
+    panels: per subplot ``(title, ylabel, log_y, {series: values})`` with one
+      value per category; NaN leaves a gap (e.g. a missing dataset).
+    title: the figure title.
+
+  A category with no value in any series is marked "no data".
+  """
+  plt = pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8),
+                           squeeze=False)
+  x = np.arange(len(categories))
+  for ax, (ptitle, ylabel, log_y, series) in zip(axes.flat, panels):
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+      ax.bar(x + (i - (len(series) - 1) / 2) * width,
+             np.asarray(values, dtype=float), width, label=label)
+    for i in range(len(categories)):
+      if all(math.isnan(float(v[i])) for v in series.values()):
+        ax.text(x[i], 0.5, "no data", ha="center", va="center",
+                transform=ax.get_xaxis_transform(), color="gray")
+    ax.set_xticks(x, categories)
+    ax.set(ylabel=ylabel, title=ptitle)
+    if log_y:
+      ax.set_yscale("log")
+    ax.grid(alpha=0.3, axis="y")
+    # Below the axes: inside, the legend would hide bars.
+    ax.legend(fontsize="small", loc="upper center",
+              bbox_to_anchor=(0.5, -0.1), ncol=min(3, max(1, len(series))))
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  save_figure(fig, path)
