@@ -6,14 +6,16 @@ exposes as absl flags) and a builder of its :class:`MethodImpl`.  The
 training loop, the entry points, the benchmark and the error analysis talk
 only to these, so registering a method is the whole of adding it.  The
 built-in methods are the modules of :mod:`sampling_mlp.methods`, imported on
-the first lookup; a method registered anywhere else (a test, a notebook)
-works the same way.
+the first lookup, together with the modules named in
+``$SAMPLING_MLP_METHODS`` (comma-separated); a method registered anywhere
+else (a test, a notebook) works the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pkgutil
 from typing import Any, Callable, ClassVar, Mapping, Optional
 
@@ -140,6 +142,10 @@ class NoOptions(MethodConfig):
 @struct.dataclass
 class TrainState:
   """Everything a training step carries: a pure view of the method's model.
+
+  A state belongs to the method that made it: its graphdef holds the
+  method's static settings (sample sizes, budgets), so another method's
+  step must not be given it.
 
   Attributes:
     graphdef: the NNX model's structure (static: part of the pytree's
@@ -276,6 +282,9 @@ class MethodSpec:
     config: the method's :class:`MethodConfig` class.
     analysis_grid: the option values the error analysis sweeps by default,
       ``{flag: values}`` (every combination is measured).
+    keep_all: option values under which the method computes every product
+      exactly (it must then train as STANDARD does; the tests hold it to
+      that), or None if it has no such setting.
   """
 
   name: str
@@ -283,6 +292,7 @@ class MethodSpec:
   build: Callable[[ModelConfig, OptimConfig, Any], MethodImpl]
   config: type = NoOptions
   analysis_grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+  keep_all: Mapping[str, Any] | None = None
 
   @property
   def options(self) -> tuple[Option, ...]:
@@ -321,6 +331,11 @@ def unregister(name: str) -> None:
   _REGISTRY.pop(name, None)
 
 
+# Modules of methods defined outside the package, imported with the
+# built-ins: a comma-separated list of importable module names.
+PLUGINS_ENV_VAR = "SAMPLING_MLP_METHODS"
+
+
 def _load_builtins() -> None:
   global _loaded
   if _loaded:
@@ -331,6 +346,13 @@ def _load_builtins() -> None:
   for info in sorted(pkgutil.iter_modules(methods.__path__),
                      key=lambda i: i.name != "standard"):
     importlib.import_module(f"{methods.__name__}.{info.name}")
+  for name in os.environ.get(PLUGINS_ENV_VAR, "").split(","):
+    if name.strip():
+      try:
+        importlib.import_module(name.strip())
+      except ImportError as e:
+        raise ImportError(f"${PLUGINS_ENV_VAR} names module {name.strip()!r}, "
+                          f"which cannot be imported: {e}") from e
 
 
 def names() -> tuple[str, ...]:

@@ -177,7 +177,8 @@ def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
 
   Yields:
     One :class:`Epoch` per epoch; epoch ``e`` shuffles with
-    ``fold_in(keys.shuffle, e)``.
+    ``fold_in(keys.shuffle, e)``.  A yielded state is valid until the next
+    epoch starts, which donates its buffers: copy what is to be kept.
   """
   state = init_state(impl, keys) if state is None else state
   n = x.shape[0]

@@ -1,9 +1,12 @@
-"""Tests for the ALSH-APPROX training method (class ``alsh.ALSH``).
+"""Tests for ALSH-APPROX's layers and training method (``methods/alsh/``
+``layer.py`` and ``method.py``).
 
-The hashing kernels are tested in ``test_alsh.py``; this module tests what
-the method builds on them: sparse query hashing, the sparse forward pass and
-its active sets, the lazy block update, table rebuilding, exact prediction,
-diagnostics, the cost model, option validation and the end-to-end run.
+The hashing kernels are tested in ``test_alsh_kernels.py``; this module
+tests what the method builds on them: sparse query hashing, the per-layer
+function and its active sets, the lazy block update, table rebuilding,
+exact prediction, diagnostics, the cost model, option validation and the
+end-to-end run.  Steps run the pure-XLA path (``test_alsh_native.py``
+holds the native step equal to it).
 
 Shapes are small (input 20, hidden 32, depth 1-3) so the module runs in well
 under a minute on two CPU cores.
@@ -18,8 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import alsh, experiment, layers, registry, train
-from sampling_mlp.alsh import ALSH
+from flax import nnx
+
+from sampling_mlp import experiment, layers, registry, train
+from sampling_mlp.methods import alsh
+from sampling_mlp.methods.alsh import ALSH
+from sampling_mlp.methods.alsh.layer import Table
 from sampling_mlp.optim import OptimConfig
 
 # The shapes of the conftest's tiny dataset, so that every test shares the
@@ -39,7 +46,32 @@ def _model(depth=2, hidden=HIDDEN, activation="leaky_relu"):
 
 def _impl(model, lr=1e-3, **options):
   return registry.get("alsh").make(model, OptimConfig(learning_rate=lr),
-                                   options)
+                                   dict({"alsh_kernel": "xla"}, **options))
+
+
+def _params(state):
+  """The standard-layout weights of a training state."""
+  return state.view().params()
+
+
+def _moments(state):
+  """Adam's (first, second) moments, each a tuple of LayerParams."""
+  ms = [layer.moments() for layer in state.view().layers]
+  return tuple(m for m, _ in ms), tuple(v for _, v in ms)
+
+
+def _hidden(state):
+  return state.view().layers[:-1]
+
+
+def _tables(state):
+  return tuple(layer.table[...] for layer in _hidden(state))
+
+
+def _keyed_step(impl):
+  """``train_step`` taking the step key, as the loop gives it."""
+  return lambda state, x, y, key: impl.train_step(
+      state, x, y, impl.step_randomness(key, x.shape[0]))
 
 
 class _Built(NamedTuple):
@@ -51,14 +83,14 @@ class _Built(NamedTuple):
 def _built(depth=2, hidden=HIDDEN, lr=1e-3, **options) -> _Built:
   """One impl and its jitted functions per configuration, shared by tests so
   that each configuration compiles once per module."""
-  full = tuple(sorted(registry.get("alsh").config(options).items()))
+  full = tuple(sorted(registry.get("alsh").make_config(options).flags().items()))
   return _built_cached(depth, hidden, lr, full)
 
 
 @functools.lru_cache(maxsize=None)
 def _built_cached(depth, hidden, lr, options) -> _Built:
   impl = _impl(_model(depth, hidden), lr, **dict(options))
-  return _Built(impl, jax.jit(impl.train_step),
+  return _Built(impl, jax.jit(_keyed_step(impl)),
                 jax.jit(functools.partial(_active_sets, impl)))
 
 
@@ -75,13 +107,10 @@ def _active_sets(impl, state, x, key):
   replay of that step, not a second use of its randomness).
 
   Returns:
-    per hidden layer, int [B, budget_k].
+    per hidden layer, uint32 [B, budget_k].
   """
-  depth = len(state.params) - 1
-  seeds = jax.random.bits(key, (x.shape[0], max(depth, 1)), jnp.uint32)
-  fwd = lambda xi, si: impl._example_forward(  # pylint: disable=protected-access
-      state.params, None, state.method_state, xi, si)[1][0]
-  return jax.vmap(fwd)(x, seeds)
+  outs = state.view().forward(impl.step_randomness(key, x.shape[0]), x)
+  return [o.aux.idx for o in outs[:-1]]
 
 
 def _touched_masks(sizes, idxs):
@@ -158,7 +187,7 @@ def test_sparse_query_codes_match_dense_hash(transform, family, m):
 
 
 def test_select_active_ranks_by_collisions_then_fills_uniformly():
-  """The same rule as ``alsh.active_set``, with the hash-based tie noise.
+  """The one selection rule, with the hash-based tie noise.
 
   Colliding nodes come first, more tables first. Then, with budget 5 and
   nodes 0..2 colliding, those are always in and the other 2 slots are
@@ -202,11 +231,11 @@ def test_full_fraction_equals_standard(depth, batch):
   alsh_impl, alsh_step, _ = _built(depth, HIDDEN, 1e-2, **FULL)
   std = registry.get("standard").make(alsh_impl.model,
                                       OptimConfig(learning_rate=1e-2))
-  steps = {"alsh": alsh_step, "standard": jax.jit(std.train_step)}
+  steps = {"alsh": alsh_step, "standard": jax.jit(_keyed_step(std))}
   states = {"alsh": train.init_state(alsh_impl, train.RunKeys(3)),
             "standard": train.init_state(std, train.RunKeys(3))}
-  init = states["standard"].params
-  chex.assert_trees_all_equal(ALSH.standard_params(states["alsh"]), init)
+  init = _params(states["standard"])
+  chex.assert_trees_all_equal(_params(states["alsh"]), init)
   key = jax.random.key(4)
   for t in range(3):
     x, y = _batch(10 + t, batch)
@@ -216,10 +245,10 @@ def test_full_fraction_equals_standard(depth, batch):
       states[n], metrics = step(states[n], x, y, k)
       losses[n] = float(metrics["loss"])
     np.testing.assert_allclose(losses["alsh"], losses["standard"], rtol=1e-5)
-  chex.assert_trees_all_close(ALSH.standard_params(states["alsh"]),
-                              states["standard"].params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(_params(states["alsh"]),
+                              _params(states["standard"]), rtol=1e-5, atol=1e-6)
   # The comparison has teeth: training moved the weights.
-  assert np.max(np.abs(np.asarray(states["standard"].params[0].w)
+  assert np.max(np.abs(np.asarray(_params(states["standard"])[0].w)
                        - np.asarray(init[0].w))) > 1e-3
 
 
@@ -233,12 +262,18 @@ def test_approx_forward_active_sets(depth):
   impl, _, _ = _built(depth, **SPARSE)
   state = train.init_state(impl, train.RunKeys(0))
   x, _ = _batch(1, 3)
-  acts, idxs, inputs = jax.jit(impl.approx_forward)(state, x,
-                                                    jax.random.key(2))
+  outs = jax.jit(impl.approx_forward)(state, x, jax.random.key(2))
+  acts = [o.a for o in outs]
+  idxs = [o.aux.idx for o in outs[:-1]]
+  inputs = [x] + acts[:-2]
+  for o, idx in zip(outs[:-1], idxs):  # computed is the active set
+    np.testing.assert_array_equal(
+        np.asarray(o.computed).sum(1), np.full(3, idx.shape[1]))
+  assert outs[-1].computed is None
   budget = alsh.budget_for(HIDDEN, SPARSE["alsh_active_fraction"])
   assert impl.budgets == (budget,) * depth
   assert len(acts) == depth + 1 and len(idxs) == len(inputs) == depth
-  params = ALSH.standard_params(state)
+  params = _params(state)
   act = layers.activation_fn(impl.model.activation)
   np.testing.assert_array_equal(inputs[0], x)
   for k in range(depth):
@@ -260,9 +295,9 @@ def test_approx_forward_active_sets(depth):
     assert np.all(on != 0)  # leaky_relu: active nodes are really computed
     # The set holds the nodes colliding in most tables with the layer's
     # (dense-hashed) input, ordered by the count.
-    hp, table = state.method_state.hashes[k], state.method_state.tables[k]
+    hp, table = _hidden(state)[k].hashes, _tables(state)[k]
     for b in range(3):
-      q = alsh.transform_queries(inputs[k][b], transform=impl.transform,
+      q = alsh.transform_queries(inputs[k][b], transform=impl.config.transform,
                                  m=impl.m)
       counts = np.asarray(alsh.collisions(alsh.hash_codes(hp, q), table))
       np.testing.assert_array_equal(counts[idx[b]],
@@ -311,9 +346,9 @@ def test_inactive_nodes_get_no_update(batch):
   assert all(m[1].sum() <= batch * budget < HIDDEN for m in masks[:-1])
 
   state1, _ = step(state0, x, y, key)
-  _check_touched(ALSH.standard_params(state0), ALSH.standard_params(state1),
+  _check_touched(_params(state0), _params(state1),
                  masks, "params")
-  for i, moment in enumerate(ALSH.moments(state1)):
+  for i, moment in enumerate(_moments(state1)):
     # A fresh state's moments are zero, so "changed" is "non-zero".
     zeros = jax.tree.map(jnp.zeros_like, moment)
     _check_touched(zeros, moment, masks, f"moment {i + 1}")
@@ -334,12 +369,12 @@ def test_lazy_adam_keeps_untouched_moments(batch):
            for i in active_sets(state1, x2, k2)]
   state2, _ = step(state1, x2, y2, k2)
   masks2 = _touched_masks(impl.model.sizes, idxs2)
-  slots = lambda s: (ALSH.standard_params(s),) + ALSH.moments(s)
+  slots = lambda s: (_params(s),) + _moments(s)
   for what, s1, s2 in zip(("params", "moment 1", "moment 2"), slots(state1),
                           slots(state2)):
     _check_touched(s1, s2, masks2, what)
   # Teeth: in every layer some weights were touched at step 1 and not at 2.
-  for k, (layer, (wm, _)) in enumerate(zip(ALSH.moments(state1)[0], masks2)):
+  for k, (layer, (wm, _)) in enumerate(zip(_moments(state1)[0], masks2)):
     assert np.any((np.asarray(layer.w) != 0) & ~wm), k
 
 
@@ -349,10 +384,11 @@ def test_lazy_adam_keeps_untouched_moments(batch):
 
 
 def _expected_tables(impl, state):
-  params = ALSH.standard_params(state)
+  params = _params(state)
   return tuple(
-      alsh.build_tables(hp, p.w, transform=impl.transform, m=impl.m, U=impl.U)
-      for hp, p in zip(state.method_state.hashes, params[:-1]))
+      alsh.build_tables(layer.hashes, p.w, transform=impl.config.transform,
+                        m=impl.m, U=impl.U)
+      for layer, p in zip(_hidden(state), params[:-1]))
 
 
 def _assert_tables_differ(a, b):
@@ -366,11 +402,10 @@ def test_init_is_deterministic():
   s2 = impl.init(jax.random.key(1), params)
   s3 = impl.init(jax.random.key(2), params)
   chex.assert_trees_all_equal(s1, s2)
-  _assert_tables_differ(s1.method_state.tables, s3.method_state.tables)
-  chex.assert_trees_all_equal(s1.method_state.tables,
-                              _expected_tables(impl, s1))
-  for k, t in enumerate(s1.method_state.tables):
-    chex.assert_shape(t, (impl.L, impl.model.sizes[k + 1]))
+  _assert_tables_differ(_tables(s1), _tables(s3))
+  chex.assert_trees_all_equal(_tables(s1), _expected_tables(impl, s1))
+  for k, t in enumerate(_tables(s1)):
+    chex.assert_shape(t, (impl.config.L, impl.model.sizes[k + 1]))
 
 
 # A large learning rate, so that a few steps move some nodes to new buckets;
@@ -382,37 +417,34 @@ MOVING = dict(lr=3e-2, alsh_active_fraction=0.5, alsh_rebuild="3",
 def test_end_epoch_rebuilds_from_current_weights():
   impl, step, _ = _built(2, **MOVING)
   state = train.init_state(impl, train.RunKeys(12))
-  tables0 = state.method_state.tables
+  tables0 = _tables(state)
   key = jax.random.key(13)
   for t in range(2):  # before the schedule's first rebuild
     key, k = jax.random.split(key)
     state, _ = step(state, *_batch(20 + t, 4), k)
-    chex.assert_trees_all_equal(state.method_state.tables, tables0)
+    chex.assert_trees_all_equal(_tables(state), tables0)
   ended = jax.jit(impl.end_epoch)(state, jax.random.key(14))
-  chex.assert_trees_all_equal(ended.method_state.tables,
+  chex.assert_trees_all_equal(_tables(ended),
                               _expected_tables(impl, state))
-  _assert_tables_differ(ended.method_state.tables, tables0)
+  _assert_tables_differ(_tables(ended), tables0)
   # Nothing but the tables changes.
-  chex.assert_trees_all_equal(
-      (ended.params, ended.opt_state, ended.step,
-       ended.method_state.hashes, ended.method_state.queries),
-      (state.params, state.opt_state, state.step,
-       state.method_state.hashes, state.method_state.queries))
+  rest = lambda s: (nnx.state(s.view(), nnx.Not(Table)), s.opt_state, s.step)
+  chex.assert_trees_all_equal(rest(ended), rest(state))
 
 
 def test_rebuild_schedule_every_three_steps():
   impl, step, _ = _built(2, **MOVING)
   state = train.init_state(impl, train.RunKeys(15))
-  tables0 = state.method_state.tables
+  tables0 = _tables(state)
   key = jax.random.key(16)
   for t in range(1, 4):
     key, k = jax.random.split(key)
     state, _ = step(state, *_batch(30 + t, 4), k)
     if t < 3:
-      chex.assert_trees_all_equal(state.method_state.tables, tables0)
+      chex.assert_trees_all_equal(_tables(state), tables0)
   assert int(state.step) == 3
-  _assert_tables_differ(state.method_state.tables, tables0)
-  chex.assert_trees_all_equal(state.method_state.tables,
+  _assert_tables_differ(_tables(state), tables0)
+  chex.assert_trees_all_equal(_tables(state),
                               _expected_tables(impl, state))
 
 
@@ -435,7 +467,7 @@ def test_predict_is_exact():
   state, _ = step(state, x[:1], y[:1], jax.random.key(19))
   np.testing.assert_allclose(
       predict(state, x),
-      layers.mlp_apply(ALSH.standard_params(state), x,
+      layers.mlp_apply(_params(state), x,
                        activation=impl.model.activation), rtol=1e-5,
       atol=1e-6)
 
@@ -459,8 +491,8 @@ def test_metrics_and_diagnostics(batch):
   if batch == 1:
     np.testing.assert_allclose(frac, np.maximum(budget - coll, 0) / budget)
 
-  diag = jax.jit(impl.diagnostics)(state, _batch(23, 16)[0],
-                                   jax.random.key(24))
+  diag = jax.jit(functools.partial(impl.diagnostics, batch_size=batch))(
+      state, _batch(23, 16)[0], jax.random.key(24))
   assert set(diag) == {"alsh_active_size", "alsh_recall_at_10"}
   np.testing.assert_array_equal(diag["alsh_active_size"], [budget] * depth)
   recall = np.asarray(diag["alsh_recall_at_10"])
@@ -471,8 +503,8 @@ def test_metrics_and_diagnostics(batch):
 def test_recall_is_one_with_every_node_active():
   impl = _built(3, HIDDEN, 1e-2, **FULL).impl
   state = train.init_state(impl, train.RunKeys(25))
-  diag = jax.jit(impl.diagnostics)(state, _batch(26, 8)[0],
-                                   jax.random.key(27))
+  diag = jax.jit(functools.partial(impl.diagnostics, batch_size=8))(
+      state, _batch(26, 8)[0], jax.random.key(27))
   np.testing.assert_array_equal(diag["alsh_recall_at_10"], [1.0] * 3)
   np.testing.assert_array_equal(diag["alsh_active_size"], [float(HIDDEN)] * 3)
 
@@ -512,7 +544,7 @@ def test_step_flops_saves_compute_at_paper_size():
 ])
 def test_bad_options_name_the_flag(flag, value):
   with pytest.raises(ValueError, match=flag):
-    registry.get("alsh").config({flag: value})
+    registry.get("alsh").make_config({flag: value})
 
 
 def test_too_many_srp_bits_is_an_error_before_training():
@@ -526,9 +558,10 @@ def test_too_many_srp_bits_is_an_error_before_training():
 
 def test_default_and_paper_options_are_valid():
   spec = registry.get("alsh")
-  cfg = spec.config()
-  assert cfg["alsh_active_fraction"] == 0.05 and cfg["alsh_rebuild"] == "paper"
-  spec.config({"alsh_U": 0.83, "alsh_m": 3, "alsh_rebuild": "100:10000:1000",
+  cfg = spec.make_config()
+  assert cfg.active_fraction == 0.05 and cfg.rebuild == "paper"
+  assert cfg.kernel == "auto"
+  spec.make_config({"alsh_U": 0.83, "alsh_m": 3, "alsh_rebuild": "100:10000:1000",
                "alsh_transform": "sign_alsh", "alsh_hash": "l2"})
 
 
@@ -542,7 +575,8 @@ def test_run_one_learns_tiny_problem(tiny, batch_size, depth):
   """Batch size 1 (the paper's) at depth 2 also runs the sparse rows path of
   hidden-to-hidden layers; B=8 at depth 1 keeps the module fast."""
   spec = experiment.RunSpec.make(
-      method="alsh", method_values={"alsh_active_fraction": 0.25},
+      method="alsh", method_values={"alsh_active_fraction": 0.25,
+                                    "alsh_kernel": "xla"},
       dataset="tiny", depth=depth, hidden=HIDDEN, batch_size=batch_size,
       epochs=2)
   rows = experiment.run_one(spec, tiny, progress=False)
@@ -570,7 +604,7 @@ def test_step_does_not_retrace_and_uses_keys_once():
   @jax.jit
   @chex.assert_max_traces(n=1)
   def step(state, x, y, key):
-    return impl.train_step(state, x, y, key)
+    return _keyed_step(impl)(state, x, y, key)
 
   keys = train.RunKeys(28)
   state = train.init_state(impl, keys)
@@ -579,5 +613,5 @@ def test_step_does_not_retrace_and_uses_keys_once():
     for x, y in batches:  # crosses two table rebuilds
       state, metrics = step(state, x, y,
                             jax.random.fold_in(keys.train, state.step))
-  chex.assert_tree_all_finite((state.params, metrics))
+  chex.assert_tree_all_finite((_params(state), metrics))
   assert int(state.step) == 4

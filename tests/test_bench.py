@@ -12,16 +12,45 @@ def _model():
   return registry.ModelConfig(input_dim=12, num_classes=3, hidden=16, depth=2)
 
 
-def test_time_train_steps_and_row_fields():
+def test_time_train_steps_times_each_method():
   std = registry.get("standard").make(_model(), OptimConfig())
-  secs = bench.time_train_steps([std, std], batch_size=4, steps_per_call=2,
+  mc = registry.get("mc").make(_model(), OptimConfig())
+  secs = bench.time_train_steps([std, mc], batch_size=4, steps_per_call=2,
                                 repeats=2, warmup=1)
   assert len(secs) == 2 and all(s > 0 for s in secs)
-  row = bench.benchmark_row(std, batch_size=4, seconds=secs[0],
-                            standard_seconds=secs[0], peak_gflops=1.0)
-  assert row["speedup_vs_standard"] == 1.0
-  assert row["flops_fraction"] == 1.0
-  assert row["gflops"] > 0
+
+
+def test_benchmark_row_is_the_documented_arithmetic():
+  mc = registry.get("mc").make(_model(), OptimConfig(),
+                               {"mc_sample_input": True, "mc_ratio": 0.25})
+  row = bench.benchmark_row(mc, batch_size=4, seconds=0.002,
+                            standard_seconds=0.005, peak_gflops=7.0)
+  exact = registry.exact_step_flops(_model().sizes, 4)
+  assert row["step_ms"] == pytest.approx(2.0)
+  assert row["speedup_vs_standard"] == pytest.approx(2.5)
+  assert row["flops_fraction"] == pytest.approx(mc.step_flops(4) / exact)
+  assert row["gflops"] == pytest.approx(2 * mc.step_flops(4) / 0.002 / 1e9)
+  assert row["matmul_peak_gflops"] == 7.0
+  assert row["saves_compute"] == mc.saves_compute
+
+
+def test_step_runner_advances_the_state():
+  std = registry.get("standard").make(_model(), OptimConfig())
+  call = bench.step_runner(std, batch_size=4, steps_per_call=3)
+  first, second = float(call()), float(call())
+  assert first > 0 and second > 0 and first != second
+
+
+def test_sweep_rows_and_log(tmp_path):
+  log = str(tmp_path / "b.jsonl")
+  rows = list(bench.sweep(
+      ["standard", "dropout"], hidden=[16], depths=[1, 2], batch_sizes=[2],
+      input_dim=12, num_classes=3, activation="relu", optim=OptimConfig(),
+      log_path=log, steps_per_call=2, repeats=2))
+  assert [(r["method"], r["depth"]) for r in rows] == [
+      ("standard", 1), ("dropout", 1), ("standard", 2), ("dropout", 2)]
+  assert rows[1]["config"] == {"keep_prob": 0.05}
+  assert len(open(log).read().splitlines()) == 4
 
 
 def test_matmul_peak_is_positive():

@@ -1,4 +1,4 @@
-"""Tests for sampling_mlp.dropout (DROPOUT and ADAPTIVE DROPOUT / standout).
+"""Tests for ``methods/dropout.py`` (DROPOUT and ADAPTIVE DROPOUT / standout).
 
 Statistical tolerances: keep rates and means are compared with 5 standard
 errors (two-sided normal tail 5.7e-7 per comparison); with at most a few
@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import dropout, experiment, layers, registry, train
+from sampling_mlp import experiment, layers, registry, train
+from sampling_mlp.methods import dropout
 from sampling_mlp.optim import OptimConfig
 
 METHODS = ("dropout", "adaptive_dropout")
@@ -59,6 +60,40 @@ def _sigmoid(v):
   return 1 / (1 + np.exp(-v))
 
 
+def _std(state):
+  """The standard-layout weights of a training state."""
+  return state.view().params()
+
+
+def _pass(name, params, x, key, activation, **values):
+  """The method's training-time forward pass (its per-layer function,
+  composed by the MLP) of the network ``params``."""
+  depth = len(params) - 1
+  impl = _impl(name, depth=depth, hidden=params[0].w.shape[1] if depth else 1,
+               input_dim=params[0].w.shape[0],
+               num_classes=params[-1].w.shape[1], activation=activation,
+               **values)
+  return impl.build_model(None, params).forward(key, x)
+
+
+def dropout_forward(key, params, x, *, keep_prob, activation):
+  outs = _pass("dropout", params, x, key, activation, keep_prob=keep_prob)
+  return outs[-1].a, tuple(o.computed for o in outs[:-1])
+
+
+def standout_forward(key, params, x, *, alpha, beta, activation):
+  outs = _pass("adaptive_dropout", params, x, key, activation,
+               standout_alpha=alpha, standout_beta=beta)
+  return (outs[-1].a, tuple(o.computed for o in outs[:-1]),
+          tuple(o.aux for o in outs[:-1]))
+
+
+def _loss(impl, params, x, y, key):
+  """The training loss as a function of standard-layout weights."""
+  logits = impl.build_model(None, params).forward(key, x)[-1].a
+  return registry.cross_entropy(logits, y)
+
+
 # ---------------------------------------------------------------------------
 # Dropout.
 
@@ -70,7 +105,7 @@ def test_dropout_keeps_requested_fraction(keep_prob):
   draws = 8
 
   def masks_for(key):
-    return dropout.dropout_forward(key, params, x, keep_prob=keep_prob,
+    return dropout_forward(key, params, x, keep_prob=keep_prob,
                                    activation="leaky_relu")[1]
 
   masks = jax.jit(jax.vmap(masks_for))(jax.random.split(jax.random.key(5),
@@ -102,7 +137,7 @@ def test_inverted_scaling_is_unbiased(depth, activation):
   keep_prob = 0.5
 
   def one(key):
-    return dropout.dropout_forward(key, params, x, keep_prob=keep_prob,
+    return dropout_forward(key, params, x, keep_prob=keep_prob,
                                    activation=activation)[0]
 
   draws = np.asarray(
@@ -124,7 +159,7 @@ def test_dropout_forward_matches_masked_reference():
   x = _x(3, 5)
   kp = 0.3
   logits, masks = jax.jit(functools.partial(
-      dropout.dropout_forward, keep_prob=kp, activation="relu"))(
+      dropout_forward, keep_prob=kp, activation="relu"))(
           jax.random.key(8), params, x)
   a = np.asarray(x, np.float64)
   for p, m in zip(params[:-1], masks):
@@ -140,7 +175,7 @@ def test_dropout_evaluation_is_exact():
   x, _ = _batch(impl)
   np.testing.assert_array_equal(
       impl.predict(state, x),
-      layers.mlp_apply(state.params, x, activation=impl.model.activation))
+      layers.mlp_apply(_std(state), x, activation=impl.model.activation))
 
 
 def test_keep_prob_one_is_the_standard_step():
@@ -149,7 +184,7 @@ def test_keep_prob_one_is_the_standard_step():
   std = _impl("standard", **kwargs)
   keys = train.RunKeys(11)
   states = [train.init_state(drop, keys), train.init_state(std, keys)]
-  chex.assert_trees_all_equal(states[0].params, states[1].params)
+  chex.assert_trees_all_equal(_std(states[0]), _std(states[1]))
   steps = [jax.jit(drop.train_step), jax.jit(std.train_step)]
   for i in range(3):
     x, y = _batch(drop, seed=20 + i)
@@ -157,7 +192,7 @@ def test_keep_prob_one_is_the_standard_step():
     (states[0], m0), (states[1], m1) = [
         step(s, x, y, key) for step, s in zip(steps, states)]
     np.testing.assert_allclose(m0["loss"], m1["loss"], rtol=1e-6)
-  chex.assert_trees_all_close(states[0].params, states[1].params, rtol=1e-6,
+  chex.assert_trees_all_close(_std(states[0]), _std(states[1]), rtol=1e-6,
                               atol=1e-7)
   assert int(states[0].step) == 3
 
@@ -167,9 +202,10 @@ def test_dropout_gradient_flows_only_through_kept_nodes():
   state = train.init_state(impl, train.RunKeys(0))
   x, y = _batch(impl, batch=4)
   key = jax.random.key(13)
-  _, masks = dropout.dropout_forward(key, state.params, x, keep_prob=0.2,
+  _, masks = dropout_forward(key, _std(state), x, keep_prob=0.2,
                                      activation=impl.model.activation)
-  grads = jax.jit(jax.grad(impl.loss))(state.params, x, y, key)
+  grads = jax.jit(jax.grad(functools.partial(_loss, impl)))(_std(state), x, y,
+                                                           key)
   for k, m in enumerate(masks):
     dead = ~np.asarray(m).any(axis=0)  # dropped for every example
     assert 0 < dead.sum() < dead.size
@@ -188,7 +224,7 @@ def test_standout_keep_probs_follow_formula():
   params = _params((5, 7, 7, 3), seed=6)
   x = _x(4, 5, scale=2.0)
   logits, masks, probs = jax.jit(functools.partial(
-      dropout.standout_forward, alpha=alpha, beta=beta,
+      standout_forward, alpha=alpha, beta=beta,
       activation="leaky_relu"))(jax.random.key(9), params, x)
   a = np.asarray(x, np.float64)
   for p, m, pi in zip(params[:-1], masks, probs):
@@ -209,7 +245,7 @@ def test_standout_empirical_keep_rate_matches_pi():
   draws = 4000
 
   def one(key):
-    _, (m,), (pi,) = dropout.standout_forward(
+    _, (m,), (pi,) = standout_forward(
         key, params, x, alpha=0.5, beta=1.0, activation="leaky_relu")
     return m, pi
 
@@ -228,15 +264,15 @@ def test_standout_predict_uses_expected_mask():
   state = train.init_state(impl, train.RunKeys(1))
   x, _ = _batch(impl)
   a = np.asarray(x, np.float64)
-  for p in state.params[:-1]:
+  for p in _std(state)[:-1]:
     z = a @ np.asarray(p.w, np.float64) + np.asarray(p.b, np.float64)
     a = _np_act(impl.model.activation, z) * _sigmoid(alpha * z + beta)
-  ref = a @ np.asarray(state.params[-1].w) + np.asarray(state.params[-1].b)
+  ref = a @ np.asarray(_std(state)[-1].w) + np.asarray(_std(state)[-1].b)
   got = impl.predict(state, x)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-  exact = layers.mlp_apply(state.params, x, activation=impl.model.activation)
+  exact = layers.mlp_apply(_std(state), x, activation=impl.model.activation)
   assert np.max(np.abs(np.asarray(got) - np.asarray(exact))) > 1e-2
-  diag = impl.diagnostics(state, x, jax.random.key(0))
+  diag = impl.diagnostics(state, x, jax.random.key(0), batch_size=16)
   chex.assert_shape(diag["standout_keep_prob"], (2,))
 
 
@@ -245,8 +281,8 @@ def test_standout_training_gradient_treats_mask_and_pi_as_constants():
   state = train.init_state(impl, train.RunKeys(2))
   x, y = _batch(impl, batch=8)
   key = jax.random.key(14)
-  _, masks, _ = dropout.standout_forward(
-      key, state.params, x, alpha=impl.alpha, beta=impl.beta,
+  _, masks, _ = standout_forward(
+      key, _std(state), x, alpha=impl.config.alpha, beta=impl.config.beta,
       activation=impl.model.activation)
   act = layers.activation_fn(impl.model.activation)
 
@@ -261,20 +297,21 @@ def test_standout_training_gradient_treats_mask_and_pi_as_constants():
     a = x
     for p in params[:-1]:
       z = layers.dense(p, a)
-      pi = dropout.standout_keep_probs(z, alpha=impl.alpha, beta=impl.beta)
+      pi = dropout.standout_keep_probs(z, alpha=impl.config.alpha, beta=impl.config.beta)
       a = act(z) * (jax.lax.stop_gradient(pi) if stop else pi)
     return jnp.sum(layers.dense(params[-1], a))
 
   @jax.jit
   def all_grads(params):
-    return (jax.grad(impl.loss)(params, x, y, key),
+    return (jax.grad(functools.partial(_loss, impl))(params, x, y, key),
             jax.grad(fixed_mask_loss)(params),
-            jax.grad(lambda p: jnp.sum(
-                impl.predict(state._replace(params=p), x)))(params),
+            jax.grad(lambda p: jnp.sum(dropout.standout_expected_apply(
+                p, x, alpha=impl.config.alpha, beta=impl.config.beta,
+                activation=impl.model.activation)))(params),
             jax.grad(expected)(params, False),
             jax.grad(expected)(params, True))
 
-  g_train, g_fixed, g_eval, g_pi, g_stop = all_grads(state.params)
+  g_train, g_fixed, g_eval, g_pi, g_stop = all_grads(_std(state))
   chex.assert_trees_all_close(g_train, g_fixed, rtol=1e-5, atol=1e-7)
   chex.assert_trees_all_close(g_eval, g_pi, rtol=1e-5, atol=1e-6)
   diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), g_eval,
@@ -294,12 +331,12 @@ def test_every_layer_is_trained(name):
   x, y = _batch(impl, batch=16)
   new, metrics = jax.jit(impl.train_step)(state, x, y, jax.random.key(15))
   assert np.isfinite(float(metrics["loss"]))
-  assert len(new.params) == 4
+  assert len(_std(new)) == 4
   # Adam's first moment after one step is (1 - b1) * gradient.
-  for g in jax.tree.leaves(new.opt_state[0].mu):
+  for g in jax.tree.leaves(new.opt_state[0].mu):  # every Param's moment
     assert float(jnp.max(jnp.abs(g))) > 0
-  for old_leaf, new_leaf in zip(jax.tree.leaves(state.params),
-                                jax.tree.leaves(new.params)):
+  for old_leaf, new_leaf in zip(jax.tree.leaves(_std(state)),
+                                jax.tree.leaves(_std(new))):
     assert not np.array_equal(old_leaf, new_leaf)
 
 
@@ -317,7 +354,7 @@ def test_honest_cost_and_no_key_reuse(name):
     # Different step keys draw different masks, hence different updates.
     a, _ = step(state, x, y, jax.random.key(17))
     b, _ = step(state, x, y, jax.random.key(18))
-  assert not np.array_equal(a.params[0].w, b.params[0].w)
+  assert not np.array_equal(_std(a)[0].w, _std(b)[0].w)
 
 
 def test_depth_zero_has_nothing_to_mask():
@@ -336,7 +373,7 @@ def test_depth_zero_has_nothing_to_mask():
 def test_bad_keep_prob_raises(values):
   spec = registry.get("dropout")
   with pytest.raises(ValueError, match=r"keep_prob.*(\(0, 1\]|expected a float)"):
-    spec.config(values)
+    spec.make_config(values)
   with pytest.raises(ValueError, match="keep_prob"):
     _impl("dropout", **values)
 
@@ -347,11 +384,11 @@ def test_bad_standout_options_and_kernel_checks_raise():
       with pytest.raises(ValueError, match=name):
         _impl("adaptive_dropout", **{name: bad})
   with pytest.raises(ValueError, match="keep_prob"):
-    dropout.dropout_forward(jax.random.key(0), _params((3, 4, 2)),
-                            jnp.ones((1, 3)), keep_prob=0.0,
-                            activation="relu")
-  assert registry.get("dropout").config({})["keep_prob"] == 0.05
-  assert registry.get("adaptive_dropout").config({}) == {
+    dropout.dropout_layer(jax.random.key(0), jnp.ones((1, 3)),
+                          _params((3, 4, 2))[0], keep_prob=0.0,
+                          activation="relu")
+  assert registry.get("dropout").make_config({}).keep_prob == 0.05
+  assert registry.get("adaptive_dropout").make_config({}).flags() == {
       "standout_alpha": 0.5, "standout_beta": 1.0}
 
 

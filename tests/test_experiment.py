@@ -1,7 +1,7 @@
-import json
-import os
+"""Tests for training runs: RunSpec identity and resumable run_specs."""
 
-import numpy as np
+import json
+
 import pytest
 
 from sampling_mlp import experiment
@@ -78,21 +78,6 @@ def test_interrupted_sweep_resumes_without_duplicates(tiny, tmp_path):
   # Same seed, so the rerun reproduces the reference numbers.
   for got, want in zip(runs, ref):
     assert [r["test_accuracy"] for r in got] == [r["test_accuracy"] for r in want]
-
-
-def test_summary_table_and_plots(tiny, tmp_path):
-  load, _ = _loader(tiny)
-  runs = experiment.run_specs([_spec(), _spec(depth=2)],
-                              results_path=str(tmp_path / "r.jsonl"),
-                              dataset_loader=load, progress=False)
-  summary = experiment.final_rows(runs)
-  md = experiment.markdown_table(summary, experiment.SUMMARY_COLUMNS)
-  assert md.count("\n") == 4 and "final test acc" in md
-  experiment.plot_depth(summary, str(tmp_path / "d.png"))
-  experiment.plot_per_epoch(runs, str(tmp_path / "t.png"))
-  for name in ("d.png", "t.png"):
-    with open(tmp_path / name, "rb") as f:
-      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unknown_method_in_spec():

@@ -1,5 +1,8 @@
 """The reproduction entry points (experiments/*.py): end to end on tiny
-settings, the --scale presets, and a missing dataset reported, not fatal.
+settings, the --scale presets, a missing dataset reported, not fatal, and a
+method registered outside the package (``toy_method``, through
+``$SAMPLING_MLP_METHODS``) running in depth_sweep, benchmark and
+error_propagation with no other code.
 
 The entry points run as subprocesses (``python -m experiments.NAME``), all
 at once in a module fixture, so jax is imported and compiled concurrently.
@@ -23,27 +26,45 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--dataset=mnist_small", "--max_train=200", "--max_test=100",
         "--hidden=16", "--epochs=1", "--noprogress", "--nodownload"]
 
+TOY = "toy:"  # runs with the toy method registered from tests/toy_method.py
 COMMANDS = {
     "depth_sweep": ["--method=standard,mc", "--depths=1"],
     "time_accuracy": ["--method=standard", "--depths=1,2", "--epochs=2"],
     "mc_batch_size": ["--batch_sizes=1,4", "--learning_rates=1e-3",
                       "--depths=2", "--epochs=2", "--noreference"],
     "dataset_table": ["--datasets=norb,mnist_small", "--method=standard"],
+    TOY + "depth_sweep": ["--method=standard,top_half", "--depths=1,2",
+                          "--top_fraction=0.25"],
+    TOY + "benchmark": ["--methods=standard,top_half", "--depth=1",
+                        "--batch_size=2", "--repeats=2",
+                        "--steps_per_call=2"],
+    TOY + "error_propagation": ["--method=top_half", "--depths=1,2",
+                                "--eval_examples=32", "--eval_batch=32",
+                                "--num_keys=1", "--activations=relu",
+                                "--train_epochs=0"],
 }
 
 
-def _env(home):
+def _env(home, toy=False):
   env = dict(os.environ, HOME=str(home), JAX_PLATFORMS="cpu")
   env.pop("SAMPLING_MLP_DATA", None)
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  paths = [ROOT] + ([os.path.dirname(os.path.abspath(__file__))] if toy
+                    else [])
+  env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
+  if toy:
+    env["SAMPLING_MLP_METHODS"] = "toy_method"
   return env
 
 
 def _start(name, out_dir, home, extra=()):
-  args = [sys.executable, "-m", f"experiments.{name}", *TINY,
+  toy = name.startswith(TOY)
+  module = name[len(TOY):] if toy else name
+  if toy:
+    out_dir = out_dir / "toy"
+  args = [sys.executable, "-m", f"experiments.{module}", *TINY,
           *COMMANDS[name], f"--out_dir={out_dir}",
           f"--data_dir={home / 'empty'}", *extra]
-  return subprocess.Popen(args, cwd=ROOT, env=_env(home), text=True,
+  return subprocess.Popen(args, cwd=ROOT, env=_env(home, toy), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -91,6 +112,33 @@ def test_depth_sweep_writes_table_and_plots(outputs):
   rows = _rows(d / "runs.jsonl")
   assert {r["config"]["max_train"] for r in rows} == {200}
   assert {r["num_train"] for r in rows} == {200}
+
+
+def test_a_method_registered_outside_the_package_runs_everywhere(outputs):
+  """The toy method (tests/toy_method.py, about 40 lines) needs no edit of
+  any loop, entry point, analysis or benchmark code."""
+  _check_ran(outputs, TOY + "depth_sweep")
+  d = outputs[0] / "out" / "toy" / "depth_sweep"
+  rows = _rows(d / "runs.jsonl")
+  toy = [r for r in rows if r["method"] == "top_half"]
+  assert {r["depth"] for r in toy} == {1, 2}
+  # Its own flag reached it.
+  assert {r["config"]["method_config"]["top_fraction"] for r in toy} == {0.25}
+  assert "top_half" in (d / "mnist_small_standard-top_half.md").read_text()
+
+  out, _ = _check_ran(outputs, TOY + "benchmark")
+  bench = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+  assert [r["method"] for r in bench] == ["standard", "top_half"]
+  assert bench[1]["saves_compute"].startswith("no:")
+
+  _check_ran(outputs, TOY + "error_propagation")
+  e = outputs[0] / "out" / "toy" / "error_propagation"
+  err_rows = _rows(e / "rows.jsonl")
+  assert {r["variant"] for r in err_rows} == {"top_half fraction=0.5"}
+  # A node-subset method: it gets the theorem's quantities too.
+  assert all(len(r["effective_c"]) == r["depth"] for r in err_rows)
+  assert "Node-subset methods against the theorem" in (
+      e / "table.md").read_text()
 
 
 def test_time_accuracy_writes_table_and_a_plot_per_depth(outputs):
@@ -198,36 +246,6 @@ def test_scale_errors_are_clear(parsed_flags):
     common.apply_scale({"quick": {}}, "paper")
   with pytest.raises(ValueError, match="--not_a_flag"):
     common.apply_scale({"quick": {"not_a_flag": 1}}, "quick")
-
-
-# -- the MC batch-size reading ------------------------------------------------
-
-
-def _summary_row(method, batch_size, axis, dev, *, loss=3.0, error=0.5):
-  return {"method": method, "depth": 7, "batch_size": batch_size,
-          "learning_rate": 1e-3, "loss_axis": axis, "dev_accuracy": dev,
-          "max_abs_loss": loss, "final_loss": loss, "mean_error": error,
-          "error_by_layer": f"0.00/{error:.2f}/0.00"}
-
-
-def test_mc_reading_names_the_bug_and_compares_with_standard():
-  from experiments import mc_batch_size
-  summary = [_summary_row("mc", 1, "batch", 0.1, loss=0.0, error=0.9),
-             _summary_row("mc", 1, "classes", 0.80, error=0.9),
-             _summary_row("standard", 1, "classes", 0.83),
-             _summary_row("mc", 64, "classes", 0.84, error=0.3),
-             _summary_row("mc", 64, "batch", 0.60, error=0.3)]
-  lines = mc_batch_size.reading(summary, "fashion_mnist")
-  text = "\n".join(lines)
-  assert "exactly 0 in every epoch" in text and "no learning" in text
-  assert "MC at B=1 learns (within 0.05 of standard)" in text
-  assert "0.900 at B=1 vs 0.300 at B=64" in text
-  assert ("B=64, batch-axis loss: dev accuracy 0.600, training loss 3.000 "
-          "(correct loss: dev accuracy 0.840)") in text
-  assert "0.900, is the estimator's at initialisation" in text
-  summary[1] = _summary_row("mc", 1, "classes", 0.12)
-  assert "MC at B=1 does not learn" in "\n".join(
-      mc_batch_size.reading(summary, "fashion_mnist"))
 
 
 def test_missing_dataset_is_one_clear_error_not_a_traceback(tmp_path):

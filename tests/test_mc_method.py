@@ -1,6 +1,6 @@
-"""Tests for the MC-APPROX training method (class ``mc.MC``).
+"""Tests for the MC-APPROX training method (``methods/mc/method.py``).
 
-The sampling kernels are tested in ``test_mc.py``; this module tests the
+The sampling kernels are tested in ``test_mc_kernels.py``; this module tests the
 method built on them: equivalence with exact training when every pair is
 kept, the row-sparse lazy update of forward mode, its gradient against
 autodiff of the same sampled forward pass (repeated draws included), the
@@ -25,7 +25,8 @@ import numpy as np
 import optax
 import pytest
 
-from sampling_mlp import experiment, layers, mc, registry, train
+from sampling_mlp import experiment, layers, registry, train
+from sampling_mlp.methods import mc
 from sampling_mlp.optim import OptimConfig
 
 D, HIDDEN, CLASSES = 20, 32, 4  # D and CLASSES match conftest.make_tiny.
@@ -73,21 +74,25 @@ def _standard(depth=2):
   return impl, jax.jit(impl.train_step)
 
 
+def _params(state):
+  """The standard-layout weights of a training state."""
+  return state.view().params()
+
+
 # Layer-0 draws are reproducible from the batch alone.
 _sample = jax.jit(mc.sample_pairs, static_argnames=("num_samples", "sampler"))
 
 
-@functools.lru_cache(maxsize=None)
-def _initial_state(is_mc, depth, optim):
-  impl = (_compiled(depth=depth, optim=optim) if is_mc else _standard(depth))[0]
-  return train.init_state(impl, train.RunKeys(0))
+_INITIAL = {}
 
 
 def _fresh(impl):
-  """``train.init_state(impl, train.RunKeys(0))``, computed once per model and
-  optimizer (eager initialisation compiles its ops at every new shape)."""
-  return _initial_state(isinstance(impl, mc.MC), len(impl.model.sizes) - 2,
-                        impl.optim.name)
+  """``train.init_state(impl, train.RunKeys(0))``, computed once per built
+  method (the state's model holds the method's settings, so each impl needs
+  its own)."""
+  if id(impl) not in _INITIAL:
+    _INITIAL[id(impl)] = (impl, train.init_state(impl, train.RunKeys(0)))
+  return _INITIAL[id(impl)][1]
 
 
 def _batch(seed, n):
@@ -117,7 +122,7 @@ def _layer0_draw(impl, params, x, key):
   """
   keys = jax.random.split(key, len(params))
   idx, scale = _sample(keys[0], x, params[0].w,
-                       num_samples=impl.num_samples[0], sampler=impl.sampler)
+                       num_samples=impl.num_samples[0], sampler=impl.config.sampler)
   return np.asarray(idx), np.asarray(scale)
 
 
@@ -145,7 +150,7 @@ def test_ratio_one_trains_like_standard(mode, batch):
   assert impl.num_samples == impl.model.sizes[:-1]  # c = n everywhere
   state = _fresh(impl)
   ref = _fresh(_standard()[0])
-  chex.assert_trees_all_equal(state.params, ref.params)
+  chex.assert_trees_all_equal(_params(state), _params(ref))
   x, y = _batch(1, batch)
   root = jax.random.key(2)
   for i in range(3):
@@ -153,8 +158,8 @@ def test_ratio_one_trains_like_standard(mode, batch):
     state, met = step(state, x, y, key)
     ref, ref_met = std_step(ref, x, y, key)
     np.testing.assert_allclose(met["loss"], ref_met["loss"], rtol=1e-5)
-  chex.assert_trees_all_close(state.params, ref.params, rtol=1e-5, atol=1e-6)
-  assert not np.allclose(state.params[0].w, _fresh(impl).params[0].w)
+  chex.assert_trees_all_close(_params(state), _params(ref), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(_params(state)[0].w, _params(_fresh(impl))[0].w)
   if batch == 8:
     # The sampler is never traced at ratio 1: every sampler's step is this
     # very computation (same jaxpr, so the same numbers as checked above).
@@ -174,7 +179,7 @@ def test_forward_updates_only_sampled_rows(sampler):
   impl, step, _ = _compiled(mode="forward", sampler=sampler)  # shared with 5
   assert impl.sampled == (True, True, False)
   state = _fresh(impl)
-  old, x, y = state.params, *_batch(3, 1)
+  old, x, y = _params(state), *_batch(3, 1)
   key = jax.random.key(4)
   new, _ = step(state, x, y, key)
   mu, nu = new.opt_state.mu, new.opt_state.nu
@@ -187,14 +192,14 @@ def test_forward_updates_only_sampled_rows(sampler):
     assert (scale == 0).any() and (scale > 0).any()
   drawn = set(idx[scale > 0].tolist())
   assert 1 <= len(drawn) < D
-  assert _changed_rows(old[0].w, new.params[0].w) == drawn
+  assert _changed_rows(old[0].w, _params(new)[0].w) == drawn
   # Lazy Adam: untouched rows keep zero moments.
   assert _rows(mu[0].w != 0) == drawn and _rows(nu[0].w != 0) == drawn
 
   # Layer 1 draws from the approximate activations: bound its size, and
   # check it against layer 0, whose units get a gradient only through the
   # rows layer 1 sampled (B = 1: one pass, so "only" is "exactly").
-  rows1 = _changed_rows(old[1].w, new.params[1].w)
+  rows1 = _changed_rows(old[1].w, _params(new)[1].w)
   c1 = impl.num_samples[1]
   bound = mc.num_slots(HIDDEN, num_samples=c1, sampler=sampler)
   assert 1 <= len(rows1) <= (bound if sampler == "bernoulli" else c1)
@@ -202,13 +207,13 @@ def test_forward_updates_only_sampled_rows(sampler):
   if sampler == "topk":
     assert len(rows1) == c1  # distinct rows
   assert _rows(mu[1].w != 0) == rows1 and _rows(nu[1].w != 0) == rows1
-  assert _changed_entries(old[0].b, new.params[0].b) == rows1
-  assert _rows((old[0].w != new.params[0].w).T) == rows1
+  assert _changed_entries(old[0].b, _params(new)[0].b) == rows1
+  assert _rows((old[0].w != _params(new)[0].w).T) == rows1
 
   # The exact output layer gets the dense update.
-  assert _changed_rows(old[2].w, new.params[2].w) == set(range(HIDDEN))
-  assert _changed_entries(old[1].b, new.params[1].b) == set(range(HIDDEN))
-  assert _changed_entries(old[2].b, new.params[2].b) == set(range(CLASSES))
+  assert _changed_rows(old[2].w, _params(new)[2].w) == set(range(HIDDEN))
+  assert _changed_entries(old[1].b, _params(new)[1].b) == set(range(HIDDEN))
+  assert _changed_entries(old[2].b, _params(new)[2].b) == set(range(CLASSES))
   assert int(new.opt_state.count) == 1 and int(new.step) == 1
 
   # Lazy, not dense, Adam: at step 1 the two agree (zero moments, zero
@@ -218,16 +223,16 @@ def test_forward_updates_only_sampled_rows(sampler):
   x2, y2 = _batch(31, 1)
   key2 = jax.random.key(5)
   newer, _ = step(new, x2, y2, key2)
-  idx2, scale2 = _layer0_draw(impl, new.params, x2, key2)
+  idx2, scale2 = _layer0_draw(impl, _params(new), x2, key2)
   drawn2 = set(idx2[scale2 > 0].tolist())
   resting = sorted(drawn - drawn2)
   assert resting, "choose another key: every row of step 1 was redrawn"
-  for a, b in ((new.params[0].w, newer.params[0].w),
+  for a, b in ((_params(new)[0].w, _params(newer)[0].w),
                (mu[0].w, newer.opt_state.mu[0].w),
                (nu[0].w, newer.opt_state.nu[0].w)):
     np.testing.assert_array_equal(np.asarray(a)[resting],
                                   np.asarray(b)[resting])
-  assert _changed_rows(new.params[0].w, newer.params[0].w) == drawn2
+  assert _changed_rows(_params(new)[0].w, _params(newer)[0].w) == drawn2
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +255,7 @@ def test_forward_gradient_matches_autodiff_with_repeated_rows(optim):
   # the first that does, so the summing of repeated rows is exercised.
   for seed in range(20):
     key = jax.random.key(100 + seed)
-    idx, scale = _layer0_draw(impl, state.params, x, key)
+    idx, scale = _layer0_draw(impl, _params(state), x, key)
     if len(set(idx.tolist())) < c:
       break
   else:
@@ -272,10 +277,10 @@ def test_forward_gradient_matches_autodiff_with_repeated_rows(optim):
     updates, _ = tx.update(grad, tx.init(params), params)
     return value, optax.apply_updates(params, updates)
 
-  loss, params = expected(state.params)
+  loss, params = expected(_params(state))
   np.testing.assert_allclose(met["loss"], loss, rtol=1e-5)
-  chex.assert_trees_all_close(new.params, params, rtol=1e-5, atol=1e-6)
-  assert _changed_rows(state.params[0].w, new.params[0].w) == set(idx.tolist())
+  chex.assert_trees_all_close(_params(new), params, rtol=1e-5, atol=1e-6)
+  assert _changed_rows(_params(state)[0].w, _params(new)[0].w) == set(idx.tolist())
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +294,7 @@ def test_blackbox_gradient_is_exact_backward_of_sampled_forward():
   state = _fresh(impl)
   x, y = _batch(6, 8)
   key = jax.random.key(7)
-  idx, scale = _layer0_draw(impl, state.params, x, key)
+  idx, scale = _layer0_draw(impl, _params(state), x, key)
   new, met = step(state, x, y, key)
 
   @jax.jit
@@ -304,13 +309,13 @@ def test_blackbox_gradient_is_exact_backward_of_sampled_forward():
     value, grad = jax.value_and_grad(loss)(params)
     return value, _sgd(params, grad, lr)
 
-  loss, params = expected(state.params)
+  loss, params = expected(_params(state))
   np.testing.assert_allclose(met["loss"], loss, rtol=1e-5)
-  exact_loss = float(_exact_loss_jit(state.params, x, y))
+  exact_loss = float(_exact_loss_jit(_params(state), x, y))
   assert abs(float(met["loss"]) - exact_loss) > 1e-4  # the forward is sampled
-  chex.assert_trees_all_close(new.params, params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(_params(new), params, rtol=1e-5, atol=1e-6)
   # Dense: every row of w0 moves, not only the sampled ones.
-  assert _changed_rows(state.params[0].w, new.params[0].w) == set(range(D))
+  assert _changed_rows(_params(state)[0].w, _params(new)[0].w) == set(range(D))
 
 
 def test_backward_mode_exact_forward_and_sampled_weight_gradient():
@@ -321,7 +326,7 @@ def test_backward_mode_exact_forward_and_sampled_weight_gradient():
   x, y = _batch(8, batch)
   key = jax.random.key(9)
   new, met = step(state, x, y, key)
-  params = state.params
+  params = _params(state)
   np.testing.assert_allclose(met["loss"], _exact_loss_jit(params, x, y),
                              rtol=1e-6)
   # dw0 = x.T @ dz0 from c_b of the B pairs, with the key mc_matmul uses.
@@ -342,12 +347,12 @@ def test_backward_mode_exact_forward_and_sampled_weight_gradient():
     return _sgd(params, grad, lr), w0 - lr * sampled, sampled, grad[0].w
 
   exact_update, w0_new, sampled, exact_dw0 = expected(params)
-  np.testing.assert_allclose(new.params[0].w, w0_new, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(_params(new)[0].w, w0_new, rtol=1e-5, atol=1e-6)
   assert not np.allclose(sampled, exact_dw0, rtol=1e-3, atol=1e-5)
   # The biases and the exact output layer get their exact gradients.
-  chex.assert_trees_all_close(new.params[0].b, exact_update[0].b, rtol=1e-5,
+  chex.assert_trees_all_close(_params(new)[0].b, exact_update[0].b, rtol=1e-5,
                               atol=1e-6)
-  chex.assert_trees_all_close(new.params[1], exact_update[1], rtol=1e-5,
+  chex.assert_trees_all_close(_params(new)[1], exact_update[1], rtol=1e-5,
                               atol=1e-6)
 
 
@@ -359,13 +364,13 @@ def test_every_mode_trains_at_batch_size_one(tiny, mode, factor):
   _, step, _ = _compiled(mode=mode, sampler="crs")  # shared with 5
   state = _fresh(_impl(mode=mode))
   x_all, y_all = jnp.asarray(tiny.train.x), jnp.asarray(tiny.train.y)
-  before = float(_exact_loss_jit(state.params, x_all, y_all))
+  before = float(_exact_loss_jit(_params(state), x_all, y_all))
   root = jax.random.key(10)
   for i in range(200):
     state, _ = step(state, x_all[i:i + 1], y_all[i:i + 1],
                     jax.random.fold_in(root, i))
-  after = float(_exact_loss_jit(state.params, x_all, y_all))
-  chex.assert_tree_all_finite(state.params)
+  after = float(_exact_loss_jit(_params(state), x_all, y_all))
+  chex.assert_tree_all_finite(_params(state))
   assert after < factor * before, (before, after)
 
 
@@ -378,20 +383,20 @@ def test_every_mode_trains_at_batch_size_one(tiny, mode, factor):
 def test_batch_size_one_every_sampler_and_mode(sampler, mode):
   impl, step, traces = _compiled(mode=mode, sampler=sampler)
   state = _fresh(impl)
-  start = state.params
+  start = _params(state)
   root = jax.random.key(11)
   for i in range(3):
     x, y = _batch(20 + i, 1)
     if mode == "backward":
-      exact = _exact_loss_jit(state.params, x, y)
+      exact = _exact_loss_jit(_params(state), x, y)
     state, met = step(state, x, y, jax.random.fold_in(root, i))
     assert np.isfinite(float(met["loss"]))
     if mode == "backward":  # backward mode samples only the backward pass
       np.testing.assert_allclose(met["loss"], exact, rtol=1e-6)
-  chex.assert_tree_all_finite(state.params)
-  chex.assert_trees_all_equal_shapes_and_dtypes(state.params, start)
+  chex.assert_tree_all_finite(_params(state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(_params(state), start)
   assert int(state.step) == 3 and int(state.opt_state.count) == 3
-  for p, q in zip(start, state.params):
+  for p, q in zip(start, _params(state)):
     assert not np.array_equal(p.w, q.w)
   # Every call of this shared step so far had batch size 1: one trace.
   assert traces == [(1, D)]
@@ -406,11 +411,11 @@ def test_forward_sampling_does_not_read_labels(sampler):
   a, _ = step(state, x, y, key)
   b, _ = step(state, x, (y + 1) % CLASSES, key)
   for k in (0, 1):
-    rows = _changed_rows(state.params[k].w, a.params[k].w)
-    assert rows == _changed_rows(state.params[k].w, b.params[k].w)
+    rows = _changed_rows(_params(state)[k].w, _params(a)[k].w)
+    assert rows == _changed_rows(_params(state)[k].w, _params(b)[k].w)
     assert len(rows) < impl.model.sizes[k]
   # The labels do change the update itself.
-  assert not np.allclose(a.params[0].w, b.params[0].w)
+  assert not np.allclose(_params(a)[0].w, _params(b)[0].w)
 
 
 # ---------------------------------------------------------------------------
@@ -418,9 +423,9 @@ def test_forward_sampling_does_not_read_labels(sampler):
 
 
 def _diagnose(impl, batch_size, x, seed=13):
-  impl.train_batch_size = batch_size
   state = _fresh(impl)
-  out = jax.jit(impl.diagnostics)(state, x, jax.random.key(seed))
+  out = jax.jit(functools.partial(impl.diagnostics, batch_size=batch_size))(
+      state, x, jax.random.key(seed))
   err = np.asarray(out["mc_relative_error"])
   chex.assert_shape(err, (len(impl.model.sizes) - 1,))
   assert np.all(np.isfinite(err))
@@ -437,18 +442,24 @@ def test_diagnostics_relative_error_per_layer():
     assert err[1] < 1e-6, err  # the exact output layer (the default)
   # B = 16: the mean over the 4 batches of 16, one split key each.
   impl = _impl(depth=1, ratio=0.1, sampler="crs")
-  params = _fresh(impl).params
+  params = _params(_fresh(impl))
 
   @jax.jit
   def by_hand(key):
+    # Layer 0 sampled with the batch's first layer key, layer 1 exact.
     errs = []
     for i, k in enumerate(jax.random.split(key, 4)):
-      _, pre, exact = impl.approx_forward(params, x[16 * i:16 * (i + 1)], k)
-      errs.append([jnp.linalg.norm(z - e) / jnp.linalg.norm(e)
-                   for z, e in zip(pre, exact)])
-    return jnp.mean(jnp.asarray(errs), axis=0)
+      xb = x[16 * i:16 * (i + 1)]
+      k0, _ = jax.random.split(k)
+      idx, scale = mc.sample_pairs(k0, xb, params[0].w,
+                                   num_samples=impl.num_samples[0],
+                                   sampler="crs")
+      z0 = mc.gathered_product(xb, params[0].w, idx, scale) + params[0].b
+      e0 = xb @ params[0].w + params[0].b
+      errs.append(jnp.linalg.norm(z0 - e0) / jnp.linalg.norm(e0))
+    return jnp.mean(jnp.asarray(errs))
 
-  np.testing.assert_allclose(errs[16], by_hand(jax.random.key(13)),
+  np.testing.assert_allclose(errs[16][0], by_hand(jax.random.key(13)),
                              rtol=1e-5, atol=1e-7)
   exact = _diagnose(_impl(depth=1, ratio=1.0, sampler="crs"), 16, x)
   assert np.all(exact < 1e-6), exact
@@ -468,9 +479,9 @@ def test_sample_output_samples_the_output_layer():
   state = _fresh(impl)
   new, met = step(state, x, y, jax.random.key(16))
   assert np.isfinite(float(met["loss"]))
-  changed = _changed_rows(state.params[1].w, new.params[1].w)
+  changed = _changed_rows(_params(state)[1].w, _params(new)[1].w)
   assert 1 <= len(changed) <= impl.num_samples[1] < HIDDEN
-  assert _changed_entries(state.params[1].b, new.params[1].b) == set(
+  assert _changed_entries(_params(state)[1].b, _params(new)[1].b) == set(
       range(CLASSES))
 
 
@@ -478,7 +489,7 @@ def test_which_layers_are_sampled():
   assert _impl(sample_input=False).sampled == (False, True, False)
   assert _impl(sample_input=True).sampled == (True, True, False)
   assert _impl(sample_output=True).sampled == (True, True, True)
-  assert registry.get("mc").config()["mc_sample_output"] is False
+  assert registry.get("mc").make_config().sample_output is False
 
 
 # ---------------------------------------------------------------------------
@@ -521,13 +532,13 @@ def test_step_flops_ratio():
 ])
 def test_bad_options_raise_naming_the_flag(name, value):
   with pytest.raises(ValueError, match=f"--{name}"):
-    registry.get("mc").config({name: value})
+    registry.get("mc").make_config({name: value})
 
 
 def test_good_options_accepted():
-  cfg = registry.get("mc").config(
+  cfg = registry.get("mc").make_config(
       {"mc_ratio": 1.0, "mc_min_k": 0, "mc_sampler": "uniform",
-       "mc_mode": "blackbox"})
+       "mc_mode": "blackbox"}).flags()
   assert cfg["mc_ratio"] == 1.0 and cfg["mc_min_k"] == 0
   assert cfg["mc_sampler"] == "uniform" and cfg["mc_mode"] == "blackbox"
 
@@ -591,4 +602,5 @@ def test_no_key_reuse(mode):
       # Tracing runs the static checker over the whole step (its backward
       # pass included: the step differentiates inside) without compiling.
       jax.jit(impl.train_step).trace(state, x, y, jax.random.key(18))
-      jax.jit(impl.diagnostics).trace(state, x, jax.random.key(19))
+      jax.jit(functools.partial(impl.diagnostics, batch_size=4)).trace(
+          state, x, jax.random.key(19))

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import registry, train
+from sampling_mlp import layers, registry, train
 from sampling_mlp.optim import OptimConfig
 
 
@@ -40,23 +40,6 @@ def test_same_seed_same_numbers(tiny):
   assert a != c
 
 
-def test_step_does_not_retrace(tiny):
-  impl = _impl(tiny)
-  keys = train.RunKeys(0)
-  state = train.init_state(impl, keys)
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def step(state, x, y, key):
-    return impl.train_step(state, x, y, key)
-
-  for i in range(4):
-    x = jnp.asarray(tiny.train.x[i * 8:(i + 1) * 8])
-    y = jnp.asarray(tiny.train.y[i * 8:(i + 1) * 8])
-    state, _ = step(state, x, y, jax.random.fold_in(keys.train, state.step))
-  assert int(state.step) == 4
-
-
 def test_epoch_fn_does_not_retrace_across_epochs(tiny):
   impl = _impl(tiny)
   traced = []
@@ -66,7 +49,7 @@ def test_epoch_fn_does_not_retrace_across_epochs(tiny):
     traced.append(1)
     return orig(*args)
 
-  impl.train_step = counting
+  impl.train_step = counting  # (a test may patch; the library never does)
   fn = train.make_epoch_fn(impl, batch_size=16, num_batches=4)
   keys = train.RunKeys(0)
   state = train.init_state(impl, keys)
@@ -76,6 +59,37 @@ def test_epoch_fn_does_not_retrace_across_epochs(tiny):
     state, m = fn(state, x, y, perm, keys.train)
   assert len(traced) == 1
   assert int(state.step) == 12
+
+
+def test_epochs_yields_state_metrics_and_times(tiny):
+  impl = _impl(tiny)
+  keys = train.RunKeys(0)
+  x, y = jnp.asarray(tiny.train.x), jnp.asarray(tiny.train.y)
+  eps, params = [], []
+  for ep in train.epochs(impl, x, y, keys=keys, batch_size=64, num_epochs=2):
+    eps.append(ep)
+    # The next epoch donates this state's buffers: copy what is kept.
+    params.append(jax.tree.map(np.asarray, impl.params_of(ep.state)))
+  assert [e.index for e in eps] == [0, 1]
+  assert eps[0].compile_seconds > 0 and eps[1].compile_seconds is None
+  assert int(eps[1].state.step) == 2 * (512 // 64)
+  assert set(eps[0].metrics) == {"loss"}
+  # An explicit initial state gives the same epoch as the default one.
+  state0 = train.init_state(impl, keys)
+  first = next(train.epochs(impl, x, y, keys=keys, batch_size=64,
+                            num_epochs=1, state=state0))
+  chex.assert_trees_all_equal(impl.params_of(first.state), params[0])
+
+
+def test_init_params_is_the_nnx_rngs_draw():
+  """The initial weights are what nnx.Rngs(params=key).params() draws,
+  split per layer (layers.init_mlp)."""
+  from flax import nnx
+  model = registry.ModelConfig(input_dim=6, num_classes=3, hidden=8, depth=2)
+  impl = registry.get("standard").make(model, OptimConfig())
+  keys = train.RunKeys(4)
+  want = layers.init_mlp(nnx.Rngs(params=keys.init).params(), model.sizes)
+  chex.assert_trees_all_equal(train.init_params(impl, keys), want)
 
 
 def test_batch_larger_than_data_is_a_clear_error(tiny):
@@ -107,6 +121,8 @@ def test_epoch_steps_use_folded_step_keys(tiny, method, batch):
                                depth=2)
   impl = registry.get(method).make(model, OptimConfig(), {})
   keys = train.RunKeys(3)
+  rand = lambda t: impl.step_randomness(jax.random.fold_in(keys.train, t),
+                                        batch)
   x, y = jnp.asarray(tiny.train.x), jnp.asarray(tiny.train.y)
   fn = train.make_epoch_fn(impl, batch_size=batch, num_batches=5)
   step = jax.jit(impl.train_step)
@@ -117,11 +133,10 @@ def test_epoch_steps_use_folded_step_keys(tiny, method, batch):
     by_epoch, _ = fn(by_epoch, x, y, perm, keys.train)
     for i in range(5):
       idx = perm[i * batch:(i + 1) * batch]
-      by_step, _ = step(by_step, x[idx], y[idx],
-                        jax.random.fold_in(keys.train, by_step.step))
+      by_step, _ = step(by_step, x[idx], y[idx], rand(by_step.step))
   assert int(by_epoch.step) == int(by_step.step) == 10
-  chex.assert_trees_all_close(by_epoch.params, by_step.params, rtol=1e-5,
-                              atol=1e-6)
+  chex.assert_trees_all_close(impl.params_of(by_epoch),
+                              impl.params_of(by_step), rtol=1e-5, atol=1e-6)
 
 
 def test_step_randomness_is_per_step_and_stacked():

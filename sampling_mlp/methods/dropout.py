@@ -302,6 +302,7 @@ DROPOUT_SPEC = registry.register(registry.MethodSpec(
     build=Dropout,
     config=DropoutConfig,
     analysis_grid={"keep_prob": (0.05, 0.5)},
+    keep_all={"keep_prob": 1.0},
 ))
 
 STANDOUT_SPEC = registry.register(registry.MethodSpec(

@@ -55,4 +55,5 @@ SPEC = registry.register(registry.MethodSpec(
     name="standard",
     summary="exact training (STANDARD)",
     build=Standard,
+    keep_all={},
 ))

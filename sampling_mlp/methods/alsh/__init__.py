@@ -10,7 +10,8 @@
 """
 
 from sampling_mlp.methods.alsh.kernels import (  # noqa: F401
-    DEFAULT_R, HASHES, TRANSFORM_DEFAULTS, TRANSFORMS, HashParams, QueryHash,
+    DEFAULT_R, HASHES, MAX_SRP_BITS, TRANSFORM_DEFAULTS, TRANSFORMS, HashParams,
+    QueryHash,
     bucket_codes, budget_for, build_tables, collisions, hash_codes,
     init_hash, query_hash, recall_at_k, resolve_transform_params,
     select_active, sparse_query_codes, tie_noise, transform_queries,

@@ -315,4 +315,5 @@ SPEC = registry.register(registry.MethodSpec(
     config=ALSHConfig,
     analysis_grid={"alsh_transform": kernels.TRANSFORMS,
                    "alsh_hash": kernels.HASHES},
+    keep_all={"alsh_active_fraction": 1.0},
 ))

@@ -299,4 +299,5 @@ SPEC = registry.register(registry.MethodSpec(
     build=MC,
     config=MCConfig,
     analysis_grid={"mc_sampler": kernels.SAMPLERS, "mc_ratio": (0.1, 0.5)},
+    keep_all={"mc_ratio": 1.0},
 ))

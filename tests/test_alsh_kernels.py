@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import alsh
+from sampling_mlp.methods.alsh import kernels as alsh
 
 N_IN, N_OUT = 16, 1000
 
@@ -206,9 +206,21 @@ def test_collisions_counts_tables():
 # ---------------------------------------------------------------------------
 
 
+def _query_codes(hp, a, transform):
+  qh = alsh.query_hash(hp, a.shape[-1], transform=transform)
+  return alsh.sparse_query_codes(qh, a, None)
+
+
+def _active(seed, a, hp, table, *, budget, transform):
+  """The selection training uses: hash the query, count its collisions,
+  pick the top ``budget`` with tie noise (``select_active``)."""
+  q = _query_codes(hp, a, transform)
+  return alsh.select_active(seed, alsh.collisions(q, table), budget)
+
+
 def _engineered_tables(hp, a, counts, transform="simple_lsh"):
   """Tables in which node j collides with Q(a) in exactly counts[j] tables."""
-  qc = alsh.hash_codes(hp, alsh.transform_queries(a, transform=transform))
+  qc = _query_codes(hp, a, transform)
   L = qc.shape[0]
   collide = jnp.arange(L)[:, None] < jnp.asarray(counts)[None, :]
   return jnp.where(collide, qc[:, None], qc[:, None] + 1)
@@ -221,26 +233,30 @@ def _setup(n_out=20, L=4):
   return hp, a
 
 
+def _seeds(key, n):
+  return jax.random.bits(key, (n,), jnp.uint32)
+
+
 def test_active_set_orders_colliding_first_without_duplicates():
   hp, a = _setup()
   counts = np.zeros(20, int)
   counts[[3, 7, 11, 15]] = [4, 1, 2, 1]
   table = _engineered_tables(hp, a, counts)
-  fn = jax.jit(functools.partial(alsh.active_set, budget=8,
-                                 transform="simple_lsh"))
-  idx, info = fn(jax.random.key(14), a, hp, table)
+  fn = jax.jit(functools.partial(_active, budget=8, transform="simple_lsh"))
+  idx, num_colliding, random_fraction = fn(_seeds(jax.random.key(14), 1)[0],
+                                           a, hp, table)
   chex.assert_shape(idx, (8,))
-  assert idx.dtype == jnp.int32
+  assert idx.dtype == jnp.uint32
   idx = np.asarray(idx)
   assert len(set(idx.tolist())) == 8
   assert idx[0] == 3 and idx[1] == 11 and set(idx[2:4]) == {7, 15}
   assert np.all(counts[idx[4:]] == 0)
-  assert int(info.num_colliding) == 4
-  np.testing.assert_allclose(float(info.random_fraction), 0.5)
+  assert int(num_colliding) == 4
+  np.testing.assert_allclose(float(random_fraction), 0.5)
 
 
 def test_active_set_overflow_and_fill_are_uniform():
-  """Overflowing ties and the random fill are uniform over the key.
+  """Overflowing ties and the random fill are uniform over the seed.
 
   Budget 5; nodes 0..9 collide once (5 of 10 kept: P = 1/2 each) or,
   in the second case, nodes 0..2 collide (all kept) and 2 of the 17 others
@@ -248,12 +264,12 @@ def test_active_set_overflow_and_fill_are_uniform():
   """
   hp, a = _setup()
   fn = jax.jit(jax.vmap(
-      functools.partial(alsh.active_set, budget=5, transform="simple_lsh"),
+      functools.partial(_active, budget=5, transform="simple_lsh"),
       in_axes=(0, None, None, None)))
-  keys = jax.random.split(jax.random.key(15), 2000)
+  seeds = _seeds(jax.random.key(15), 2000)
   for colliding, p in ((10, 0.5), (3, 2 / 17)):
     counts = np.where(np.arange(20) < colliding, 1, 0)
-    idx, info = fn(keys, a, hp, _engineered_tables(hp, a, counts))
+    idx, num_colliding, _ = fn(seeds, a, hp, _engineered_tables(hp, a, counts))
     freq = np.bincount(np.asarray(idx).ravel(), minlength=20) / 2000
     free = freq[colliding:] if colliding < 5 else freq[:colliding]
     tol = 5 * np.sqrt(p * (1 - p) / 2000)
@@ -262,35 +278,17 @@ def test_active_set_overflow_and_fill_are_uniform():
       np.testing.assert_array_equal(freq[:colliding], 1.0)
     else:
       np.testing.assert_array_equal(freq[colliding:], 0.0)
-    np.testing.assert_array_equal(info.num_colliding, colliding)
+    np.testing.assert_array_equal(num_colliding, colliding)
 
 
-def test_active_sets_batched_each_own_key_and_jit_once():
-  w = _weights(jax.random.key(16), n_out=200)
-  d = alsh.transformed_dim(N_IN, transform="sign_alsh")
-  hp = alsh.init_hash(jax.random.key(17), dim=d, K=6, L=3, family="srp")
-  table = alsh.build_tables(hp, w, transform="sign_alsh")
-  budget = alsh.budget_for(200, 0.05)
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def run(key, a, table):
-    return alsh.active_sets(key, a, hp, table, budget=budget,
-                            transform="sign_alsh")
-
-  a = jnp.tile(jax.random.normal(jax.random.key(18), (1, N_IN)), (6, 1))
-  with jax.debug_key_reuse(True):
-    idx, info = run(jax.random.key(19), a, table)
-    run(jax.random.key(20), a + 1.0, table + 1)  # new values, no retrace
-  chex.assert_shape(idx, (6, budget))
-  chex.assert_shape((info.num_colliding, info.random_fraction), (6,))
-  assert all(len(set(row)) == budget for row in np.asarray(idx).tolist())
-  # Identical inputs, different keys: the random part of the sets differs.
-  assert len({tuple(sorted(row)) for row in np.asarray(idx).tolist()}) > 1
-  rf = np.asarray(info.random_fraction)
-  assert np.all((rf >= 0) & (rf <= 1))
-  np.testing.assert_allclose(
-      rf, np.maximum(budget - np.asarray(info.num_colliding), 0) / budget)
+def test_tie_noise_never_reorders_counts_and_differs_by_seed():
+  noise = jax.jit(alsh.tie_noise, static_argnums=1)
+  a, b = noise(jnp.uint32(1), 1000), noise(jnp.uint32(2), 1000)
+  assert float(a.min()) >= 0.0 and float(a.max()) < 0.5
+  assert not np.array_equal(a, b)
+  # Roughly uniform on [0, 1/2): mean 1/4 within 5 standard errors.
+  np.testing.assert_allclose(float(a.mean()), 0.25,
+                             atol=5 * 0.5 / np.sqrt(12 * 1000))
 
 
 def test_budget_for():
@@ -337,55 +335,37 @@ def test_active_set_recalls_true_top_k(transform, family, threshold):
   hp = alsh.init_hash(kh, dim=d, K=4, L=200, family=family)
   table = alsh.build_tables(hp, w, transform=transform)
   budget = alsh.budget_for(N_OUT, 0.05)
-  idx, info = alsh.active_sets(ks, a, hp, table, budget=budget,
-                               transform=transform)
-  r5 = float(alsh.recall_at_k(a, w, idx, k=5))
-  r10 = float(alsh.recall_at_k(a, w, idx, k=10))
+  idx, num_colliding, random_fraction = jax.vmap(functools.partial(
+      _active, budget=budget, transform=transform),
+      in_axes=(0, 0, None, None))(_seeds(ks, 100), a, hp, table)
+  computed = _mask(idx, N_OUT)
+  r5 = float(alsh.recall_at_k(a, w, computed, k=5))
+  r10 = float(alsh.recall_at_k(a, w, computed, k=10))
   print(f"\n{transform}+{family}: recall@5={r5:.3f} recall@10={r10:.3f} "
-        f"colliding={float(info.num_colliding.mean()):.0f} "
-        f"random_fraction={float(info.random_fraction.mean()):.3f}")
+        f"colliding={float(num_colliding.mean()):.0f} "
+        f"random_fraction={float(random_fraction.mean()):.3f}")
   if threshold is not None:
     assert r10 >= threshold
+
+
+def _mask(idx, n):
+  idx = jnp.asarray(idx)
+  return jnp.zeros((idx.shape[0], n), bool).at[
+      jnp.arange(idx.shape[0])[:, None], idx].set(True)
 
 
 def test_recall_at_k():
   a = jnp.array([[1.0, 0.0], [0.0, 1.0]])
   w = jnp.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
-  idx = jnp.array([[0, 3], [0, 3]], jnp.int32)
+  computed = _mask([[0, 3], [0, 3]], 4)
   # Top-2: example 0 -> {0, 1} (1 hit), example 1 -> {3, 2} (1 hit).
-  np.testing.assert_allclose(alsh.recall_at_k(a, w, idx, k=2), 0.5)
-  np.testing.assert_allclose(alsh.recall_at_k(a, w, idx, k=1), 1.0)
+  np.testing.assert_allclose(alsh.recall_at_k(a, w, computed, k=2), 0.5)
+  np.testing.assert_allclose(alsh.recall_at_k(a, w, computed, k=1), 1.0)
 
 
 # ---------------------------------------------------------------------------
-# Rebuild schedule and validation
+# Validation
 # ---------------------------------------------------------------------------
-
-
-def test_should_rebuild_paper_schedule():
-  steps = jnp.array([0, 100, 150, 9_900, 10_000, 10_500, 11_000, 10_100])
-  got = jax.jit(jax.vmap(alsh.should_rebuild))(steps)
-  np.testing.assert_array_equal(
-      got, [True, True, False, True, True, False, True, False])
-  assert alsh.parse_schedule("100:10000:1000") == alsh.RebuildSchedule()
-  assert alsh.parse_schedule("paper") == alsh.RebuildSchedule()
-
-
-def test_should_rebuild_other_schedules():
-  steps = jnp.arange(0, 3001, 50)
-  never = functools.partial(alsh.should_rebuild,
-                            schedule=alsh.parse_schedule("epoch"))
-  assert not np.any(jax.vmap(never)(steps))
-  every = functools.partial(alsh.should_rebuild,
-                            schedule=alsh.parse_schedule("500"))
-  np.testing.assert_array_equal(jax.vmap(every)(steps), steps % 500 == 0)
-
-
-@pytest.mark.parametrize("spec", ["abc", "1:2", "100:x:1000", "-1:5:5", "0",
-                                  "1:2:3:4"])
-def test_parse_schedule_errors(spec):
-  with pytest.raises(ValueError, match="EARLY_EVERY:EARLY_UNTIL:LATE_EVERY|epoch"):
-    alsh.parse_schedule(spec)
 
 
 GOOD = dict(K=6, L=5, m=3, U=0.83, fraction=0.05, transform="l2_alsh",

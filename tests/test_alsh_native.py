@@ -1,10 +1,12 @@
-"""Tests for the native ALSH kernels (``sampling_mlp/native.py``).
+"""Tests for the native ALSH kernels (``methods/alsh/native.py``).
 
-Each kernel is checked against the pure-XLA computation it replaces: the same
-active sets (exactly); one fused training step with the same loss and the
-same Adam/SGD updates of every slab (to float32 rounding) at depths 1-3 and
-for every activation; and training that matches for several steps.  The
-build itself is checked for its errors and its fallback.
+The JAX functions are the definition; each kernel is checked against the
+pure-XLA computation it replaces: the same active sets (exactly); one fused
+training step with the same loss and the same Adam/SGD updates of every
+slab (to float32 rounding) at depths 1-3 and for every activation; and
+training that matches for several steps.  The build itself is checked for
+its errors, its fallback and its command line.  Nothing is compiled at
+collection: the tests that need the kernels ask for the ``kernels`` fixture.
 """
 
 import os
@@ -15,13 +17,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from sampling_mlp import alsh, native, registry, train
+from sampling_mlp import registry, train
+from sampling_mlp.layers import LayerParams
+from sampling_mlp.methods import alsh
+from sampling_mlp.methods.alsh import native
+from sampling_mlp.methods.alsh.layer import Slab
 from sampling_mlp.optim import OptimConfig
 
-needs_native = pytest.mark.skipif(
-    not native.available(),
-    reason=f"native kernels unavailable: {native.unavailable_reason()}")
+
+@pytest.fixture
+def kernels():
+  """Skips the test where the kernels cannot be built here (the reason is
+  in the skip message)."""
+  status = native.status()
+  if not status.ok:
+    pytest.skip(f"native kernels unavailable: {status.reason}")
+  return status
+
+
+def _slabs(state):
+  return jax.tree.leaves(nnx.state(state.view(), Slab))
+
+
+def _keyed(impl):
+  return jax.jit(lambda state, x, y, key: impl.train_step(
+      state, x, y, impl.step_randomness(key, x.shape[0])))
 
 
 # (K, L) per family giving, with 300 nodes and a budget of 17, queries with
@@ -36,10 +58,9 @@ def _hash(key, n_in, family, transform="sign_alsh"):
   return hp, alsh.query_hash(hp, n_in, transform=transform)
 
 
-@needs_native
 @pytest.mark.parametrize("family", alsh.HASHES)
 @pytest.mark.parametrize("sparse", [False, True])
-def test_select_active_matches_xla(family, sparse):
+def test_select_active_matches_xla(kernels, family, sparse):
   n_in, n, budget = 40, 300, 17
   hp, qh = _hash(jax.random.key(0), n_in, family)
   w = jax.random.normal(jax.random.key(1), (n_in, n))
@@ -67,8 +88,7 @@ def test_select_active_matches_xla(family, sparse):
   assert min(colliding) < budget < max(colliding)
 
 
-@needs_native
-def test_select_active_zero_query_and_full_budget():
+def test_select_active_zero_query_and_full_budget(kernels):
   n_in, n = 12, 20
   hp, qh = _hash(jax.random.key(2), n_in, "srp")
   tables = alsh.build_tables(hp, jax.random.normal(jax.random.key(3),
@@ -91,12 +111,12 @@ def _alsh(kernel, depth, optimizer="adam", activation="leaky_relu",
        "alsh_rebuild": "4", **config})
 
 
-@needs_native
 @pytest.mark.parametrize("depth,optimizer,activation,family", [
     (1, "adam", "relu", "srp"), (1, "sgd", "linear", "l2"),
     (2, "adam", "leaky_relu", "srp"), (2, "sgd", "sigmoid", "srp"),
     (3, "adam", "sigmoid", "l2"), (3, "adam", "relu", "srp")])
-def test_train_step_matches_xla_step(depth, optimizer, activation, family):
+def test_train_step_matches_xla_step(kernels, depth, optimizer, activation,
+                                     family):
   """One step of the fused kernel equals the pure-XLA step: the same loss
   and collision counts, every slot (parameters and moments) of every slab
   equal to float32 rounding, and rows outside the active sets untouched."""
@@ -110,13 +130,12 @@ def test_train_step_matches_xla_step(depth, optimizer, activation, family):
   out = {}
   for k, impl in impls.items():
     state = jax.tree.map(jnp.copy, state0)  # the step donates nothing here
-    out[k] = jax.jit(impl.train_step)(state, x, y, key)
+    out[k] = _keyed(impl)(state, x, y, key)
   (got, gm), (ref, rm) = out["native"], out["xla"]
   np.testing.assert_allclose(float(gm["loss"]), float(rm["loss"]), rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(gm["alsh_colliding"]),
                                 np.asarray(rm["alsh_colliding"]))
-  for g, r, i in zip(jax.tree.leaves(got.params), jax.tree.leaves(ref.params),
-                     jax.tree.leaves(state0.params)):
+  for g, r, i in zip(_slabs(got), _slabs(ref), _slabs(state0)):
     g, r, i = np.asarray(g), np.asarray(r), np.asarray(i)
     np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-6)
     # Per node (leading axis): untouched by the XLA step means bitwise
@@ -127,42 +146,45 @@ def test_train_step_matches_xla_step(depth, optimizer, activation, family):
   assert int(got.opt_state) == int(ref.opt_state) == 1
 
 
-@needs_native
-def test_train_step_rejects_bad_inputs():
+def test_train_step_rejects_bad_inputs(kernels):
   impl = _alsh("native", 2)
   state = train.init_state(impl, train.RunKeys(0))
-  ms = state.method_state
+  model = state.view()
+  hidden = model.layers[:-1]
+  slabs = tuple(LayerParams(l.w[...], l.b[...])
+                for l in model.layers)
   seeds = jnp.zeros((2,), jnp.uint32)
   call = lambda slabs, label, **kw: jax.block_until_ready(native.train_step(
-      slabs, ms.queries, ms.tables, jnp.ones(30), jnp.int32(label), seeds,
-      jnp.int32(1), **{**dict(budgets=impl.budgets, optim=impl.lazy.cfg,
-                              activation="relu"), **kw}))
+      slabs, tuple(l.query for l in hidden), tuple(l.table[...] for l in hidden),
+      jnp.ones(30), jnp.int32(label), seeds, jnp.int32(1),
+      **{**dict(budgets=impl.budgets, optim=impl.optim, activation="relu"),
+         **kw}))
   with pytest.raises(Exception, match="label out of range"):
-    call(state.params, 5)
+    call(slabs, 5)
   two_slots = tuple(type(l)(l.w[:, :2] if k == 0 else l.w[..., :2],
-                            l.b[:, :2]) for k, l in enumerate(state.params))
+                            l.b[:, :2]) for k, l in enumerate(slabs))
   with pytest.raises(Exception, match="3 slots .Adam. or 1 .SGD."):
     call(two_slots, 0)
   with pytest.raises(Exception, match="do not fit together"):
-    call(state.params, 0, budgets=(8, 41))  # more than the layer's 40 nodes
+    call(slabs, 0, budgets=(8, 41))  # more than the layer's 40 nodes
   with pytest.raises(ValueError, match="one query hash, table and budget"):
-    call(state.params, 0, budgets=(8,))
+    call(slabs, 0, budgets=(8,))
   with pytest.raises(ValueError, match="no activation 'tanh'"):
-    call(state.params, 0, activation="tanh")
+    call(slabs, 0, activation="tanh")
 
 
-@needs_native
 @pytest.mark.parametrize("depth,optimizer", [(1, "adam"), (2, "adam"),
                                              (3, "sgd")])
-def test_native_training_matches_xla(depth, optimizer):
+def test_native_training_matches_xla(kernels, depth, optimizer):
   """Batch-size-1 training through the kernels follows the pure-XLA path:
   same losses and weights after 12 steps (with table rebuilds every 4)."""
   impls = {k: _alsh(k, depth, optimizer) for k in ("native", "xla")}
-  assert impls["native"].native and not impls["xla"].native
+  assert impls["native"]._use_native()  # pylint: disable=protected-access
+  assert not impls["xla"]._use_native()  # pylint: disable=protected-access
   states = {k: train.init_state(v, train.RunKeys(1)) for k, v in
             impls.items()}
-  steps = {k: jax.jit(v.train_step) for k, v in impls.items()}
-  init = alsh.ALSH.standard_params(states["xla"])
+  steps = {k: _keyed(v) for k, v in impls.items()}
+  init = impls["xla"].params_of(states["xla"])
   kx, ky = jax.random.split(jax.random.key(2))
   xs = jax.random.normal(kx, (12, 1, 30))
   ys = jax.random.randint(ky, (12, 1), 0, 5)
@@ -173,7 +195,7 @@ def test_native_training_matches_xla(depth, optimizer):
       states[k], m = steps[k](states[k], xs[t], ys[t], key)
       losses[k] = float(m["loss"])
     np.testing.assert_allclose(losses["native"], losses["xla"], rtol=1e-4)
-  got, ref = (alsh.ALSH.standard_params(states[k]) for k in ("native", "xla"))
+  got, ref = (impls[k].params_of(states[k]) for k in ("native", "xla"))
   for g, r, i in zip(got, ref, init):
     np.testing.assert_allclose(np.asarray(g.w), np.asarray(r.w), rtol=1e-4,
                                atol=1e-5)
@@ -181,40 +203,66 @@ def test_native_training_matches_xla(depth, optimizer):
                                atol=1e-5)
   assert np.max(np.abs(np.asarray(ref[0].w) - np.asarray(init[0].w))) > 1e-3
   np.testing.assert_array_equal(
-      np.asarray(states["native"].method_state.tables[0]),
-      np.asarray(states["xla"].method_state.tables[0]))
+      np.asarray(states["native"].view().layers[0].table[...]),
+      np.asarray(states["xla"].view().layers[0].table[...]))
 
 
 def test_kernel_choice_without_native(monkeypatch):
-  """Where the kernels cannot be built, 'native' is a clear error and
-  'auto' falls back to the XLA path."""
+  """Where the kernels cannot be built, nothing fails until a batch-size-1
+  step is traced: then 'native' is a clear error and 'auto' falls back to
+  the XLA path, saying why once."""
   monkeypatch.setattr(native, "_status",
-                      {"ok": False, "error": "no C++ compiler found"})
+                      native.Status(False, "no C++ compiler found"))
   monkeypatch.setattr(alsh.ALSH, "_warned", False)
+  x, y = jnp.ones((1, 30)), jnp.zeros((1,), jnp.int32)
+  impl = _alsh("native", 1)  # building it compiles and checks nothing
+  state = train.init_state(impl, train.RunKeys(0))
   with pytest.raises(native.NativeUnavailable,
                      match="no C.. compiler found.*--alsh_kernel=xla"):
-    _alsh("native", 1)
+    _keyed(impl)(state, x, y, jax.random.key(0))
   impl = _alsh("auto", 1)
-  assert not impl.native
-  assert alsh.ALSH._warned  # pylint: disable=protected-access
   state = train.init_state(impl, train.RunKeys(0))
-  state, m = jax.jit(impl.train_step)(state, jnp.ones((1, 30)),
-                                      jnp.zeros((1,), jnp.int32),
-                                      jax.random.key(0))
+  state, m = _keyed(impl)(state, x, y, jax.random.key(0))
   assert np.isfinite(float(m["loss"]))
+  assert alsh.ALSH._warned  # pylint: disable=protected-access
+
+
+def _run(code, env):
+  return subprocess.run([sys.executable, "-c", code], env=env, text=True,
+                        capture_output=True, check=True, timeout=300).stdout
 
 
 def test_build_failure_is_reported(tmp_path):
-  """A compiler that fails leaves a readable reason and no library."""
+  """A compiler that fails leaves a readable reason and no library; the
+  command line says the same and exits with 1."""
   fake = tmp_path / "fake-cxx"
   fake.write_text("#!/bin/sh\necho 'fake-cxx: cannot compile' >&2\nexit 1\n")
   fake.chmod(0o755)
   env = dict(os.environ, CXX=str(fake), SAMPLING_MLP_CACHE=str(tmp_path))
-  code = ("from sampling_mlp import native; "
-          "print(native.available()); print(native.unavailable_reason())")
-  out = subprocess.run([sys.executable, "-c", code], env=env, text=True,
-                       capture_output=True, check=True, timeout=120).stdout
+  out = _run("from sampling_mlp.methods.alsh import native; "
+             "st = native.status(); print(st.ok); print(st.reason)", env)
   assert out.startswith("False")
   assert "compiling alsh_kernels.cc failed" in out
   assert "fake-cxx: cannot compile" in out
   assert not list((tmp_path / "native").glob("*.so"))
+  proc = subprocess.run([sys.executable, "-m",
+                         "sampling_mlp.methods.alsh.native", "--build"],
+                        env=env, text=True, capture_output=True, timeout=300)
+  assert proc.returncode == 1
+  assert "unavailable: compiling alsh_kernels.cc failed" in proc.stderr
+
+
+def test_missing_symbol_is_caught(kernels):
+  """A library without a kernel's symbol is a reason, not a crash."""
+  out = _run("from sampling_mlp.methods.alsh import native; "
+             "native._TARGETS['x'] = 'NoSuchKernel'; "
+             "st = native.status(); print(st.ok, st.reason)", dict(os.environ))
+  assert out.startswith("False") and "no symbol NoSuchKernel" in out
+
+
+def test_build_command_line(kernels):
+  proc = subprocess.run([sys.executable, "-m",
+                         "sampling_mlp.methods.alsh.native", "--build"],
+                        text=True, capture_output=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith("native ALSH kernels: ok (")
