@@ -193,6 +193,24 @@ def runner() -> studies.Runner:
                         download=FLAGS.download, progress=FLAGS.progress)
 
 
+def presets(**quick: Any) -> dict[str, dict[str, Any]]:
+  """An entry point's scale presets: ``quick`` as given, ``paper`` the
+  paper's sizes."""
+  return {"quick": quick, "paper": PAPER_SCALE}
+
+
+def study(presets_: Mapping[str, Mapping[str, Any]], call):
+  """The ``main`` of an entry point that applies its scale preset and
+  prints what ``call()`` (one call into the library) returns."""
+
+  def main(argv):
+    del argv
+    apply_scale(presets_)
+    print(call())
+
+  return main
+
+
 def run_main(main) -> None:
   """``app.run(main)``, with a dataset problem reported as one clear error
   (what is missing or wrong and where to put the files), not a traceback.

@@ -47,19 +47,11 @@ FLAGS = flags.FLAGS
 # Every registered method by default.
 common.set_defaults(method=list(registry.names()), depths=["3"])
 
-PRESETS = {
-    "quick": {"epochs": 3, "max_train": 10000, "max_test": 2000},
-    "paper": common.PAPER_SCALE,
-}
+PRESETS = common.presets(epochs=3, max_train=10000, max_test=2000)
 
-
-def main(argv):
-  del argv
-  common.apply_scale(PRESETS)
-  print(dataset_table.run(common.runner(), common.grid(),
-                          datasets=FLAGS.datasets,
-                          mnist_standin=FLAGS.mnist_standin))
-
+main = common.study(PRESETS, lambda: dataset_table.run(
+    common.runner(), common.grid(), datasets=FLAGS.datasets,
+    mnist_standin=FLAGS.mnist_standin))
 
 if __name__ == "__main__":
   common.run_main(main)

@@ -27,24 +27,13 @@ Writes under ``--out_dir``/depth_sweep/ (see
 :mod:`sampling_mlp.studies.depth_sweep`); rerun the same command to resume.
 """
 
-from absl import flags
-
 from experiments import common
 from sampling_mlp.studies import depth_sweep
 
-FLAGS = flags.FLAGS
+PRESETS = common.presets(epochs=3)
 
-PRESETS = {
-    "quick": {"epochs": 3},
-    "paper": common.PAPER_SCALE,
-}
-
-
-def main(argv):
-  del argv
-  common.apply_scale(PRESETS)
-  print(depth_sweep.run(common.runner(), common.grid()))
-
+main = common.study(PRESETS,
+                    lambda: depth_sweep.run(common.runner(), common.grid()))
 
 if __name__ == "__main__":
   common.run_main(main)

@@ -56,20 +56,12 @@ def _is_positive(text: str) -> bool:
     return False
 
 
-PRESETS = {
-    "quick": {"epochs": 3, "max_train": 1500, "max_test": 2000},
-    "paper": common.PAPER_SCALE,
-}
+PRESETS = common.presets(epochs=3, max_train=1500, max_test=2000)
 
-
-def main(argv):
-  del argv
-  common.apply_scale(PRESETS)
-  print(mc_batch_size.run(
-      common.runner(), common.grid(),
-      learning_rates=[float(v) for v in FLAGS.learning_rates],
-      loss_axes=FLAGS.loss_axes, reference=FLAGS.reference))
-
+main = common.study(PRESETS, lambda: mc_batch_size.run(
+    common.runner(), common.grid(),
+    learning_rates=[float(v) for v in FLAGS.learning_rates],
+    loss_axes=FLAGS.loss_axes, reference=FLAGS.reference))
 
 if __name__ == "__main__":
   common.run_main(main)

@@ -29,17 +29,10 @@ from sampling_mlp.studies import time_accuracy
 common.set_defaults(method=list(registry.names()), depths=["3", "7"],
                     batch_size=["1"])
 
-PRESETS = {
-    "quick": {"epochs": 3, "max_train": 1500, "max_test": 2000},
-    "paper": common.PAPER_SCALE,
-}
+PRESETS = common.presets(epochs=3, max_train=1500, max_test=2000)
 
-
-def main(argv):
-  del argv
-  common.apply_scale(PRESETS)
-  print(time_accuracy.run(common.runner(), common.grid()))
-
+main = common.study(PRESETS,
+                    lambda: time_accuracy.run(common.runner(), common.grid()))
 
 if __name__ == "__main__":
   common.run_main(main)

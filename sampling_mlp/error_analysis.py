@@ -57,6 +57,7 @@ from flax import nnx
 import numpy as np
 
 from sampling_mlp import layers, registry, theory, train
+from sampling_mlp import model as model_lib
 from sampling_mlp.optim import OptimConfig
 
 DEFAULT_METHODS = ("alsh", "mc", "dropout")
@@ -284,24 +285,14 @@ def approx_layers(impl: registry.MethodImpl, state: registry.TrainState,
     yield layers.LayerOut(flat(out.z), flat(out.a), flat(out.computed))
 
 
-@functools.partial(jax.jit, static_argnames=("activation",))
-def _exact_layer(w, b, a, *, activation):
-  return layers.activate(activation, a @ w + b)
-
-
 def exact_forward(params: layers.Params, x: jax.Array, *,
                   activation: str) -> list[jax.Array]:
-  """Exact activations of every hidden layer, then the logits ([B, n_k]).
-
-  The same numbers as ``layers.hidden_activations``, one jitted layer at a
-  time.
-  """
-  a, out = jnp.asarray(x), []
-  for k, p in enumerate(params):
-    last = k == len(params) - 1
-    a = _exact_layer(p.w, p.b, a, activation=None if last else activation)
-    out.append(a)
-  return out
+  """Exact activations of every hidden layer, then the logits ([B, n_k]):
+  the exact network's forward pass (``model.dense_mlp``), one jitted layer
+  at a time."""
+  mlp = model_lib.dense_mlp(params, activation=activation)
+  return [out.a[0] for out in mlp.iterate(None, jnp.asarray(x)[None],
+                                          call=_jitted)]
 
 
 # ---------------------------------------------------------------------------

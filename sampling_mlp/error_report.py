@@ -498,18 +498,16 @@ def write_report(rows: Sequence[Mapping], out_dir: str) -> list[str]:
       if not any(s["activation"] == act and s["training"] == training
                  for s in summary):
         continue
-      path = os.path.join(out_dir, plot_name("error_vs_depth", act, training))
-      plot_error_vs_depth(
-          summary, path, activation=act, training=training,
-          title=f"{r0['dataset']}, width {r0['hidden']}, {act}, {training}"
-          f"{nobias}: approximate vs exact forward pass")
-      paths.append(path)
+      figures = [("error_vs_depth", plot_error_vs_depth,
+                  f"{r0['dataset']}, width {r0['hidden']}, {act}, {training}"
+                  f"{nobias}: approximate vs exact forward pass")]
       if any(_subset(s) for s in summary):
-        path = os.path.join(out_dir, plot_name("theorem", act, training))
-        plot_theorem(
-            summary, path, activation=act, training=training,
-            title=f"measured vs the theorem: {r0['dataset']}, width "
-            f"{r0['hidden']}, {act}, {training}{nobias}")
+        figures.append(("theorem", plot_theorem,
+                        f"measured vs the theorem: {r0['dataset']}, width "
+                        f"{r0['hidden']}, {act}, {training}{nobias}"))
+      for kind, plot, title in figures:
+        path = os.path.join(out_dir, plot_name(kind, act, training))
+        plot(summary, path, activation=act, training=training, title=title)
         paths.append(path)
   return paths
 

@@ -122,8 +122,10 @@ def init_mlp(key: jax.Array, sizes: Sequence[int]) -> Params:
       init_layer(k, n, m) for k, n, m in zip(keys, sizes[:-1], sizes[1:]))
 
 
-def mlp_apply(params: Params, x: jax.Array, *, activation: str) -> jax.Array:
-  """Exact forward pass: every hidden layer then the linear output layer.
+def hidden_activations(params: Params, x: jax.Array, *,
+                       activation: str) -> list[jax.Array]:
+  """The exact forward pass: every hidden layer's activations, then the
+  logits.
 
   Args:
     params: tuple of LayerParams, hidden layers first.
@@ -131,17 +133,8 @@ def mlp_apply(params: Params, x: jax.Array, *, activation: str) -> jax.Array:
     activation: hidden activation name.
 
   Returns:
-    [B, num_classes] logits.
+    [B, n_k] per hidden layer, then [B, num_classes] logits.
   """
-  act = activation_fn(activation)
-  for p in params[:-1]:
-    x = act(dense(p, x))
-  return dense(params[-1], x)
-
-
-def hidden_activations(params: Params, x: jax.Array, *,
-                       activation: str) -> list[jax.Array]:
-  """Exact activations of every hidden layer and the logits, in order."""
   act = activation_fn(activation)
   outs = []
   for p in params[:-1]:
@@ -149,3 +142,8 @@ def hidden_activations(params: Params, x: jax.Array, *,
     outs.append(x)
   outs.append(dense(params[-1], x))
   return outs
+
+
+def mlp_apply(params: Params, x: jax.Array, *, activation: str) -> jax.Array:
+  """The exact logits [B, num_classes] (:func:`hidden_activations`' last)."""
+  return hidden_activations(params, x, activation=activation)[-1]

@@ -277,7 +277,6 @@ class MethodSpec:
 
   Attributes:
     name: the ``--method`` value.
-    summary: one line for help texts and tables.
     build: ``build(model, optim, config) -> MethodImpl``.
     config: the method's :class:`MethodConfig` class.
     analysis_grid: the option values the error analysis sweeps by default,
@@ -285,14 +284,21 @@ class MethodSpec:
     keep_all: option values under which the method computes every product
       exactly (it must then train as STANDARD does; the tests hold it to
       that), or None if it has no such setting.
+    summary: one line for help texts (default: the first paragraph of
+      ``build``'s docstring).
   """
 
   name: str
-  summary: str
   build: Callable[[ModelConfig, OptimConfig, Any], MethodImpl]
   config: type = NoOptions
   analysis_grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   keep_all: Mapping[str, Any] | None = None
+  summary: str = ""
+
+  def __post_init__(self):
+    if not self.summary:
+      doc = (getattr(self.build, "__doc__", None) or self.name).strip()
+      object.__setattr__(self, "summary", " ".join(doc.split("\n\n")[0].split()))
 
   @property
   def options(self) -> tuple[Option, ...]:

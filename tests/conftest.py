@@ -1,23 +1,9 @@
-"""Shared fixtures: a tiny synthetic dataset with the real Dataset shape."""
-
-from typing import NamedTuple
+"""Shared fixtures: a tiny synthetic dataset, a real ``data.Dataset``."""
 
 import numpy as np
 import pytest
 
-
-class Split(NamedTuple):
-  x: np.ndarray
-  y: np.ndarray
-
-
-class TinyDataset(NamedTuple):
-  name: str
-  train: Split
-  dev: Split
-  test: Split
-  num_classes: int
-  input_dim: int
+from sampling_mlp.data import Dataset, Split
 
 
 def make_tiny(n_train=512, n_eval=128, dim=20, classes=4, seed=0):
@@ -30,7 +16,7 @@ def make_tiny(n_train=512, n_eval=128, dim=20, classes=4, seed=0):
     x = centers[y] + rng.normal(size=(n, dim)).astype(np.float32)
     return Split(x.astype(np.float32), y)
 
-  return TinyDataset("tiny", split(n_train), split(n_eval), split(n_eval),
+  return Dataset("tiny", split(n_train), split(n_eval), split(n_eval),
                      classes, dim)
 
 

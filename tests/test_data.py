@@ -4,14 +4,7 @@ data on this machine."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import os
-from pathlib import Path
-import pickle
-import tarfile
-import urllib.error
 
 import numpy as np
 import pytest

@@ -3,14 +3,9 @@ downloads (mocked; nothing here touches the network)."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
-from pathlib import Path
-import pickle
-import tarfile
-import urllib.error
 
 import numpy as np
 import pytest
@@ -109,8 +104,9 @@ def test_download_moves_verified_files_into_cache(tmp_path, monkeypatch, small_d
   calls = []
   monkeypatch.setitem(data.REMOTE_FILES, "mnist", fake_remotes("mnist", files))
   # The first mirror is down: each file comes from the second.
+  first_mirror = data.REMOTE_FILES["mnist"][0].urls[0].rsplit("/", 1)[0]
   monkeypatch.setattr(data_files, "urlopen",
-                      serve(files, calls, fail_prefix=data_files.MNIST_MIRRORS[0]))
+                      serve(files, calls, fail_prefix=first_mirror))
   ds = data.load_dataset("mnist", data_dir=str(tmp_path / "empty"))
   cache = cache_dir(tmp_path, "mnist")
   assert sorted(os.listdir(cache)) == sorted(files)  # nothing else (no .part)

@@ -4,13 +4,8 @@ parsers and their errors."""
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import os
-from pathlib import Path
 import pickle
-import tarfile
-import urllib.error
 
 import numpy as np
 import pytest
@@ -18,7 +13,6 @@ import pytest
 from data_writers import *  # noqa: F401,F403  (writers and fixtures)
 from data_writers import isolated  # noqa: F401  (autouse)
 from sampling_mlp import data
-from sampling_mlp.data import files as data_files
 
 
 # --------------------------------------------------------------------------

@@ -7,15 +7,13 @@ before accounting for the fixed keys, which make every run identical.
 """
 
 import functools
-from typing import NamedTuple
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import experiment, layers, registry, train
+from sampling_mlp import data, experiment, layers, registry, train
 from sampling_mlp.methods import dropout
 from sampling_mlp.optim import OptimConfig
 
@@ -305,9 +303,9 @@ def test_standout_training_gradient_treats_mask_and_pi_as_constants():
   def all_grads(params):
     return (jax.grad(functools.partial(_loss, impl))(params, x, y, key),
             jax.grad(fixed_mask_loss)(params),
-            jax.grad(lambda p: jnp.sum(dropout.standout_expected_apply(
+            jax.grad(lambda p: jnp.sum(dropout.standout_expected(
                 p, x, alpha=impl.config.alpha, beta=impl.config.beta,
-                activation=impl.model.activation)))(params),
+                activation=impl.model.activation)[0]))(params),
             jax.grad(expected)(params, False),
             jax.grad(expected)(params, True))
 
@@ -396,20 +394,6 @@ def test_bad_standout_options_and_kernel_checks_raise():
 # End to end.
 
 
-class _Split(NamedTuple):
-  x: np.ndarray
-  y: np.ndarray
-
-
-class _Dataset(NamedTuple):
-  name: str
-  train: _Split
-  dev: _Split
-  test: _Split
-  num_classes: int
-  input_dim: int
-
-
 def _synthetic(n=192, dim=10, classes=3, seed=0):
   rng = np.random.default_rng(seed)
   centers = 3 * rng.normal(size=(classes, dim))
@@ -417,9 +401,9 @@ def _synthetic(n=192, dim=10, classes=3, seed=0):
   def split(k):
     y = rng.integers(0, classes, size=k).astype(np.int32)
     x = (centers[y] + rng.normal(size=(k, dim))).astype(np.float32)
-    return _Split(x, y)
+    return data.Split(x, y)
 
-  return _Dataset("synthetic", split(n), split(64), split(64), classes, dim)
+  return data.Dataset("synthetic", split(n), split(64), split(64), classes, dim)
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 
 from absl import flags
 from absl.testing import flagsaver

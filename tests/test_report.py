@@ -1,9 +1,7 @@
 """Tests for report.py: resumable JSON lines, tables and plots."""
 
-import json
 import math
 
-import pytest
 
 from sampling_mlp import experiment, report
 

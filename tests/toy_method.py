@@ -34,6 +34,8 @@ class TopDense(model.Dense):
 
 
 class Top(DenseStep):
+  """toy: keep each hidden layer's top nodes."""
+
   saves_compute = "no: computes every node, then keeps the top ones"
 
   def build_model(self, key, params):
@@ -44,6 +46,5 @@ class Top(DenseStep):
 
 
 SPEC = registry.register(registry.MethodSpec(
-    name="top_half", summary="toy: keep each layer's top nodes", build=Top,
-    config=TopConfig, analysis_grid={"top_fraction": (0.5,)},
-    keep_all={"top_fraction": 1.0}))
+    name="top_half", build=Top, config=TopConfig,
+    analysis_grid={"top_fraction": (0.5,)}, keep_all={"top_fraction": 1.0}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import json
 import os
 from pathlib import Path
 import shutil
@@ -63,7 +64,7 @@ class RemoteFile(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# Checksum table.
+# Checksum table (remote_files.json).
 #
 # dataset       | file(s)                  | checked            | digest source
 # mnist         | 4 IDX .gz                | size, SHA-256, MD5 | SHA-256: TFDS url_checksums/mnist.txt
@@ -82,76 +83,18 @@ class RemoteFile(NamedTuple):
 # checksummed, only parsed and validated.
 # ---------------------------------------------------------------------------
 
-MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-                  "https://storage.googleapis.com/cvdf-datasets/mnist/")
-_FASHION_MIRRORS = (
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
-_NORB_MIRRORS = ("https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/",)
-_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+def _load_remote_files() -> dict[str, tuple[RemoteFile, ...]]:
+  path = Path(__file__).with_name("remote_files.json")
+  with open(path, encoding="utf-8") as f:
+    table = json.load(f)
+  return {name: tuple(RemoteFile(r["filename"], tuple(r["urls"]), r["size"],
+                                 r["sha256"], r["md5"], r["digest_source"])
+                      for r in rows)
+          for name, rows in table.items()}
 
 
-def _mirrored(name: str, mirrors: Sequence[str], size: int, sha256: str | None,
-              md5: str | None, source: str) -> RemoteFile:
-  return RemoteFile(name, tuple(m + name for m in mirrors), size, sha256, md5,
-                    source)
-
-
-_TFDS = "TFDS url_checksums"
-REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
-    "mnist": (
-        _mirrored("train-images-idx3-ubyte.gz", MNIST_MIRRORS, 9912422,
-                  "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                  "f68b3c2dcbeaaa9fbdd348bbdeb94873", f"{_TFDS}; torchvision"),
-        _mirrored("train-labels-idx1-ubyte.gz", MNIST_MIRRORS, 28881,
-                  "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                  "d53e105ee54ea40749a09fcbcd1e9432", f"{_TFDS}; torchvision"),
-        _mirrored("t10k-images-idx3-ubyte.gz", MNIST_MIRRORS, 1648877,
-                  "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                  "9fb629c4189551a2d022fa330f9573f3", f"{_TFDS}; torchvision"),
-        _mirrored("t10k-labels-idx1-ubyte.gz", MNIST_MIRRORS, 4542,
-                  "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                  "ec29112dd5afa0611ce80d1b7f02629c", f"{_TFDS}; torchvision"),
-    ),
-    "fashion_mnist": (
-        _mirrored("train-images-idx3-ubyte.gz", _FASHION_MIRRORS, 26421880,
-                  "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                  "8d4fb7e6c68d591d4c3dfef9ec88bf0d", f"{_TFDS}; Zalando README"),
-        _mirrored("train-labels-idx1-ubyte.gz", _FASHION_MIRRORS, 29515,
-                  "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                  "25c81989df183df01b3e8a0aad5dffbe", f"{_TFDS}; Zalando README"),
-        _mirrored("t10k-images-idx3-ubyte.gz", _FASHION_MIRRORS, 4422102,
-                  "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                  "bef4ecab320f06d8554ea6380940ec79", f"{_TFDS}; Zalando README"),
-        _mirrored("t10k-labels-idx1-ubyte.gz", _FASHION_MIRRORS, 5148,
-                  "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                  "bb300cfdad3c16e7a12a480ee83cd310", f"{_TFDS}; Zalando README"),
-    ),
-    "norb": (
-        _mirrored("smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat.gz",
-                  _NORB_MIRRORS, 131896188,
-                  "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
-                  None, _TFDS),
-        _mirrored("smallnorb-5x46789x9x18x6x2x96x96-training-cat.mat.gz",
-                  _NORB_MIRRORS, 348,
-                  "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa",
-                  None, _TFDS),
-        _mirrored("smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat.gz",
-                  _NORB_MIRRORS, 130799817,
-                  "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474",
-                  None, _TFDS),
-        _mirrored("smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat.gz",
-                  _NORB_MIRRORS, 347,
-                  "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff",
-                  None, _TFDS),
-    ),
-    "cifar10_gray": (
-        RemoteFile("cifar-10-python.tar.gz", (_CIFAR_URL,), 170498071,
-                   "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                   "c58f30108f718f92721af3b95e74349a",
-                   "MD5: authors' page and torchvision; SHA-256: Keras"),
-    ),
-}
+# Every file a dataset downloads: mirrors, size and digests.
+REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = _load_remote_files()
 
 
 # Logical file -> base name on disk (each also accepted with ".gz").

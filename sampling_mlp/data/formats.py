@@ -79,6 +79,18 @@ def _check_end(stream: BinaryIO, path: Path) -> None:
                        "declares; the file is corrupt or not this format")
 
 
+def _read_array(stream: BinaryIO, path: Path, dims: tuple[int, ...],
+                dtype: np.dtype) -> np.ndarray:
+  """The data after a header: exactly ``prod(dims)`` entries of ``dtype``
+  and nothing after them, as a writable native-order array."""
+  nbytes = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+  _check_size(path, stream, nbytes)
+  data = _read_exact(stream, nbytes, path, f"data of shape {list(dims)}")
+  _check_end(stream, path)
+  data = data.view(dtype).reshape(dims)
+  return data if dtype.itemsize == 1 else data.astype(dtype.newbyteorder("="))
+
+
 def _parse(path: str | os.PathLike, body: Callable[[BinaryIO, Path], np.ndarray]
            ) -> np.ndarray:
   path = Path(path)
@@ -124,13 +136,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     ndim = head[3]
     dims = tuple(int(d) for d in np.frombuffer(
         _read_exact(stream, 4 * ndim, path, "IDX dimensions"), dtype=">u4"))
-    dtype = np.dtype(_IDX_DTYPES[head[2]])
-    nbytes = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
-    _check_size(path, stream, nbytes)
-    data = _read_exact(stream, nbytes, path, f"data of shape {list(dims)}")
-    _check_end(stream, path)
-    data = data.view(dtype).reshape(dims)
-    return data if dtype.itemsize == 1 else data.astype(dtype.newbyteorder("="))
+    return _read_array(stream, path, dims, np.dtype(_IDX_DTYPES[head[2]]))
 
   return _parse(path, body)
 
@@ -173,13 +179,7 @@ def load_norb_mat(path: str | os.PathLike) -> np.ndarray:
         dtype="<i4"))[:ndim]
     if min(dims) < 0:
       raise DatasetError(f"{path}: bad NORB header: negative dimension in {dims}")
-    dtype = np.dtype(_NORB_DTYPES[magic])
-    nbytes = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
-    _check_size(path, stream, nbytes)
-    data = _read_exact(stream, nbytes, path, f"data of shape {list(dims)}")
-    _check_end(stream, path)
-    data = data.view(dtype).reshape(dims)
-    return data if dtype.itemsize == 1 else data.astype(dtype.newbyteorder("="))
+    return _read_array(stream, path, dims, np.dtype(_NORB_DTYPES[magic]))
 
   return _parse(path, body)
 

@@ -31,7 +31,7 @@ Gradients of standout:
   weights.  This is Ba and Frey's tied-weights variant, which does not
   backpropagate through the sampling (no REINFORCE-style or relaxed gradient
   for ``pi``).
-* Evaluation (:meth:`Standout.predict`): ``f(z) * pi`` is an ordinary
+* Evaluation (:func:`standout_expected`): ``f(z) * pi`` is an ordinary
   deterministic function and ``pi`` is *not* stopped, so differentiating it
   would include ``d pi / d z``.  It is used for evaluation only, never for
   training.
@@ -161,9 +161,9 @@ def standout_layer(key: jax.Array, a: jax.Array, layer: layers.LayerParams, *,
   return LayerOut(z, jnp.where(m, h, jnp.zeros_like(h)), m, pi)
 
 
-def standout_expected_apply(params: layers.Params, x: jax.Array, *,
-                            alpha: float, beta: float,
-                            activation: str) -> jax.Array:
+def standout_expected(params: layers.Params, x: jax.Array, *, alpha: float,
+                      beta: float, activation: str
+                      ) -> tuple[jax.Array, list[jax.Array]]:
   """Evaluation forward pass of standout: ``a = f(z) * pi`` (expected mask).
 
   ``pi`` is differentiable here (this path is for evaluation only).
@@ -175,14 +175,17 @@ def standout_expected_apply(params: layers.Params, x: jax.Array, *,
     activation: hidden activation name.
 
   Returns:
-    [B, num_classes] logits.
+    ([B, num_classes] logits, per hidden layer its keep probabilities
+    [B, n_k]).
   """
   act = layers.activation_fn(activation)
-  a = x
+  a, probs = x, []
   for p in params[:-1]:
     z = layers.dense(p, a)
-    a = act(z) * standout_keep_probs(z, alpha=alpha, beta=beta)
-  return layers.dense(params[-1], a)
+    pi = standout_keep_probs(z, alpha=alpha, beta=beta)
+    a = act(z) * pi
+    probs.append(pi)
+  return layers.dense(params[-1], a), probs
 
 
 # -- layer modules ------------------------------------------------------------------
@@ -248,7 +251,8 @@ class StandoutConfig(registry.MethodConfig):
 
 
 class Dropout(DenseStep):
-  """Inverted dropout on every hidden layer; exact evaluation (the default)."""
+  """Dropout: keep each hidden node with probability keep_prob (inverted
+  scaling); exact evaluation."""
 
   saves_compute = "no: masks a dense product"
 
@@ -260,7 +264,8 @@ class Dropout(DenseStep):
 
 
 class Standout(DenseStep):
-  """Adaptive dropout (Ba and Frey 2013); evaluation with the expected mask."""
+  """Adaptive dropout / standout (Ba and Frey 2013): keep node j with
+  probability sigmoid(alpha z_j + beta); evaluation with the expected mask."""
 
   saves_compute = ("no: needs every node's pre-activation z for its keep "
                    "probability, then masks the dense product")
@@ -271,45 +276,29 @@ class Standout(DenseStep):
         p, activation=self.model.activation, alpha=float(self.config.alpha),
         beta=float(self.config.beta)))
 
-  def predict(self, state, x):
-    return standout_expected_apply(
+  def _expected(self, state, x):
+    return standout_expected(
         self.params_of(state), x, alpha=float(self.config.alpha),
         beta=float(self.config.beta), activation=self.model.activation)
 
+  def predict(self, state, x):
+    return self._expected(state, x)[0]
+
   def diagnostics(self, state, x, key, *, batch_size):
-    """Mean keep probability per hidden layer (exact activations, no masks).
+    """Mean keep probability per hidden layer of the evaluation pass.
 
     Standout keeps far more than dropout's 5% at the authors' alpha and beta
     (``sigmoid(1) = 0.73`` at ``z = 0``), which matters when comparing them.
     """
     del key, batch_size
-    act = layers.activation_fn(self.model.activation)
-    alpha, beta = float(self.config.alpha), float(self.config.beta)
-    means = []
-    a = x
-    for p in self.params_of(state)[:-1]:
-      z = layers.dense(p, a)
-      pi = standout_keep_probs(z, alpha=alpha, beta=beta)
-      means.append(jnp.mean(pi))
-      a = act(z) * pi
-    return {"standout_keep_prob": jnp.stack(means)} if means else {}
+    probs = self._expected(state, x)[1]
+    return ({"standout_keep_prob": jnp.stack([jnp.mean(p) for p in probs])}
+            if probs else {})
 
 
 DROPOUT_SPEC = registry.register(registry.MethodSpec(
-    name="dropout",
-    summary=("Dropout: keep each hidden node with probability keep_prob "
-             "(inverted scaling), exact evaluation"),
-    build=Dropout,
-    config=DropoutConfig,
-    analysis_grid={"keep_prob": (0.05, 0.5)},
-    keep_all={"keep_prob": 1.0},
-))
+    name="dropout", build=Dropout, config=DropoutConfig,
+    analysis_grid={"keep_prob": (0.05, 0.5)}, keep_all={"keep_prob": 1.0}))
 
 STANDOUT_SPEC = registry.register(registry.MethodSpec(
-    name="adaptive_dropout",
-    summary=("Adaptive dropout / standout (Ba and Frey 2013): keep node j "
-             "with probability sigmoid(alpha z_j + beta), evaluate with the "
-             "expected mask"),
-    build=Standout,
-    config=StandoutConfig,
-))
+    name="adaptive_dropout", build=Standout, config=StandoutConfig))

@@ -42,7 +42,7 @@ class DenseStep(registry.MethodImpl):
 
 
 class Standard(DenseStep):
-  """Exact forward and backward passes."""
+  """STANDARD: exact forward and backward passes, dense Adam."""
 
   saves_compute = "no: the exact baseline"
 
@@ -52,8 +52,4 @@ class Standard(DenseStep):
 
 
 SPEC = registry.register(registry.MethodSpec(
-    name="standard",
-    summary="exact training (STANDARD)",
-    build=Standard,
-    keep_all={},
-))
+    name="standard", build=Standard, keep_all={}))

@@ -101,8 +101,12 @@ class ALSHConfig(registry.MethodConfig):
 
 
 class ALSH(registry.MethodImpl):
-  """ALSH-APPROX (see the module docstring).  ``opt_state`` is the update
-  count: the moments live in the layers' slabs."""
+  """ALSH-APPROX: active nodes by asymmetric LSH (Spring and Shrivastava
+  2017).
+
+  See the module docstring.  ``opt_state`` is the update count: the moments
+  live in the layers' slabs.
+  """
 
   saves_compute = "yes: gathers only the active blocks and updates only them"
   _warned = False
@@ -308,12 +312,7 @@ class ALSH(registry.MethodImpl):
 
 
 SPEC = registry.register(registry.MethodSpec(
-    name="alsh",
-    summary="ALSH-APPROX: active nodes by asymmetric LSH (Spring and "
-    "Shrivastava 2017)",
-    build=ALSH,
-    config=ALSHConfig,
-    analysis_grid={"alsh_transform": kernels.TRANSFORMS,
-                   "alsh_hash": kernels.HASHES},
+    name="alsh", build=ALSH, config=ALSHConfig,
     keep_all={"alsh_active_fraction": 1.0},
-))
+    analysis_grid={"alsh_transform": kernels.TRANSFORMS,
+                   "alsh_hash": kernels.HASHES}))

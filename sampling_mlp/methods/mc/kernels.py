@@ -275,14 +275,8 @@ def _sample_bernoulli(key, weights, c, s):
 def sample_pairs_with_info(
     key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
     sampler: str) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-  """Like `sample_pairs`, plus the kept count for logging Bernoulli overflow.
-
-  Args:
-    key: typed PRNG key (unused by `topk`).
-    a: [B, n].
-    w: [n, m].
-    num_samples: c, a Python int in [1, n].
-    sampler: one of `SAMPLERS`.
+  """`sample_pairs` (same arguments), plus the kept count for logging
+  Bernoulli overflow.
 
   Returns:
     `(idx, scale, info)`: idx int32 [s] and scale [s] as in `sample_pairs`;
@@ -517,41 +511,26 @@ def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
 # Closed-form errors.
 
 
+def _norms_and_product(a: jax.Array, w: jax.Array):
+  """``pair_norms(a, w)`` [n] and ``||a @ w||_F^2``, in float32."""
+  exact = a.astype(jnp.float32) @ w.astype(jnp.float32)
+  return pair_norms(a, w), jnp.sum(exact * exact)
+
+
 def exact_mse_crs(a: jax.Array, w: jax.Array, c: int) -> jax.Array:
-  """`E ||a @ w - est||_F^2` of the CRS estimate (Drineas et al. 2006, Lemma 4).
-
-  `(1/c) [(sum_t ||a[:, t]|| ||w[t, :]||)^2 - ||a @ w||_F^2]`.
-
-  Args:
-    a: [B, n].
-    w: [n, m].
-    c: number of draws (Python int >= 1).
-
-  Returns:
-    Scalar float32.
-  """
-  norms = pair_norms(a, w)
-  exact = (a.astype(jnp.float32) @ w.astype(jnp.float32))
-  return (jnp.sum(norms) ** 2 - jnp.sum(exact * exact)) / c
+  """`E ||a @ w - est||_F^2` of CRS with c draws (Drineas et al. 2006,
+  Lemma 4), a float32 scalar for a [B, n] and w [n, m]:
+  `(1/c) [(sum_t ||a[:, t]|| ||w[t, :]||)^2 - ||a @ w||_F^2]`."""
+  norms, sq = _norms_and_product(a, w)
+  return (jnp.sum(norms) ** 2 - sq) / c
 
 
 def exact_mse_uniform(a: jax.Array, w: jax.Array, c: int) -> jax.Array:
-  """`E ||a @ w - est||_F^2` of uniform sampling with replacement.
-
-  `(1/c) [n sum_t ||a[:, t]||^2 ||w[t, :]||^2 - ||a @ w||_F^2]`.
-
-  Args:
-    a: [B, n].
-    w: [n, m].
-    c: number of draws (Python int >= 1).
-
-  Returns:
-    Scalar float32.
-  """
-  norms = pair_norms(a, w)
-  exact = (a.astype(jnp.float32) @ w.astype(jnp.float32))
-  n = norms.shape[0]
-  return (n * jnp.sum(norms * norms) - jnp.sum(exact * exact)) / c
+  """`E ||a @ w - est||_F^2` of c uniform draws with replacement, a float32
+  scalar for a [B, n] and w [n, m]:
+  `(1/c) [n sum_t ||a[:, t]||^2 ||w[t, :]||^2 - ||a @ w||_F^2]`."""
+  norms, sq = _norms_and_product(a, w)
+  return (norms.shape[0] * jnp.sum(norms * norms) - sq) / c
 
 
 def exact_mse_bernoulli(a: jax.Array, w: jax.Array, q: jax.Array) -> jax.Array:

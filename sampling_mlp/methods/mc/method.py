@@ -168,7 +168,11 @@ class MCConfig(registry.MethodConfig):
 
 
 class MC(registry.MethodImpl):
-  """MC-APPROX (see the module docstring)."""
+  """MC-APPROX: products estimated from sampled column-row pairs (Drineas et
+  al. 2006; Adelman et al. 2021).
+
+  See the module docstring.
+  """
 
   saves_compute = ("yes in forward mode: multiplies only the sampled rows "
                    "and updates only them")
@@ -293,11 +297,5 @@ class MC(registry.MethodImpl):
 
 
 SPEC = registry.register(registry.MethodSpec(
-    name="mc",
-    summary="MC-APPROX: products estimated from sampled column-row pairs "
-    "(Drineas et al. 2006; Adelman et al. 2021)",
-    build=MC,
-    config=MCConfig,
-    analysis_grid={"mc_sampler": kernels.SAMPLERS, "mc_ratio": (0.1, 0.5)},
-    keep_all={"mc_ratio": 1.0},
-))
+    name="mc", build=MC, config=MCConfig, keep_all={"mc_ratio": 1.0},
+    analysis_grid={"mc_sampler": kernels.SAMPLERS, "mc_ratio": (0.1, 0.5)}))
