@@ -26,23 +26,9 @@ learning rate) and ``<dataset>_error.png`` (final relative error per layer,
 a line per batch size and loss axis, a panel per learning rate).  The
 reading is printed too.
 
-What it showed (quick scale, Fashion-MNIST: 1,500 training examples, 3
-epochs, 7 hidden layers of 1000, ``--mc_ratio=0.1``; on a shared CPU, so
-times are noisy):
-
-* with the example's batch-axis loss at batch size 1 the training loss is
-  exactly 0 in every epoch and dev accuracy stays at its initial 0.08: the
-  bug alone makes MC-APPROX_S fail;
-* with the correct loss, MC at batch size 1 learns at lr 1e-3 (dev 0.38,
-  standard at batch size 1: 0.40) but not, within 3 epochs, at lr 1e-4
-  (0.11; standard: 0.64);
-* the estimator's relative error per sampled layer is *lower* at batch
-  size 1 than at 64: 1.45 at initialisation and 0.10 after training at lr
-  1e-3, against 1.4 to 2.3 at batch size 64, where MC at 7 layers does not
-  learn in the 69 steps these 3 epochs give it (standard reaches 0.57).
-
-So the single-sample estimate itself is not what fails; the printed reading
-recomputes these statements from the results of any run.
+The reading printed (and written to the table) recomputes its statements
+from the results of any run; docs/REPRODUCTION.md discusses the quick-scale
+results.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 // CPU kernels for ALSH-APPROX at batch size 1, called from JAX through the
-// XLA FFI (see sampling_mlp/native.py, which compiles and registers them).
+// XLA FFI (see sampling_mlp/methods/alsh/native.py, which compiles and
+// registers them).
 //
 // Under XLA on a CPU, gathering a few rows of a large matrix, updating them
 // and scattering them back runs as element-by-element loops, and each of
@@ -7,10 +8,11 @@
 // AlshTrainStep does a whole step -- hashing, selection, the sparse forward
 // and backward passes and the optimizer -- in one call, reading and
 // updating the active rows in place; AlshSelectActive is its selection
-// alone.  They compute what sampling_mlp/alsh.py computes with jax.numpy --
+// alone.  They compute what sampling_mlp/methods/alsh/ (kernels.py, layer.py,
+// method.py) computes with jax.numpy, the definition --
 // the same hash codes and the same tie-breaking, bit for bit; the same sums
 // and the same Adam update up to float32 rounding -- and
-// tests/test_native.py compares the two.
+// tests/test_alsh_native.py compares the two.
 
 #include <algorithm>
 #include <cmath>
@@ -30,7 +32,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 // MurmurHash3 finaliser of (index * golden ratio) ^ seed, top 24 bits scaled
-// into [0, 1/2); must match alsh.tie_noise bit for bit.
+// into [0, 1/2); must match kernels.tie_noise bit for bit.
 inline float TieNoise(uint32_t seed, uint32_t i) {
   uint32_t h = i * 0x9E3779B9u;
   h ^= seed;
@@ -122,7 +124,7 @@ void ProjectNarrow(const float* __restrict__ unit, const uint32_t* rows,
 }
 
 // Bucket codes of one query in each of L tables, as
-// alsh.sparse_query_codes computes them: the query a (non-zero only on
+// kernels.sparse_query_codes computes them: the query a (non-zero only on
 // `rows`, or dense) is normalised, projected (proj [n_in, L*K], plus the
 // projection `tail` of the transform's constant components), and each
 // table's K components are combined with `mult` [L, K] in wrapping int32
@@ -208,7 +210,7 @@ constexpr int64_t kRankMax = 256;
 // The active set from the query's codes q [L] and the tables t [L, n]:
 // every node's collision count plus its tie noise is its score, and the
 // `budget` largest scores are written to out in lax.top_k's order
-// (descending score, ties by lower index), as alsh.select_active does.  A
+// (descending score, ties by lower index), as kernels.select_active does.  A
 // non-negative float's bits order like the float, so the pair (score bits,
 // -index) orders nodes exactly so, and no two nodes tie.  Nodes above the
 // threshold level (the count at which the budget runs out) are all taken,
@@ -314,7 +316,7 @@ int32_t SelectTop(const int32_t* q, const int32_t* t, int64_t L, int64_t n,
   return static_cast<int32_t>(colliding);
 }
 
-// One layer's hash functions (alsh.QueryHash) and its nodes' tables.
+// One layer's hash functions (kernels.QueryHash) and its nodes' tables.
 struct LayerHash {
   const float* proj;     // [n_in, L*K]
   const float* tail;     // [L*K]
@@ -623,9 +625,9 @@ void Scatter(Block& blk, int64_t at, const uint32_t* offsets, int64_t len,
 // rows of the first layer (whole rows: its input is dense), the
 // [active x previous active] blocks after it, the output layer's rows of
 // the last active set, and all biases on the way.  That is what
-// alsh.ALSH.train_step does with jax.numpy, in one pass.
+// ALSH.train_step (method.py) does with jax.numpy, in one pass.
 //
-// Layouts (alsh.ALSH): first hidden layer w [n_1, S, D], b [n_1, S]; later
+// Layouts (layer.py): first hidden layer w [n_1, S, D], b [n_1, S]; later
 // hidden layers w [n_k, n_{k-1}, S], b [n_k, S]; output w [n_d, S, C],
 // b [C, S]; S = 3 (Adam: parameter, first, second moment) or 1 (SGD).
 // Remaining args: per hidden layer w, b, proj, tail, offsets, bucket width,
