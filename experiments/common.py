@@ -8,9 +8,12 @@ take lists (``--hidden=1000,4096``) in every entry point.
 Scale: every reproduction entry point takes ``--scale=quick`` (default: a
 reduced setting that finishes in minutes on a 2-core CPU) or
 ``--scale=paper`` (the paper's sizes: 50 epochs, full data, width 1000).  An
-entry point declares its presets, ``{scale: {flag: value}}``, and calls
-:func:`apply_scale` first thing in ``main``; a preset sets a flag only if the
-command line did not, so ``--scale=paper --epochs=5`` runs 5 epochs.
+entry point declares its presets (:func:`presets`) and builds its ``main``
+with :func:`study`, which applies the preset and makes the entry point's one
+call into the library; a preset sets a flag only if the command line did
+not, so ``--scale=paper --epochs=5`` runs 5 epochs.  :func:`grid` and
+:func:`runner` turn the shared flags into the library's
+``studies.Grid`` and ``studies.Runner``.
 """
 
 from __future__ import annotations
