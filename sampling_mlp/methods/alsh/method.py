@@ -29,7 +29,7 @@ from flax import nnx
 from sampling_mlp import model as model_lib
 from sampling_mlp import registry
 from sampling_mlp.layers import LayerParams
-from sampling_mlp.methods.alsh import kernels, native, schedule
+from sampling_mlp.methods.alsh import kernels, schedule
 from sampling_mlp.methods.alsh.layer import (
     ActiveLayer, SparseOutput, update_slab, update_slab_masked, update_slots)
 
@@ -162,6 +162,9 @@ class ALSH(registry.MethodImpl):
     first one is traced, so nothing is compiled before it is needed)."""
     if self.config.kernel == "xla":
       return False
+    # Imported here: importing the package must not load the kernels'
+    # module (``python -m ...alsh.native --build`` runs it as __main__).
+    from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
     if self.config.kernel == "native":
       native.require()
       return True
@@ -180,6 +183,7 @@ class ALSH(registry.MethodImpl):
     depth = len(hidden)
     count = state.opt_state + 1
     if batch == 1 and depth and self._use_native():
+      from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
       new, loss, coll = native.train_step(
           tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
           tuple(l.query for l in hidden), tuple(l.table[...] for l in hidden),

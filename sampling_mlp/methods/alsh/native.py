@@ -110,7 +110,9 @@ def cache_dir() -> pathlib.Path:
 def _build(cxx: str) -> pathlib.Path:
   """Compiles the kernels (or finds them in the cache); returns the .so path."""
   import jaxlib  # pylint: disable=import-outside-toplevel
-  src = SOURCE.read_bytes()
+  # The source and the headers it includes.
+  src = b"\0".join(f.read_bytes() for f in sorted(SOURCE.parent.iterdir())
+                   if f.suffix in (".cc", ".h"))
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
                            check=False).stdout
   key = hashlib.sha256(b"\0".join(
