@@ -361,9 +361,19 @@ def _load_builtins() -> None:
                           f"which cannot be imported: {e}") from e
 
 
+def _rank(spec: MethodSpec) -> int:
+  """STANDARD first, then the built-in methods, then any others."""
+  if spec.name == "standard":
+    return 0
+  module = getattr(spec.build, "__module__", "") or ""
+  return 1 if module.startswith("sampling_mlp.methods") else 2
+
+
 def names() -> tuple[str, ...]:
+  """Every registered method: STANDARD, the built-ins in the order their
+  modules register them, then methods registered elsewhere."""
   _load_builtins()
-  return tuple(_REGISTRY)
+  return tuple(sorted(_REGISTRY, key=lambda n: _rank(_REGISTRY[n])))
 
 
 def get(name: str) -> MethodSpec:
