@@ -24,6 +24,11 @@ from sampling_mlp import layers
 from sampling_mlp.layers import LayerOut, LayerParams
 
 
+class Slab(nnx.Variable):
+  """A parameter stacked with its optimizer moments on a slot axis
+  (``optim.init_slab``): sparse methods update it in place."""
+
+
 class Layer(nnx.Module):
   """What the MLP and the analysis ask of every layer module.
 

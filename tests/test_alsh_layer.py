@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sampling_mlp import layers
+from sampling_mlp import layers, optim
 from sampling_mlp.layers import LayerParams
 from sampling_mlp.methods.alsh import kernels, layer
 from sampling_mlp.optim import OptimConfig
@@ -95,13 +95,13 @@ def test_module_call_is_the_example_function_per_example(batch):
 def test_slab_layout_round_trips_and_updates_only_given_entries():
   cfg = OptimConfig()
   p = jax.random.normal(jax.random.key(7), (4, 5))
-  slab = layer.init_slab(cfg, p, axis=1)
+  slab = optim.init_slab(cfg, p, axis=1)
   assert slab.shape == (4, 3, 5)
   np.testing.assert_array_equal(slab[:, 0], p)
   np.testing.assert_array_equal(slab[:, 1:], 0.0)
   g = jnp.ones((4, 5))
   mask = jnp.zeros((4, 5), bool).at[1].set(True)
-  new = layer.update_slab_masked(cfg, slab, g, mask, jnp.asarray(1), axis=1)
+  new = optim.update_slab_masked(cfg, slab, g, mask, jnp.asarray(1), axis=1)
   np.testing.assert_array_equal(new[jnp.array([0, 2, 3])],
                                 slab[jnp.array([0, 2, 3])])
   np.testing.assert_allclose(new[1, 0], p[1] - 1e-3, rtol=1e-4)

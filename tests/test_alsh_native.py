@@ -23,7 +23,7 @@ from sampling_mlp import registry, train
 from sampling_mlp.layers import LayerParams
 from sampling_mlp.methods import alsh
 from sampling_mlp.methods.alsh import native
-from sampling_mlp.methods.alsh.layer import Slab
+from sampling_mlp.model import Slab
 from sampling_mlp.optim import OptimConfig
 
 

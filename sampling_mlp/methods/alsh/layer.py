@@ -35,56 +35,6 @@ from sampling_mlp.layers import LayerOut, LayerParams
 from sampling_mlp.methods.alsh import kernels
 
 
-# -- slabs ------------------------------------------------------------------------
-
-
-class Slab(nnx.Variable):
-  """A parameter stacked with its optimizer moments on a slot axis."""
-
-
-class Table(nnx.Variable):
-  """Every node's bucket code in every table, int32 [L, n]."""
-
-
-def init_slab(cfg: optim.OptimConfig, p: jax.Array, axis: int) -> jax.Array:
-  """``p`` with a slot axis at ``axis``: the parameter, then (Adam) zero
-  first and second moments."""
-  if cfg.name == "adam":
-    return jnp.stack([p, jnp.zeros_like(p), jnp.zeros_like(p)], axis=axis)
-  return jnp.expand_dims(p, axis)
-
-
-def update_slots(cfg: optim.OptimConfig, slab: jax.Array, g: jax.Array,
-                 count: jax.Array, axis: int) -> tuple:
-  """The updated slots of gathered slab entries (``optim.slot_update``).
-
-  Args:
-    cfg: the optimizer's settings.
-    slab: gathered entries, slot axis at ``axis``.
-    g: their gradient (the same shape without the slot axis).
-    count: [] int32, the update count including this step.
-    axis: the slot axis.
-
-  Returns:
-    A tuple of S arrays shaped like ``g``.  Callers scatter each slot back
-    on its own: stacking them first fuses into one unvectorised loop on a
-    CPU.
-  """
-  slots = tuple(jnp.take(slab, i, axis=axis) for i in range(slab.shape[axis]))
-  return optim.slot_update(cfg, slots, g, count)
-
-
-def update_slab(cfg, slab, g, count, axis: int) -> jax.Array:
-  """Updated slab entries, slots stacked back on ``axis``."""
-  return jnp.stack(update_slots(cfg, slab, g, count, axis), axis=axis)
-
-
-def update_slab_masked(cfg, slab, g, mask, count, axis: int) -> jax.Array:
-  """Dense-cost lazy update of a whole slab; False entries stay untouched."""
-  return jnp.where(jnp.expand_dims(mask, axis),
-                   update_slab(cfg, slab, g, count, axis), slab)
-
-
 # -- the per-layer function ------------------------------------------------------
 
 
@@ -191,6 +141,10 @@ def _scatter(vals: jax.Array, idx: jax.Array, n: int) -> jax.Array:
       jnp.arange(vals.shape[0])[:, None], idx].set(vals)
 
 
+class Table(nnx.Variable):
+  """Every node's bucket code in every table, int32 [L, n]."""
+
+
 class ActiveLayer(model_lib.Layer):
   """A hidden layer of ALSH-APPROX: slabs, hash functions and table."""
 
@@ -206,8 +160,9 @@ class ActiveLayer(model_lib.Layer):
     first = reads is None
     self.reads = n_in if first else reads
     self.slot_axis = 1 if first else 2
-    self.w = Slab(init_slab(optim_cfg, params.w.T, self.slot_axis))
-    self.b = Slab(init_slab(optim_cfg, params.b[:, None], 1)[:, :, 0])
+    slab = lambda p, axis: optim.init_slab(optim_cfg, p, axis)
+    self.w = model_lib.Slab(slab(params.w.T, self.slot_axis))
+    self.b = model_lib.Slab(slab(params.b[:, None], 1)[:, :, 0])
     self.hashes = nnx.data(hashes)
     self.query = nnx.data(kernels.query_hash(hashes, n_in,
                                              transform=transform, m=m))
@@ -260,8 +215,9 @@ class SparseOutput(model_lib.Layer):
 
   def __init__(self, params: LayerParams, *, optim_cfg: optim.OptimConfig,
                reads: int):
-    self.w = Slab(init_slab(optim_cfg, params.w, 1))
-    self.b = Slab(init_slab(optim_cfg, params.b[:, None], 1)[:, :, 0])
+    self.w = model_lib.Slab(optim.init_slab(optim_cfg, params.w, 1))
+    self.b = model_lib.Slab(
+        optim.init_slab(optim_cfg, params.b[:, None], 1)[:, :, 0])
     self.reads = reads  # inputs per example: the last budget, or n_in
     self.activation = None
 

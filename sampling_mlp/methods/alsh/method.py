@@ -30,8 +30,8 @@ from sampling_mlp import model as model_lib
 from sampling_mlp import registry
 from sampling_mlp.layers import LayerParams
 from sampling_mlp.methods.alsh import kernels, schedule
-from sampling_mlp.methods.alsh.layer import (
-    ActiveLayer, SparseOutput, update_slab, update_slab_masked, update_slots)
+from sampling_mlp.methods.alsh.layer import ActiveLayer, SparseOutput
+from sampling_mlp.optim import update_slab, update_slab_masked, update_slots
 
 
 def _in_open_unit(v):
