@@ -124,7 +124,8 @@ class LazyOptimizer(NamedTuple):
     update: ``update(grads, state, params, indices=None) -> (params,
       state)``.  ``indices`` is None (every leaf dense) or the parameters'
       pytree with None (dense) or a :class:`Rows` at each leaf; a sparse
-      leaf's gradient holds only the indexed rows.
+      leaf's gradient holds only the indexed rows.  A parameter given as
+      None is skipped (its gradient and moments are None too).
   """
 
   init: Callable[[Any], LazyState]
@@ -148,6 +149,8 @@ def lazy(cfg: OptimConfig) -> LazyOptimizer:
     return LazyState(jnp.zeros([], jnp.int32), empty, empty)
 
   def leaf(index, g, p, m, v, count):
+    if p is None:  # a parameter another update owns
+      return None, None, None
     if index is None:
       if cfg.name == "sgd":
         return p - cfg.learning_rate * g, m, v
@@ -169,8 +172,11 @@ def lazy(cfg: OptimConfig) -> LazyOptimizer:
         lambda i, g, p, m, v: leaf(i, g, p, m, v, count), indices, grads,
         params, state.mu, state.nu,
         is_leaf=lambda x: x is None or isinstance(x, Rows))
-    # ``new`` holds a (p, m, v) triple where ``params`` holds an array.
-    pick = lambda i: jax.tree.map(lambda _, t: t[i], params, new)
+    # ``new`` holds a (p, m, v) triple where ``params`` holds an array (or
+    # None).
+    pick = lambda i: jax.tree.map(lambda _, t: t[i], indices, new,
+                                  is_leaf=lambda x: x is None or
+                                  isinstance(x, Rows))
     return pick(0), LazyState(count, pick(1), pick(2))
 
   return LazyOptimizer(init, update)

@@ -181,10 +181,7 @@ def pair_norms(a: jax.Array, w: jax.Array) -> jax.Array:
   Returns:
     [n] float32, `||a[:, t]|| * ||w[t, :]||`.
   """
-  a32 = a.astype(jnp.float32)
-  w32 = w.astype(jnp.float32)
-  return jnp.sqrt(jnp.sum(a32 * a32, axis=0)) * jnp.sqrt(
-      jnp.sum(w32 * w32, axis=1))
+  return norms(a, axis=0) * norms(w, axis=1)
 
 
 def crs_probs(weights: jax.Array) -> jax.Array:
@@ -272,9 +269,53 @@ def _sample_bernoulli(key, weights, c, s):
   return idx, scale, count
 
 
+def sample_from_weights(key: jax.Array, weights: jax.Array | None, *, n: int,
+                        num_samples: int, sampler: str
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Draws c of n column-row pairs from their norm products.
+
+  Args:
+    key: typed PRNG key (unused by `topk`).
+    weights: [n] non-negative norm products `||a[:, t]|| ||w[t, :]||`
+      (None for `uniform`, which reads none).
+    n: the number of pairs.
+    num_samples: c, a Python int in [1, n].
+    sampler: one of `SAMPLERS`.
+
+  Returns:
+    `(idx, scale, count)`: int32 [s], float32 [s] (see `sample_pairs`), and
+    the pairs kept before truncation to the buffer (c but for `bernoulli`).
+  """
+  c = num_samples
+  if sampler == "bernoulli":
+    idx, scale, count = _sample_bernoulli(key, weights, c,
+                                          bernoulli_buffer_size(n, c))
+    return idx.astype(jnp.int32), scale, count
+  if sampler == "crs":
+    p = crs_probs(weights)
+    idx = jax.random.choice(key, n, (c,), replace=True, p=p)
+    p_idx = p[idx]
+    # Zero-probability pairs are never drawn; the guard only avoids inf.
+    scale = 1.0 / (c * jnp.where(p_idx > 0, p_idx, 1.0))
+  elif sampler == "uniform":
+    idx = jax.random.randint(key, (c,), 0, n)
+    scale = jnp.full((c,), n / c, jnp.float32)
+  else:  # topk
+    _, idx = jax.lax.top_k(weights, c)
+    scale = jnp.ones((c,), jnp.float32)
+  return idx.astype(jnp.int32), scale, jnp.asarray(c, jnp.int32)
+
+
+def norms(x: jax.Array, *, axis: int) -> jax.Array:
+  """Euclidean norms of the slices of ``x`` along ``axis``, in float32."""
+  x32 = x.astype(jnp.float32)
+  return jnp.sqrt(jnp.sum(x32 * x32, axis=axis))
+
+
 def sample_pairs_with_info(
     key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
-    sampler: str) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    sampler: str, w_norms: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """`sample_pairs` (same arguments), plus the kept count for logging
   Bernoulli overflow.
 
@@ -291,34 +332,29 @@ def sample_pairs_with_info(
     raise ValueError(
         f"num_samples must be in [1, n = {n}], got {c}; mc_matmul treats "
         f"num_samples >= n as the exact product.")
+  if w_norms is not None and w_norms.shape != (n,):
+    raise ValueError(f"w_norms must be [n = {n}], the norms of w's rows, got "
+                     f"shape {tuple(w_norms.shape)}.")
   # Sampling probabilities and scales are constants for differentiation.
   a = jax.lax.stop_gradient(a)
   w = jax.lax.stop_gradient(w)
   dtype = jnp.result_type(a.dtype, w.dtype)
-  if sampler == "bernoulli":
-    idx, scale, count = _sample_bernoulli(key, pair_norms(a, w), c,
-                                          bernoulli_buffer_size(n, c))
-  else:
-    if sampler == "crs":
-      p = crs_probs(pair_norms(a, w))
-      idx = jax.random.choice(key, n, (c,), replace=True, p=p)
-      p_idx = p[idx]
-      # Zero-probability pairs are never drawn; the guard only avoids inf.
-      scale = 1.0 / (c * jnp.where(p_idx > 0, p_idx, 1.0))
-    elif sampler == "uniform":
-      idx = jax.random.randint(key, (c,), 0, n)
-      scale = jnp.full((c,), n / c, jnp.float32)
-    else:  # topk
-      _, idx = jax.lax.top_k(pair_norms(a, w), c)
-      scale = jnp.ones((c,), jnp.float32)
-    count = jnp.asarray(c, jnp.int32)
-  s = idx.shape[0]
-  info = {"count": count, "overflow": count > s}
-  return idx.astype(jnp.int32), scale.astype(dtype), info
+  weights = None
+  if sampler != "uniform":
+    if w_norms is None:
+      weights = pair_norms(a, w)
+    else:
+      weights = norms(a, axis=0) * jax.lax.stop_gradient(w_norms)
+  idx, scale, count = sample_from_weights(key, weights, n=n, num_samples=c,
+                                          sampler=sampler)
+  info = {"count": count, "overflow": count > idx.shape[0]}
+  return idx, scale.astype(dtype), info
 
 
 def sample_pairs(key: jax.Array, a: jax.Array, w: jax.Array, *,
-                 num_samples: int, sampler: str) -> tuple[jax.Array, jax.Array]:
+                 num_samples: int, sampler: str,
+                 w_norms: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
   """Samples column-row pairs of `a @ w` for the estimate `(a[:, idx] * scale) @ w[idx]`.
 
   The output size s is static: `num_slots(n, num_samples=c, sampler=...)`,
@@ -333,12 +369,14 @@ def sample_pairs(key: jax.Array, a: jax.Array, w: jax.Array, *,
     w: [n, m].
     num_samples: c, a Python int in [1, n].
     sampler: one of `SAMPLERS`.
+    w_norms: [n] the norms `||w[t, :]||` if the caller keeps them (then w's
+      rows are not read); None to compute them.
 
   Returns:
     `(idx, scale)`: idx int32 [s] in [0, n), scale [s] in the dtype of a @ w.
   """
   idx, scale, _ = sample_pairs_with_info(
-      key, a, w, num_samples=num_samples, sampler=sampler)
+      key, a, w, num_samples=num_samples, sampler=sampler, w_norms=w_norms)
   return idx, scale
 
 
@@ -404,14 +442,6 @@ def _blackbox_bwd(num_samples, sampler, res, dz):
 _blackbox.defvjp(_blackbox_fwd, _blackbox_bwd)
 
 
-def _sampled_or_exact(key, x, y, c, sampler):
-  """`x @ y` estimated from c pairs of the summed dimension (exact if c >= it)."""
-  if c >= x.shape[1]:
-    return x @ y
-  idx, scale = sample_pairs(key, x, y, num_samples=c, sampler=sampler)
-  return gathered_product(x, y, idx, scale)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _backward_sampled(key, a, w, num_samples_bwd, sampler):
   del key, num_samples_bwd, sampler
@@ -424,12 +454,37 @@ def _backward_sampled_fwd(key, a, w, num_samples_bwd, sampler):
 
 def _backward_sampled_bwd(num_samples_bwd, sampler, res, dz):
   key, a, w = res
+  (batch, n), m = a.shape, w.shape[1]
   c_m, c_b = num_samples_bwd
   key_da, key_dw = jax.random.split(key)
-  # da = dz @ w.T: pairs (dz[:, j], w[:, j]) over the m outputs.
-  da = _sampled_or_exact(key_da, dz, w.T, c_m, sampler)
-  # dw = a.T @ dz: pairs (a[b, :], dz[b, :]) over the batch.
-  dw = _sampled_or_exact(key_dw, a.T, dz, c_b, sampler)
+  # da = dz @ w.T from pairs (dz[:, j], w[:, j]) over the m outputs.  The
+  # columns of w are read in place (their norms, then a gather of the
+  # sampled ones): materialising w.T for a row gather cost more than the
+  # exact product it replaces.
+  if c_m >= m:
+    da = dz @ w.T
+  else:
+    weights = (None if sampler == "uniform" else
+               norms(dz, axis=0) * norms(jax.lax.stop_gradient(w), axis=0))
+    idx, scale, _ = sample_from_weights(key_da, weights, n=m,
+                                        num_samples=c_m, sampler=sampler)
+    # The sampled columns in w's own layout ([n, s], each row's entries
+    # read from one cache-resident row) and a product contracting their
+    # second axis: gathering them transposed walks w's columns, one cache
+    # miss per entry (several times the product's own cost).
+    # (The barrier keeps XLA from fusing a transpose into the gather.)
+    w_cols = jax.lax.optimization_barrier(
+        w.at[:, idx].get(mode="promise_in_bounds"))
+    da = (w_cols @ (dz[:, idx] * scale).T).T
+  # dw = a.T @ dz from pairs (a[b, :], dz[b, :]) over the batch.
+  if c_b >= batch:
+    dw = a.T @ dz
+  else:
+    weights = (None if sampler == "uniform" else
+               norms(a, axis=1) * norms(dz, axis=1))
+    idx, scale, _ = sample_from_weights(key_dw, weights, n=batch,
+                                        num_samples=c_b, sampler=sampler)
+    dw = (a[idx] * scale[:, None]).T @ dz[idx]
   return None, da.astype(a.dtype), dw.astype(w.dtype)
 
 

@@ -48,7 +48,8 @@ class Draw(NamedTuple):
 def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
                   num_samples: int | None, sampler: str, mode: str,
                   activation: str | None,
-                  delta: jax.Array | None = None) -> LayerOut:
+                  delta: jax.Array | None = None,
+                  w_norms: jax.Array | None = None) -> LayerOut:
   """One layer of MC-APPROX: ``f(a @ w + b)`` with a sampled product.
 
   Args:
@@ -62,6 +63,8 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
     activation: the hidden activation, or None for the output layer.
     delta: forward mode only: zeros [s, m] added to the sampled rows; the
       gradient with respect to it is the sampled rows' gradient.
+    w_norms: forward mode only: [n] the norms of w's rows, if the caller
+      keeps them (then the draw reads none of w but the sampled rows).
 
   Returns:
     LayerOut; in forward mode ``aux`` is the :class:`Draw` (else None).
@@ -72,7 +75,8 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
     z = a @ layer.w
   elif mode == "forward":
     idx, scale = kernels.sample_pairs(key, a, layer.w,
-                                      num_samples=num_samples, sampler=sampler)
+                                      num_samples=num_samples, sampler=sampler,
+                                      w_norms=w_norms)
     rows = layer.w[idx] if delta is None else layer.w[idx] + delta
     z = kernels.sampled_product(a, rows, idx, scale)
     draw = Draw(idx, scale)
@@ -83,28 +87,54 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
   return LayerOut(z, layers.activate(activation, z), None, draw)
 
 
-class SampledRows(nnx.Param):
-  """A weight that forward mode reads and differentiates only at the
-  sampled rows (so the step never takes its dense gradient)."""
+class RowNorms(nnx.Variable):
+  """The norms ``||w[t, :]||`` of a forward-mode layer's rows, [n]."""
 
 
 class MCDense(model_lib.Dense):
-  """A layer of :func:`sampled_layer`; exact when ``num_samples`` is None."""
+  """A layer of :func:`sampled_layer` whose weights are read whole: the
+  exact layers, and the sampled ones of backward and black-box modes."""
 
   draws = True  # every layer takes a key, used or not (one key per layer)
 
   def __init__(self, params, *, activation, num_samples, sampler, mode):
     super().__init__(params, activation=activation)
     self.num_samples, self.sampler, self.mode = num_samples, sampler, mode
-    if self.row_sparse:
-      self.w = SampledRows(params.w)
 
-  @property
-  def row_sparse(self) -> bool:
-    """Forward mode on a sampled product: reads and updates sampled rows."""
-    n = self.w.shape[0]
-    return (self.mode == "forward" and self.num_samples is not None
-            and self.num_samples < n)
+  def __call__(self, rand, a, delta=None):
+    del delta
+    out = sampled_layer(rand, a, self.params(), num_samples=self.num_samples,
+                        sampler=self.sampler, mode=self.mode,
+                        activation=self.activation)
+    return out, out.a
+
+
+class RowSampledDense(model_lib.Layer):
+  """A forward-mode sampled layer: reads, differentiates and updates only
+  its sampled rows.
+
+  The weights and their optimizer moments are one slab [n, S, m]
+  (``optim.init_slab``): a step gathers the sampled rows' parameters for
+  the product and updates rows, moments included, with one gather and one
+  scatter.  The rows' norms, which the draw needs, are kept too
+  (``RowNorms``): a step changes only the rows it updates, so it recomputes
+  only theirs, and ``refresh_norms`` recomputes all of them (every epoch's
+  end) so that the kept norms are always those of the current weights.
+  The bias is an ordinary Param with a dense update.
+  """
+
+  draws = True
+
+  def __init__(self, params, *, activation, num_samples, sampler,
+               optim_cfg):
+    self.w = model_lib.Slab(optim.init_slab(optim_cfg, params.w, 1))
+    self.b = nnx.Param(params.b)
+    self.norms = RowNorms(kernels.norms(params.w, axis=1))
+    self.activation, self.num_samples, self.sampler = (activation,
+                                                       num_samples, sampler)
+
+  def params(self) -> LayerParams:
+    return LayerParams(self.w[...][:, 0], self.b[...])
 
   def slots(self) -> int:
     return kernels.num_slots(self.w.shape[0], num_samples=self.num_samples,
@@ -112,15 +142,29 @@ class MCDense(model_lib.Dense):
 
   def __call__(self, rand, a, delta=None):
     out = sampled_layer(rand, a, self.params(), num_samples=self.num_samples,
-                        sampler=self.sampler, mode=self.mode,
-                        activation=self.activation, delta=delta)
+                        sampler=self.sampler, mode="forward",
+                        activation=self.activation, delta=delta,
+                        w_norms=self.norms[...])
     return out, out.a
 
   def zero_delta(self, batch_size):
     del batch_size
-    if not self.row_sparse:
-      return None
-    return jnp.zeros((self.slots(), self.w.shape[1]), self.w.dtype)
+    return jnp.zeros((self.slots(), self.w.shape[2]), self.w.dtype)
+
+  def update_rows(self, cfg: optim.OptimConfig, rows: jax.Array,
+                  g: jax.Array, count: jax.Array) -> None:
+    """Lazy update of ``rows`` [r] (distinct; >= n unused) with their
+    gradient ``g`` [r, m], and of their kept norms."""
+    slab = self.w[...]
+    block = optim.update_slab(cfg, slab.at[rows].get(mode="fill",
+                                                     fill_value=0),
+                              g, count, axis=1)
+    self.w[...] = slab.at[rows].set(block, mode="drop")
+    self.norms[...] = self.norms[...].at[rows].set(
+        kernels.norms(block[:, 0], axis=1), mode="drop")
+
+  def refresh_norms(self) -> None:
+    self.norms[...] = kernels.norms(self.w[...][:, 0], axis=1)
 
 
 def batch_axis_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -198,21 +242,44 @@ class MC(registry.MethodImpl):
   def build_model(self, key, params):
     del key
     last = len(params) - 1
-    return model_lib.MLP([
-        MCDense(p, activation=None if k == last else self.model.activation,
-                num_samples=self.num_samples[k] if self._active(k) else None,
-                sampler=self.config.sampler, mode=self.config.mode)
-        for k, p in enumerate(params)])
+    out = []
+    for k, p in enumerate(params):
+      act = None if k == last else self.model.activation
+      c = self.num_samples[k] if self._active(k) else None
+      if c is not None and self.config.mode == "forward":
+        out.append(RowSampledDense(p, activation=act, num_samples=c,
+                                   sampler=self.config.sampler,
+                                   optim_cfg=self.optim))
+      else:
+        out.append(MCDense(p, activation=act, num_samples=c,
+                           sampler=self.config.sampler,
+                           mode=self.config.mode))
+    return model_lib.MLP(out)
+
+  def _dense_part(self, model):
+    """The parameters the lazy optimizer updates densely (the row-sampled
+    layers' weights are in their slabs)."""
+    return tuple(LayerParams(None, l.b[...]) if isinstance(l, RowSampledDense)
+                 else l.params() for l in model.layers)
 
   def init_optimizer(self, model):
-    return self.lazy.init(model.params())
+    return self.lazy.init(self._dense_part(model))
+
+  def end_epoch(self, state, key):
+    """Recomputes every kept row norm from the weights (see
+    ``RowSampledDense``)."""
+    del key
+    model = state.view()
+    for layer in model.layers:
+      if isinstance(layer, RowSampledDense):
+        layer.refresh_norms()
+    return state.replace(model=nnx.state(model))
 
   def train_step(self, state, x, y, rand):
     model = state.view()
-    # Differentiable: every Param except the sampled rows of forward mode,
-    # whose gradient arrives through the deltas.
-    graphdef, diff, rest = nnx.split(
-        model, nnx.All(nnx.Param, nnx.Not(SampledRows)), ...)
+    # Differentiable: the Params (exact and backward/black-box weights, all
+    # biases); the row-sampled weights get their gradient through deltas.
+    graphdef, diff, rest = nnx.split(model, nnx.Param, ...)
     deltas = model.zero_deltas(x.shape[0])
 
     def loss_fn(diff, deltas):
@@ -222,22 +289,23 @@ class MC(registry.MethodImpl):
     (loss, draws), (g_diff, g_deltas) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(diff, deltas)
     g_model = nnx.merge(graphdef, g_diff, rest)
-    params, grads, index = [], [], []
+    count = state.opt_state.count + 1
+    grads = []
     for k, layer in enumerate(model.layers):
-      p = layer.params()
       g = g_model.layers[k]
-      if layer.row_sparse:
-        rows, grows = self._rows(draws[k], g_deltas[k], p.w.shape[0])
-        grads.append(LayerParams(grows, g.b[...]))
-        index.append(LayerParams(optim.Rows(rows), None))
+      if isinstance(layer, RowSampledDense):
+        rows, grows = self._rows(draws[k], g_deltas[k], layer.w.shape[0])
+        layer.update_rows(self.optim, rows, grows, count)
+        grads.append(LayerParams(None, g.b[...]))
       else:
         grads.append(g.params())
-        index.append(LayerParams(None, None))
-      params.append(p)
     new, opt_state = self.lazy.update(tuple(grads), state.opt_state,
-                                      tuple(params), tuple(index))
+                                      self._dense_part(model))
     for layer, p in zip(model.layers, new):
-      layer.set_params(p)
+      if isinstance(layer, RowSampledDense):
+        layer.b[...] = p.b
+      else:
+        layer.set_params(p)
     return state.replace(model=nnx.state(model), opt_state=opt_state,
                          step=state.step + 1), {"loss": loss}
 
