@@ -211,7 +211,7 @@ def test_kernel_choice_without_native(monkeypatch):
   """Where the kernels cannot be built, nothing fails until a batch-size-1
   step is traced: then 'native' is a clear error and 'auto' falls back to
   the XLA path, saying why once."""
-  monkeypatch.setattr(native, "_status",
+  monkeypatch.setattr(native.LIBRARY, "_status",
                       native.Status(False, "no C++ compiler found"))
   monkeypatch.setattr(alsh.ALSH, "_warned", False)
   x, y = jnp.ones((1, 30)), jnp.zeros((1,), jnp.int32)
@@ -255,7 +255,7 @@ def test_build_failure_is_reported(tmp_path):
 def test_missing_symbol_is_caught(kernels):
   """A library without a kernel's symbol is a reason, not a crash."""
   out = _run("from sampling_mlp.methods.alsh import native; "
-             "native._TARGETS['x'] = 'NoSuchKernel'; "
+             "native.LIBRARY.targets['x'] = 'NoSuchKernel'; "
              "st = native.status(); print(st.ok, st.reason)", dict(os.environ))
   assert out.startswith("False") and "no symbol NoSuchKernel" in out
 

@@ -20,173 +20,33 @@ The JAX functions (``kernels``, ``layer.active_layer``, the method's XLA
 step) are the definition; the tests hold this kernel equal to them.
 
 The source is compiled on first use -- the first batch-size-1 step, or
-``python -m sampling_mlp.methods.alsh.native --build`` ahead of time -- with
-the system C++ compiler (``$CXX``, else ``c++`` or ``g++``) against the FFI
-headers that ship with jaxlib, for the machine it runs on
-(``-march=native``), and cached under ``$SAMPLING_MLP_CACHE`` (default
-``~/.cache/sampling_mlp``) keyed by the source, the jaxlib version, the
-compiler and the CPU.  Any failure to build, load or register the kernels
-is caught: :func:`status` says why, and ``--alsh_kernel=auto`` falls back to
-the pure-XLA path, which computes the same numbers.
+``python -m sampling_mlp.native --build`` (every method's kernels) ahead of
+time -- and cached, as ``sampling_mlp.native`` describes.  Any failure to
+build, load or register the kernels is caught: :func:`status` says why, and
+``--alsh_kernel=auto`` falls back to the pure-XLA path, which computes the
+same numbers.
 """
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import dataclasses
-import hashlib
-import os
 import pathlib
-import platform
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sampling_mlp import layers as _layers
+from sampling_mlp import native as _native
+from sampling_mlp.native import NativeUnavailable, Status  # noqa: F401
 
-SOURCE = pathlib.Path(__file__).parent / "csrc" / "alsh_kernels.cc"
-# -mprefer-vector-width=512: where the CPU has AVX-512, the Adam loop runs
-# about 15% faster with full-width vectors than with GCC's default of 256.
-_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512",
-          "-fno-math-errno", "-shared", "-fPIC", "-std=c++17")
-_TARGETS = {"sampling_mlp_alsh_select": "AlshSelectActive",
-            "sampling_mlp_alsh_train_step": "AlshTrainStep"}
-
-_lock = threading.Lock()
-
-
-@dataclasses.dataclass(frozen=True)
-class Status:
-  """Whether the native kernels are usable.
-
-  Attributes:
-    ok: built, loaded and registered with XLA.
-    reason: why not ('' when ok).
-    path: the shared library ('' when not built).
-  """
-
-  ok: bool
-  reason: str = ""
-  path: str = ""
-
-
-_status: Status | None = None
-
-
-class NativeUnavailable(RuntimeError):
-  """The native kernels could not be built or loaded (the message says why)."""
-
-
-def _compiler() -> str | None:
-  for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
-  return None
-
-
-def _cpu_id() -> str:
-  """What ``-march=native`` depends on: the CPU's model and feature flags."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      lines = [l for l in f if l.startswith(("model name", "flags"))]
-    return "".join(sorted(set(lines)))
-  except OSError:
-    return platform.processor() or platform.machine()
-
-
-def cache_dir() -> pathlib.Path:
-  root = os.environ.get("SAMPLING_MLP_CACHE")
-  base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache"
-  return (base if root else base / "sampling_mlp") / "native"
-
-
-def _build(cxx: str) -> pathlib.Path:
-  """Compiles the kernels (or finds them in the cache); returns the .so path."""
-  import jaxlib  # pylint: disable=import-outside-toplevel
-  # The source and the headers it includes.
-  src = b"\0".join(f.read_bytes() for f in sorted(SOURCE.parent.iterdir())
-                   if f.suffix in (".cc", ".h"))
-  version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
-                           check=False).stdout
-  key = hashlib.sha256(b"\0".join(
-      [src, jaxlib.__version__.encode(), version.encode(),
-       " ".join(_FLAGS).encode(), _cpu_id().encode()])).hexdigest()[:16]
-  out = cache_dir() / f"alsh_kernels-{key}.so"
-  if out.exists():
-    return out
-  out.parent.mkdir(parents=True, exist_ok=True)
-  # Build into a temporary name and rename: concurrent processes (parallel
-  # tests, several runs) never load a half-written library.
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-  os.close(fd)
-  cmd = [cxx, *_FLAGS, "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o",
-         tmp]
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          timeout=300)
-    if proc.returncode != 0:
-      raise NativeUnavailable(
-          f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n"
-          f"{proc.stderr.strip()[-2000:]}")
-    os.replace(tmp, out)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-  return out
-
-
-def _load() -> str:
-  if jax.default_backend() != "cpu":
-    raise NativeUnavailable(
-        f"the native kernels are CPU kernels, but JAX's default backend is "
-        f"{jax.default_backend()!r}")
-  cxx = _compiler()
-  if cxx is None:
-    raise NativeUnavailable(
-        "no C++ compiler found (set $CXX, or install g++ or clang++)")
-  path = _build(cxx)
-  lib = ctypes.cdll.LoadLibrary(str(path))
-  for target, symbol in _TARGETS.items():
-    if not hasattr(lib, symbol):
-      raise NativeUnavailable(f"{path} has no symbol {symbol}")
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                platform="cpu")
-  return str(path)
-
-
-def status() -> Status:
-  """Builds, loads and registers the kernels once and says whether that
-  worked; any error on the way is caught and becomes the reason."""
-  global _status
-  with _lock:
-    if _status is None:
-      try:
-        _status = Status(True, path=_load())
-      except Exception as e:  # pylint: disable=broad-except
-        _status = Status(False, reason=f"{type(e).__name__}: {e}"
-                         if not isinstance(e, NativeUnavailable) else str(e))
-    return _status
-
-
-def available() -> bool:
-  """``status().ok``."""
-  return status().ok
-
-
-def require() -> None:
-  """Raises NativeUnavailable (saying why) unless the kernels are usable."""
-  st = status()
-  if not st.ok:
-    raise NativeUnavailable(
-        f"the native ALSH kernels are unavailable: {st.reason}; use "
-        f"--alsh_kernel=xla (or auto) to run the pure-XLA path instead.")
+LIBRARY = _native.Library(
+    "ALSH", pathlib.Path(__file__).parent / "csrc" / "alsh_kernels.cc",
+    {"sampling_mlp_alsh_select": "AlshSelectActive",
+     "sampling_mlp_alsh_train_step": "AlshTrainStep"},
+    fallback="use --alsh_kernel=xla (or auto) to run the pure-XLA path "
+    "instead.")
+status, available, require = LIBRARY.status, LIBRARY.available, LIBRARY.require
 
 
 # -- the kernels ---------------------------------------------------------------
@@ -225,11 +85,6 @@ def select_active(qh, vals: jax.Array, rows: jax.Array | None,
            empty if qh.offsets is None else qh.offsets,
            jnp.float32(1.0) if qh.bucket_width is None else qh.bucket_width,
            qh.multipliers, tables.astype(jnp.int32), seed.astype(jnp.uint32))
-
-
-def _optimizer_attrs(cfg) -> dict:
-  return dict(lr=np.float32(cfg.learning_rate), b1=np.float32(cfg.b1),
-              b2=np.float32(cfg.b2), eps=np.float32(cfg.eps))
 
 
 # layers.ACTIVATIONS by the code the kernel switches on.
@@ -300,7 +155,7 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
       input_output_aliases=aliases)(
           x.astype(jnp.float32), label.astype(jnp.int32),
           count.astype(jnp.int32), seeds.astype(jnp.uint32), *args,
-          **_optimizer_attrs(optim),
+          **_native.optimizer_attrs(optim),
           activation=np.int32(ACTIVATION_CODES[activation]),
           slope=np.float32(_layers.LEAKY_SLOPE),
           budgets=np.asarray(budgets, np.int64))
@@ -311,23 +166,7 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m sampling_mlp.methods.alsh.native",
-      description="Build (or find in the cache) ALSH-APPROX's native kernels "
-      "and say whether they work.")
-  parser.add_argument("--build", action="store_true",
-                      help="build the kernels now (otherwise the first "
-                      "batch-size-1 ALSH step does)")
-  args = parser.parse_args(argv)
-  if not args.build:
-    parser.print_help()
-    return 0
-  st = status()
-  if st.ok:
-    print(f"native ALSH kernels: ok ({st.path})")
-    return 0
-  print(f"native ALSH kernels: unavailable: {st.reason}", file=sys.stderr)
-  return 1
+  return LIBRARY.main(argv, prog="python -m sampling_mlp.methods.alsh.native")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -152,10 +153,18 @@ class RowSampledDense(model_lib.Layer):
     return jnp.zeros((self.slots(), self.w.shape[2]), self.w.dtype)
 
   def update_rows(self, cfg: optim.OptimConfig, rows: jax.Array,
-                  g: jax.Array, count: jax.Array) -> None:
+                  g: jax.Array, count: jax.Array, *,
+                  native: bool = False) -> None:
     """Lazy update of ``rows`` [r] (distinct; >= n unused) with their
-    gradient ``g`` [r, m], and of their kept norms."""
+    gradient ``g`` [r, m], and of their kept norms; ``native``: by the C++
+    kernel (``native.update_rows``), in place, else with jax.numpy (the
+    definition)."""
     slab = self.w[...]
+    if native:
+      from sampling_mlp.methods.mc import native as _native  # pylint: disable=import-outside-toplevel
+      self.w[...], self.norms[...] = _native.update_rows(
+          slab, self.norms[...], rows, g, count, optim=cfg)
+      return
     block = optim.update_slab(cfg, slab.at[rows].get(mode="fill",
                                                      fill_value=0),
                               g, count, axis=1)
@@ -205,6 +214,10 @@ class MCConfig(registry.MethodConfig):
   sample_input: bool = registry.option(
       False, "Also sample the input layer's product x @ W1 (its columns are "
       "pixels).")
+  kernel: str = registry.option(
+      "auto", "How forward mode updates its sampled rows: 'native' (a C++ "
+      "kernel, in place), 'xla' (jax.numpy, the definition) or 'auto' "
+      "(native where it builds).", choices=("auto", "native", "xla"))
   loss_axis: str = registry.option(
       "classes", "Axis of the training loss's log-softmax: 'classes' "
       "(correct) or 'batch' (the public MC example's bug, for the "
@@ -234,6 +247,26 @@ class MC(registry.MethodImpl):
     self.lazy = optim.lazy(optim_cfg)
     self.loss = (batch_axis_cross_entropy if c.loss_axis == "batch"
                  else registry.cross_entropy)
+
+  _warned = False  # the 'auto' fallback is logged once per process
+
+  def _use_native(self) -> bool:
+    """Whether forward-mode row updates run the C++ kernel (decided when
+    the first step is traced, so nothing is compiled before it is
+    needed)."""
+    if self.config.kernel == "xla":
+      return False
+    from sampling_mlp.methods.mc import native  # pylint: disable=import-outside-toplevel
+    if self.config.kernel == "native":
+      native.require()
+      return True
+    status = native.status()
+    if not status.ok and not MC._warned:
+      MC._warned = True
+      logging.warning("MC: native row update unavailable (%s); using the "
+                      "XLA update, which computes the same numbers.",
+                      status.reason)
+    return status.ok
 
   def _active(self, k: int) -> bool:
     """Whether layer k is sampled (c < n; c >= n is the exact product)."""
@@ -290,12 +323,13 @@ class MC(registry.MethodImpl):
         loss_fn, argnums=(0, 1), has_aux=True)(diff, deltas)
     g_model = nnx.merge(graphdef, g_diff, rest)
     count = state.opt_state.count + 1
-    grads = []
+    grads, native = [], None
     for k, layer in enumerate(model.layers):
       g = g_model.layers[k]
       if isinstance(layer, RowSampledDense):
+        native = self._use_native() if native is None else native
         rows, grows = self._rows(draws[k], g_deltas[k], layer.w.shape[0])
-        layer.update_rows(self.optim, rows, grows, count)
+        layer.update_rows(self.optim, rows, grows, count, native=native)
         grads.append(LayerParams(None, g.b[...]))
       else:
         grads.append(g.params())

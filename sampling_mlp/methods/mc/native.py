@@ -1,0 +1,71 @@
+"""Native CPU kernel for MC-APPROX's forward mode (XLA FFI).
+
+A forward-mode step updates only the weight rows its draw sampled (with
+their optimizer moments, which ``RowSampledDense`` keeps beside them in one
+slab) and recomputes those rows' norms.  In XLA that is a gather, a
+concatenation, the optimizer's fusions and a scatter, each a pass through
+memory; ``csrc/mc_kernels.cc`` does it in one pass, in place, on every
+thread of XLA's pool: :func:`update_rows`.
+
+``RowSampledDense.update_rows`` with jax.numpy (``optim.update_slab``) is
+the definition; ``tests/test_mc_native.py`` holds the kernel equal to it.
+The kernel is compiled on first use -- the first forward-mode step, or
+``python -m sampling_mlp.native --build`` ahead of time -- and cached, as
+``sampling_mlp.native`` describes; where it cannot be built,
+``--mc_kernel=auto`` uses the XLA update, which computes the same numbers.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from sampling_mlp import native as _native
+from sampling_mlp.native import NativeUnavailable, Status  # noqa: F401
+
+LIBRARY = _native.Library(
+    "MC", pathlib.Path(__file__).parent / "csrc" / "mc_kernels.cc",
+    {"sampling_mlp_mc_update_rows": "McUpdateRows"},
+    fallback="use --mc_kernel=xla (or auto) to update rows with XLA "
+    "instead.")
+status, available, require = LIBRARY.status, LIBRARY.available, LIBRARY.require
+
+
+def update_rows(slab: jax.Array, norms: jax.Array, rows: jax.Array,
+                grads: jax.Array, count: jax.Array, *,
+                optim) -> tuple[jax.Array, jax.Array]:
+  """Lazy update of a slab's rows and of their norms, in place.
+
+  Args:
+    slab: float32 [n, S, m] weights (slot 0) and moments (S = 3: Adam; S = 1:
+      SGD), as ``optim.init_slab`` lays them out.
+    norms: float32 [n] the kept row norms.
+    rows: int32 [r] the rows to update, distinct; entries outside [0, n)
+      are skipped (padding).
+    grads: float32 [r, m] their gradients.
+    count: int32 [] the update count after this step (Adam's t).
+    optim: the :class:`sampling_mlp.optim.OptimConfig`.
+
+  Returns:
+    (slab, norms) updated; they alias the inputs' buffers.
+  """
+  require()
+  return jax.ffi.ffi_call(
+      "sampling_mlp_mc_update_rows",
+      (jax.ShapeDtypeStruct(slab.shape, jnp.float32),
+       jax.ShapeDtypeStruct(norms.shape, jnp.float32)),
+      input_output_aliases={0: 0, 1: 1})(
+          slab.astype(jnp.float32), norms.astype(jnp.float32),
+          rows.astype(jnp.int32), grads.astype(jnp.float32),
+          count.astype(jnp.int32), **_native.optimizer_attrs(optim))
+
+
+def main(argv=None) -> int:
+  return LIBRARY.main(argv, prog="python -m sampling_mlp.methods.mc.native")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
