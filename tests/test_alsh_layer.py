@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from sampling_mlp import layers, optim
-from sampling_mlp.layers import LayerParams
 from sampling_mlp.methods.alsh import kernels, layer
 from sampling_mlp.optim import OptimConfig
 

@@ -454,7 +454,7 @@ def _backward_sampled_fwd(key, a, w, num_samples_bwd, sampler):
 
 def _backward_sampled_bwd(num_samples_bwd, sampler, res, dz):
   key, a, w = res
-  (batch, n), m = a.shape, w.shape[1]
+  batch, m = a.shape[0], w.shape[1]
   c_m, c_b = num_samples_bwd
   key_da, key_dw = jax.random.split(key)
   # da = dz @ w.T from pairs (dz[:, j], w[:, j]) over the m outputs.  The

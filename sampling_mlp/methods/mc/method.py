@@ -27,9 +27,9 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
+from absl import logging
 from flax import nnx
 
 from sampling_mlp import layers, optim, registry
