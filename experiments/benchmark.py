@@ -6,7 +6,10 @@ method in the same process, and prints one JSON object per line:
 ``speedup_vs_standard``, ``flops_fraction`` (counted multiply-adds over
 standard's), ``gflops`` (achieved) and ``matmul_peak_gflops`` (a plain
 ``jnp.dot`` [batch, hidden] @ [hidden, hidden] timed in the same process),
-plus the method's options.  Lines are also appended to
+``traffic_fraction`` (floats moved in weight-sized arrays over standard's,
+where the method counts them), plus the method's options, and with
+``--breakdown`` ``breakdown_ms``: each method's step profiled, milliseconds
+per step by part.  Lines are also appended to
 ``--out_dir``/benchmark/benchmark.jsonl.
 
 Command (about a minute on a 2-core CPU):
@@ -32,6 +35,11 @@ flags.DEFINE_integer("num_classes", 10, "Output classes.")
 flags.DEFINE_integer("steps_per_call", 0, "Steps per timed jitted call; "
                      "0: enough for a call of about 0.2 s (at most 500).")
 flags.DEFINE_integer("repeats", 7, "Timed calls; the median is reported.")
+flags.DEFINE_bool("breakdown", False, "Also profile each listed method's "
+                  "step and print breakdown_ms: milliseconds per step by "
+                  "part (probabilities, draw, gather, product, update, "
+                  "native, forward, backward, other; see "
+                  "sampling_mlp/breakdown.py).")
 
 FLAGS = flags.FLAGS
 
@@ -48,7 +56,7 @@ def main(argv):
       method_values=common.method_values(),
       log_path=common.runner().path("benchmark", "benchmark.jsonl"),
       steps_per_call=FLAGS.steps_per_call, repeats=FLAGS.repeats,
-      seed=FLAGS.seed):
+      seed=FLAGS.seed, breakdown=FLAGS.breakdown):
     print(json.dumps(row), flush=True)
 
 

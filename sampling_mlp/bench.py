@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from sampling_mlp import breakdown as breakdown_lib
 from sampling_mlp import registry, report, train
 from sampling_mlp.optim import OptimConfig
 
@@ -43,7 +44,8 @@ def step_runner(impl: registry.MethodImpl, *, batch_size: int,
   """A compiled zero-argument call running ``steps_per_call`` steps.
 
   Each call is one ``train.make_epoch_fn`` epoch over ``steps_per_call``
-  random batches, so the timed work is the training loop's own.
+  random batches, so the timed work is the training loop's own.  The
+  call's ``compiled`` attribute is the XLA executable.
   """
   model = impl.model
   keys = train.RunKeys(seed)
@@ -62,6 +64,7 @@ def step_runner(impl: registry.MethodImpl, *, batch_size: int,
     holder[0], metrics = compiled(holder[0], x, y, perm, keys.train)
     return metrics["loss"]
 
+  call.compiled = compiled
   return call
 
 
@@ -125,20 +128,27 @@ def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
   """One output line of the benchmark for ``impl`` (times in seconds)."""
   flops = impl.step_flops(batch_size)
   exact = registry.exact_step_flops(impl.model.sizes, batch_size)
-  return {
+  traffic = impl.step_traffic(batch_size)
+  row = {
       "step_ms": seconds * 1e3,
       "speedup_vs_standard": standard_seconds / seconds,
       "flops_fraction": flops / exact,
+  }
+  if traffic is not None:
+    row["traffic_fraction"] = traffic / registry.exact_step_traffic(
+        impl.model.sizes, batch_size, impl.optim.name)
+  row.update({
       "gflops": 2.0 * flops / seconds / 1e9,
       "matmul_peak_gflops": peak_gflops,
       "saves_compute": impl.saves_compute,
-  }
+  })
+  return row
 
 
 def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
               batch_size: int, optim: OptimConfig,
               method_values: Mapping[str, Any] | None = None,
-              **timing) -> list[dict]:
+              breakdown: bool = False, **timing) -> list[dict]:
   """Times ``standard`` and every method of ``methods`` for one shape.
 
   Args:
@@ -148,6 +158,10 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
     batch_size: examples per step.
     optim: the optimizer.
     method_values: option values, ``{flag: value}``.
+    breakdown: also profile each listed method's step and add
+      ``breakdown_ms``, milliseconds per step by part
+      (:func:`sampling_mlp.breakdown.step_breakdown`; profiled calls run
+      after the timed ones and are not part of ``step_ms``).
     **timing: passed to :func:`time_train_steps`.
 
   Returns:
@@ -169,6 +183,11 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
                              seconds=seconds[method],
                              standard_seconds=seconds["standard"],
                              peak_gflops=peak))
+    if breakdown:
+      steps = max(2, timing.get("steps_per_call") or 4)
+      row["breakdown_ms"] = breakdown_lib.step_breakdown(
+          step_runner(impl, batch_size=batch_size, steps_per_call=steps,
+                      seed=timing.get("seed", 0)), steps=steps)
     row["config"] = impl.config.flags()
     rows.append(row)
   return rows
@@ -178,7 +197,8 @@ def sweep(methods: Sequence[str], *, hidden: Sequence[int],
           depths: Sequence[int], batch_sizes: Sequence[int], input_dim: int,
           num_classes: int, activation: str, optim: OptimConfig,
           method_values: Mapping[str, Any] | None = None,
-          log_path: str | None = None, **timing) -> Iterator[dict]:
+          log_path: str | None = None, breakdown: bool = False,
+          **timing) -> Iterator[dict]:
   """:func:`benchmark` of every (hidden, depth, batch size), each row also
   appended to the JSON-lines file ``log_path``."""
   log = None if log_path is None else report.ResultsLog(log_path)
@@ -190,7 +210,7 @@ def sweep(methods: Sequence[str], *, hidden: Sequence[int],
       for batch_size in batch_sizes:
         for row in benchmark(methods, model=model, batch_size=batch_size,
                              optim=optim, method_values=method_values,
-                             **timing):
+                             breakdown=breakdown, **timing):
           if log is not None:
             log.append(dict(row, run_id="benchmark"))
           yield row

@@ -183,6 +183,26 @@ def exact_step_flops(sizes, batch_size: int) -> int:
   return total
 
 
+def optimizer_floats(optim_name: str) -> int:
+  """Floats an optimizer moves per updated parameter: Adam reads the
+  parameter, its two moments and its gradient and writes three (7); SGD
+  reads two and writes one (3)."""
+  return 7 if optim_name == "adam" else 3
+
+
+def exact_step_traffic(sizes, batch_size: int, optim_name: str) -> int:
+  """Floats the exact step moves through memory in weight-sized arrays: per
+  layer ``n m`` read by the forward product, ``n m`` written as the weight
+  gradient, ``n m`` read again by the input gradient (not the first
+  layer's), and the optimizer's :func:`optimizer_floats` per weight.
+  Activations ([B, n]; ``B / m`` times smaller) are left out."""
+  del batch_size  # the weight-sized traffic does not depend on it
+  total = 0
+  for i, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+    total += n * m * ((2 if i == 0 else 3) + optimizer_floats(optim_name))
+  return total
+
+
 def zero_step() -> jax.Array:
   return jnp.zeros([], jnp.int32)
 
@@ -269,6 +289,15 @@ class MethodImpl:
   def step_flops(self, batch_size: int) -> int:
     """Multiply-adds of one training step (all its matrix products)."""
     return exact_step_flops(self.model.sizes, batch_size)
+
+  def step_traffic(self, batch_size: int) -> int | None:
+    """Floats one step moves through memory in weight-sized arrays (see
+    :func:`exact_step_traffic`), or None where the method does not count
+    them.  The default is the exact step's, for methods whose products are
+    the exact step's (those that keep the default :meth:`step_flops`)."""
+    if type(self).step_flops is not MethodImpl.step_flops:
+      return None
+    return exact_step_traffic(self.model.sizes, batch_size, self.optim.name)
 
 
 @dataclasses.dataclass(frozen=True)

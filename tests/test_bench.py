@@ -61,7 +61,7 @@ def test_benchmark_entry_point_prints_json_lines(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark", "--methods=standard,mc",
        "--hidden=32", "--depth=2", "--batch_size=1,8", "--repeats=2",
-       "--steps_per_call=2", f"--out_dir={tmp_path}"],
+       "--steps_per_call=2", "--breakdown", f"--out_dir={tmp_path}"],
       capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
@@ -69,8 +69,9 @@ def test_benchmark_entry_point_prints_json_lines(tmp_path):
       ("standard", 1), ("mc", 1), ("standard", 8), ("mc", 8)]
   for r in rows:
     for key in ("step_ms", "speedup_vs_standard", "flops_fraction", "gflops",
-                "matmul_peak_gflops"):
+                "matmul_peak_gflops", "traffic_fraction"):
       assert r[key] > 0
+    assert "update" in r["breakdown_ms"], r["breakdown_ms"]
   assert (tmp_path / "benchmark" / "benchmark.jsonl").exists()
 
 
@@ -80,3 +81,45 @@ def test_benchmark_rejects_unknown_method(tmp_path):
        f"--out_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
   assert out.returncode != 0
   assert "known methods" in out.stderr
+
+
+def test_default_traffic_only_for_exact_products():
+  """A method that counts its own products must count its own traffic:
+  the default is the exact step's only where step_flops is the default."""
+  model = _model()
+  std = registry.get("standard").make(model, OptimConfig())
+  assert std.step_traffic(8) == registry.exact_step_traffic(model.sizes, 8,
+                                                            "adam")
+  assert registry.get("alsh").make(model, OptimConfig()).step_traffic(8) \
+      is None
+  row = bench.benchmark_row(std, batch_size=8, seconds=1.0,
+                            standard_seconds=1.0, peak_gflops=1.0)
+  assert row["traffic_fraction"] == 1.0
+
+
+def test_part_of_reads_the_name_stack():
+  from sampling_mlp.breakdown import part_of  # pylint: disable=import-outside-toplevel
+  assert part_of("jit(epoch)/while/body/closed_call/jvp(draw)/top_k") == "draw"
+  assert part_of("jit(f)/transpose(jvp(product))/dot_general") == "product"
+  # The innermost scope wins; the primitive's own name is not a scope.
+  assert part_of("jit(f)/update/native/custom_call") == "native"
+  assert part_of("jit(epoch)/while/body/gather") == "other"
+  assert part_of("jit(f)/transpose(jvp(closed_call))/dot_general") == \
+      "backward"
+  assert part_of("jit(f)/jvp(closed_call)/dot_general") == "forward"
+  assert part_of("") == "other"
+
+
+def test_breakdown_of_a_sampled_step():
+  """The profile of an MC step charges time to its marked parts, and
+  every part of the breakdown is a non-negative time."""
+  from sampling_mlp import breakdown  # pylint: disable=import-outside-toplevel
+  impl = registry.get("mc").make(_model(), OptimConfig(),
+                                 {"mc_ratio": 0.25, "mc_kernel": "xla"})
+  call = bench.step_runner(impl, batch_size=8, steps_per_call=3)
+  parts = breakdown.op_parts(call.compiled.as_text())
+  assert {"draw", "product", "update"} <= set(parts.values())
+  out = breakdown.step_breakdown(call, steps=3)
+  assert {"draw", "product", "update", "unattributed"} <= set(out)
+  assert all(v >= 0 for v in out.values())
+  assert out["update"] > 0 and out["product"] > 0

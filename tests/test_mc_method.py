@@ -539,6 +539,43 @@ def test_step_flops_ratio():
   assert full.step_flops(128) == exact
 
 
+def test_step_traffic_counts():
+  """Weight-sized traffic at the benchmark's shape, by hand: forward mode
+  moves the sampled rows (s of n) through the products, their gradient,
+  Adam (7 floats) and their norms; backward mode moves all of w in the
+  exact forward product, its column norms, the column gather, the dense
+  gradient and the dense update."""
+  model = registry.ModelConfig(input_dim=784, num_classes=10, hidden=4096,
+                               depth=3)
+  sizes, exact = model.sizes, registry.exact_step_traffic(model.sizes, 128,
+                                                           "adam")
+  assert exact == (784 * 4096 * (2 + 7) + 2 * 4096 * 4096 * (3 + 7)
+                   + 4096 * 10 * (3 + 7))
+
+  def impl(**options):
+    return registry.get("mc").make(
+        model, OptimConfig(), _options(ratio=0.1, sample_input=False,
+                                       **options) | {"mc_kernel": "xla"})
+
+  fwd = impl(sampler="crs", mode="forward")
+  c = fwd.num_samples[1]
+  dense = 784 * 4096 * 9 + 4096 * 10 * 10
+  assert fwd.step_traffic(128) == dense + 2 * (c * 4096 * (3 + 7 + 1)
+                                               + 2 * 3 * c * 4096)
+  bwd = impl(sampler="crs", mode="backward")
+  c_m, _ = mc.backward_num_samples(128, 4096, 4096, num_samples=c)
+  assert bwd.step_traffic(128) == dense + 2 * (4096 * 4096 * (2 + 7 + 2)
+                                               + 2 * 4096 * c_m)
+  # Backward mode moves more than the exact step: its update is dense and
+  # its sampling reads all of w twice more.
+  assert bwd.step_traffic(128) > exact > fwd.step_traffic(128)
+  # SGD moves 3 floats per updated weight.
+  sgd = registry.get("mc").make(model, OptimConfig(name="sgd"),
+                                _options(ratio=1.0))
+  assert sgd.step_traffic(128) == registry.exact_step_traffic(sizes, 128,
+                                                              "sgd")
+
+
 # ---------------------------------------------------------------------------
 # 8. Option validation.
 

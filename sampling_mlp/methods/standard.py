@@ -34,8 +34,9 @@ class DenseStep(registry.MethodImpl):
       return registry.cross_entropy(outs[-1].a, y)
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = self.tx.update(grads, state.opt_state, params)
-    params = optax.apply_updates(params, updates)
+    with jax.named_scope("update"):
+      updates, opt_state = self.tx.update(grads, state.opt_state, params)
+      params = optax.apply_updates(params, updates)
     model = nnx.merge(graphdef, params, rest)
     return state.replace(model=nnx.state(model), opt_state=opt_state,
                          step=state.step + 1), {"loss": loss}

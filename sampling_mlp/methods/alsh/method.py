@@ -184,11 +184,13 @@ class ALSH(registry.MethodImpl):
     count = state.opt_state + 1
     if batch == 1 and depth and self._use_native():
       from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
-      new, loss, coll = native.train_step(
-          tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
-          tuple(l.query for l in hidden), tuple(l.table[...] for l in hidden),
-          x[0], y[0], seeds[0], count, budgets=self.budgets, optim=self.optim,
-          activation=self.model.activation)
+      with jax.named_scope("native"):
+        new, loss, coll = native.train_step(
+            tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
+            tuple(l.query for l in hidden),
+            tuple(l.table[...] for l in hidden), x[0], y[0], seeds[0], count,
+            budgets=self.budgets, optim=self.optim,
+            activation=self.model.activation)
       for layer, p in zip(model.layers, new):
         layer.w[...], layer.b[...] = p.w, p.b
       budgets = jnp.asarray(self.budgets, jnp.float32)

@@ -341,12 +341,14 @@ def sample_pairs_with_info(
   dtype = jnp.result_type(a.dtype, w.dtype)
   weights = None
   if sampler != "uniform":
-    if w_norms is None:
-      weights = pair_norms(a, w)
-    else:
-      weights = norms(a, axis=0) * jax.lax.stop_gradient(w_norms)
-  idx, scale, count = sample_from_weights(key, weights, n=n, num_samples=c,
-                                          sampler=sampler)
+    with jax.named_scope("probabilities"):
+      if w_norms is None:
+        weights = pair_norms(a, w)
+      else:
+        weights = norms(a, axis=0) * jax.lax.stop_gradient(w_norms)
+  with jax.named_scope("draw"):
+    idx, scale, count = sample_from_weights(key, weights, n=n, num_samples=c,
+                                            sampler=sampler)
   info = {"count": count, "overflow": count > idx.shape[0]}
   return idx, scale.astype(dtype), info
 
@@ -399,7 +401,8 @@ def sampled_product(a: jax.Array, rows: jax.Array, idx: jax.Array,
   Returns:
     [B, m].
   """
-  return (a[:, idx] * scale) @ rows
+  with jax.named_scope("product"):
+    return (a[:, idx] * scale) @ rows
 
 
 def gathered_product(a: jax.Array, w: jax.Array, idx: jax.Array,
@@ -415,7 +418,9 @@ def gathered_product(a: jax.Array, w: jax.Array, idx: jax.Array,
   Returns:
     [B, m].
   """
-  return sampled_product(a, w[idx], idx, scale)
+  with jax.named_scope("gather"):
+    rows = w[idx]
+  return sampled_product(a, rows, idx, scale)
 
 
 # ---------------------------------------------------------------------------
@@ -464,27 +469,34 @@ def _backward_sampled_bwd(num_samples_bwd, sampler, res, dz):
   if c_m >= m:
     da = dz @ w.T
   else:
-    weights = (None if sampler == "uniform" else
-               norms(dz, axis=0) * norms(jax.lax.stop_gradient(w), axis=0))
-    idx, scale, _ = sample_from_weights(key_da, weights, n=m,
-                                        num_samples=c_m, sampler=sampler)
+    with jax.named_scope("probabilities"):
+      weights = (None if sampler == "uniform" else
+                 norms(dz, axis=0) * norms(jax.lax.stop_gradient(w), axis=0))
+    with jax.named_scope("draw"):
+      idx, scale, _ = sample_from_weights(key_da, weights, n=m,
+                                          num_samples=c_m, sampler=sampler)
     # The sampled columns in w's own layout ([n, s], each row's entries
     # read from one cache-resident row) and a product contracting their
     # second axis: gathering them transposed walks w's columns, one cache
     # miss per entry (several times the product's own cost).
     # (The barrier keeps XLA from fusing a transpose into the gather.)
-    w_cols = jax.lax.optimization_barrier(
-        w.at[:, idx].get(mode="promise_in_bounds"))
-    da = (w_cols @ (dz[:, idx] * scale).T).T
+    with jax.named_scope("gather"):
+      w_cols = jax.lax.optimization_barrier(
+          w.at[:, idx].get(mode="promise_in_bounds"))
+    with jax.named_scope("product"):
+      da = (w_cols @ (dz[:, idx] * scale).T).T
   # dw = a.T @ dz from pairs (a[b, :], dz[b, :]) over the batch.
   if c_b >= batch:
     dw = a.T @ dz
   else:
-    weights = (None if sampler == "uniform" else
-               norms(a, axis=1) * norms(dz, axis=1))
-    idx, scale, _ = sample_from_weights(key_dw, weights, n=batch,
-                                        num_samples=c_b, sampler=sampler)
-    dw = (a[idx] * scale[:, None]).T @ dz[idx]
+    with jax.named_scope("probabilities"):
+      weights = (None if sampler == "uniform" else
+                 norms(a, axis=1) * norms(dz, axis=1))
+    with jax.named_scope("draw"):
+      idx, scale, _ = sample_from_weights(key_dw, weights, n=batch,
+                                          num_samples=c_b, sampler=sampler)
+    with jax.named_scope("product"):
+      dw = (a[idx] * scale[:, None]).T @ dz[idx]
   return None, da.astype(a.dtype), dw.astype(w.dtype)
 
 

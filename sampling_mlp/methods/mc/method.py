@@ -78,7 +78,8 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
     idx, scale = kernels.sample_pairs(key, a, layer.w,
                                       num_samples=num_samples, sampler=sampler,
                                       w_norms=w_norms)
-    rows = layer.w[idx] if delta is None else layer.w[idx] + delta
+    with jax.named_scope("gather"):
+      rows = layer.w[idx] if delta is None else layer.w[idx] + delta
     z = kernels.sampled_product(a, rows, idx, scale)
     draw = Draw(idx, scale)
   else:
@@ -321,25 +322,28 @@ class MC(registry.MethodImpl):
 
     (loss, draws), (g_diff, g_deltas) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(diff, deltas)
-    g_model = nnx.merge(graphdef, g_diff, rest)
-    count = state.opt_state.count + 1
-    grads, native = [], None
-    for k, layer in enumerate(model.layers):
-      g = g_model.layers[k]
-      if isinstance(layer, RowSampledDense):
-        native = self._use_native() if native is None else native
-        rows, grows = self._rows(draws[k], g_deltas[k], layer.w.shape[0])
-        layer.update_rows(self.optim, rows, grows, count, native=native)
-        grads.append(LayerParams(None, g.b[...]))
-      else:
-        grads.append(g.params())
-    new, opt_state = self.lazy.update(tuple(grads), state.opt_state,
-                                      self._dense_part(model))
-    for layer, p in zip(model.layers, new):
-      if isinstance(layer, RowSampledDense):
-        layer.b[...] = p.b
-      else:
-        layer.set_params(p)
+    # The optimizer: sampled rows by the lazy row update, the rest by the
+    # lazy optimizer.
+    with jax.named_scope("update"):
+      g_model = nnx.merge(graphdef, g_diff, rest)
+      count = state.opt_state.count + 1
+      grads, native = [], None
+      for k, layer in enumerate(model.layers):
+        g = g_model.layers[k]
+        if isinstance(layer, RowSampledDense):
+          native = self._use_native() if native is None else native
+          rows, grows = self._rows(draws[k], g_deltas[k], layer.w.shape[0])
+          layer.update_rows(self.optim, rows, grows, count, native=native)
+          grads.append(LayerParams(None, g.b[...]))
+        else:
+          grads.append(g.params())
+      new, opt_state = self.lazy.update(tuple(grads), state.opt_state,
+                                        self._dense_part(model))
+      for layer, p in zip(model.layers, new):
+        if isinstance(layer, RowSampledDense):
+          layer.b[...] = p.b
+        else:
+          layer.set_params(p)
     return state.replace(model=nnx.state(model), opt_state=opt_state,
                          step=state.step + 1), {"loss": loss}
 
@@ -375,8 +379,10 @@ class MC(registry.MethodImpl):
     return {"mc_relative_error": jnp.mean(errs, axis=0)}
 
   def step_flops(self, batch_size: int) -> int:
-    """Multiply-adds per step, including the norms the samplers read (the
-    batch's column norms and every weight row's norm)."""
+    """Multiply-adds per step, including the norms the samplers read: the
+    batch's column norms, and the weights' row norms -- in forward mode
+    only those of the rows a step updates (the rest are kept), in
+    black-box mode all of them, in backward mode the column norms."""
     B, sizes, total = batch_size, self.model.sizes, 0
     for k, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
       input_grad = k > 0
@@ -385,16 +391,48 @@ class MC(registry.MethodImpl):
         continue
       s = kernels.num_slots(n, num_samples=self.num_samples[k],
                             sampler=self.config.sampler)
-      norms = B * n + n * m
       if self.config.mode == "forward":
-        total += B * s * m * (3 if input_grad else 2) + norms
+        total += B * s * m * (3 if input_grad else 2) + B * n + s * m
       elif self.config.mode == "blackbox":
-        total += B * s * m + B * n * m * (2 if input_grad else 1) + norms
+        total += (B * s * m + B * n * m * (2 if input_grad else 1) + B * n
+                  + n * m)
       else:  # backward: exact forward, both backward products sampled
         c_m, c_b = kernels.backward_num_samples(
             B, n, m, num_samples=self.num_samples[k])
         total += (B * n * m + c_b * n * m + (B * n * c_m if input_grad else 0)
                   + B * m + n * m + B * n)
+    return total
+
+  def step_traffic(self, batch_size: int) -> int:
+    """Floats moved in weight-sized arrays per step (the counting of
+    ``registry.exact_step_traffic``).  Forward mode: the sampled rows, read
+    by the product (and the input gradient), their gradient written, their
+    optimizer update and their norms (and, with the XLA update, a gather
+    and a scatter of their slab rows); backward mode: w read by the exact
+    forward product, by its column norms and by the column gather (which
+    touches every cache line of w), the dense weight gradient and dense
+    update, and the gathered columns; black-box mode: the sampled rows, the
+    exact backward products, every row's norm and the dense update."""
+    sizes, total = self.model.sizes, 0
+    opt = registry.optimizer_floats(self.optim.name)
+    slots = 3 if self.optim.name == "adam" else 1
+    for k, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+      products = 3 if k > 0 else 2
+      if not self._active(k):
+        total += n * m * (products + opt)
+        continue
+      s = kernels.num_slots(n, num_samples=self.num_samples[k],
+                            sampler=self.config.sampler)
+      if self.config.mode == "forward":
+        total += s * m * (products + opt + 1)
+        if not self._use_native():
+          total += 2 * slots * s * m
+      elif self.config.mode == "blackbox":
+        total += s * m + n * m * (products - 1 + opt + 1)
+      else:
+        c_m, _ = kernels.backward_num_samples(
+            batch_size, n, m, num_samples=self.num_samples[k])
+        total += n * m * (2 + opt) + (2 * n * m + 2 * n * c_m if k > 0 else 0)
     return total
 
 
