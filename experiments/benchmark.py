@@ -37,8 +37,8 @@ flags.DEFINE_integer("steps_per_call", 0, "Steps per timed jitted call; "
 flags.DEFINE_integer("repeats", 7, "Timed calls; the median is reported.")
 flags.DEFINE_bool("breakdown", False, "Also profile each listed method's "
                   "step and print breakdown_ms: milliseconds per step by "
-                  "part (probabilities, draw, gather, product, update, "
-                  "native, forward, backward, other; see "
+                  "part (probabilities, draw, hash, select, gather, product, "
+                  "update, rebuild, native, forward, backward, other; see "
                   "sampling_mlp/breakdown.py).")
 
 FLAGS = flags.FLAGS

@@ -8,8 +8,9 @@ stack that XLA keeps in its metadata (``op_name``):
 * a named scope of :data:`PARTS` (``jax.named_scope("draw")``, which
   differentiation wraps as ``jvp(draw)`` and ``transpose(jvp(draw))``), the
   innermost one, where a method marks its work -- the sampling
-  probabilities, the draw, gathers, the small products, the optimizer
-  update, a native kernel;
+  probabilities, the draw, hashing and selecting active nodes, gathers, the
+  small products, the optimizer update, rebuilding hash tables, a native
+  kernel;
 * else ``forward`` (under ``jvp``), ``backward`` (under ``transpose``) or
   ``other`` (the loop, the batch's slicing, the loss's bookkeeping).
 
@@ -34,7 +35,8 @@ from typing import Callable
 import jax
 
 # Named scopes a method may put its work under, in the order they print.
-PARTS = ("probabilities", "draw", "gather", "product", "update", "native")
+PARTS = ("probabilities", "draw", "hash", "select", "gather", "product",
+         "update", "rebuild", "native")
 # Then the parts every step has.
 DEFAULT_PARTS = ("forward", "backward", "other")
 
