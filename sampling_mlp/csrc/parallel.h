@@ -15,20 +15,23 @@
 
 namespace sampling_mlp {
 
-// Calls body(begin, end) on contiguous ranges ("chunks": at most
-// `max_chunks`, at most pool.num_threads() + 1) covering [0, n), and
-// returns when every call has.  Chunks are claimed from a shared counter:
-// the calling thread claims them too, so the loop finishes even when no
-// pool thread ever becomes free (a kernel called from a pool thread while
-// the others are busy), and a task that starts after the last chunk is
-// claimed does nothing.  With one chunk it is a plain call.
+// Calls body(begin, end) on ranges of `grain` items (the last may be
+// shorter) covering [0, n), on at most `workers` threads (the calling
+// thread and pool.num_threads() others at most), and returns when every
+// call has.  Ranges are claimed in order from a shared counter: the calling
+// thread claims them too, so the loop finishes even when no pool thread
+// ever becomes free (a kernel called from a pool thread while the others
+// are busy), and a task that starts after the last range is claimed does
+// nothing.  With one worker it is a plain loop on this thread, in order.
 template <typename Body>
-void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, int64_t max_chunks,
-                 const Body& body) {
-  const int64_t chunks = std::max<int64_t>(
-      1, std::min({n, max_chunks, pool.num_threads() + 1}));
-  if (chunks <= 1) {
-    body(int64_t{0}, n);
+void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, int64_t workers,
+                 int64_t grain, const Body& body) {
+  grain = std::max<int64_t>(1, grain);
+  const int64_t ranges = (n + grain - 1) / grain;
+  workers = std::max<int64_t>(
+      1, std::min({workers, ranges, pool.num_threads() + 1}));
+  if (workers <= 1) {
+    if (n > 0) body(int64_t{0}, n);
     return;
   }
   struct Shared {
@@ -38,23 +41,23 @@ void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, int64_t max_chunks,
     int64_t finished = 0;
   };
   auto shared = std::make_shared<Shared>();
-  // Runs chunks until none is left, then counts them as finished.
-  auto work = [shared, n, chunks, &body]() {
+  // Runs ranges until none is left, then counts them as finished.
+  auto work = [shared, n, grain, ranges, &body]() {
     int64_t ran = 0;
-    for (int64_t c; (c = shared->next.fetch_add(1)) < chunks; ++ran) {
-      body(n * c / chunks, n * (c + 1) / chunks);
+    for (int64_t c; (c = shared->next.fetch_add(1)) < ranges; ++ran) {
+      body(c * grain, std::min(n, (c + 1) * grain));
     }
     if (ran) {
       std::lock_guard<std::mutex> lock(shared->mu);
       shared->finished += ran;
-      if (shared->finished == chunks) shared->cv.notify_all();
+      if (shared->finished == ranges) shared->cv.notify_all();
     }
   };
   // Late tasks find the counter exhausted and never touch `body`.
-  for (int64_t c = 1; c < chunks; ++c) pool.Schedule(decltype(work)(work));
+  for (int64_t c = 1; c < workers; ++c) pool.Schedule(decltype(work)(work));
   work();
   std::unique_lock<std::mutex> lock(shared->mu);
-  shared->cv.wait(lock, [&] { return shared->finished == chunks; });
+  shared->cv.wait(lock, [&] { return shared->finished == ranges; });
 }
 
 }  // namespace sampling_mlp

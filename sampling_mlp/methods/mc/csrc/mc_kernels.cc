@@ -75,11 +75,10 @@ ffi::Error UpdateRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> slab,
   const int32_t* idx = rows.typed_data();
   const float* g = grads.typed_data();
   const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
-  // A chunk of rows per thread; rows are distinct, so chunks never write
-  // the same memory.  At least 16 rows a chunk: below that the dispatch
-  // costs more than the work.
+  // Ranges of 16 rows on every thread; rows are distinct, so ranges never
+  // write the same memory.
   sampling_mlp::ParallelFor(
-      pool, r, std::max<int64_t>(1, r / 16), [&](int64_t begin, int64_t end) {
+      pool, r, pool.num_threads() + 1, 16, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const int64_t t = idx[i];
           if (t < 0 || t >= n) continue;
