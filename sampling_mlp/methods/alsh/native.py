@@ -43,7 +43,9 @@ from sampling_mlp.native import NativeUnavailable, Status  # noqa: F401
 LIBRARY = _native.Library(
     "ALSH", pathlib.Path(__file__).parent / "csrc" / "alsh_kernels.cc",
     {"sampling_mlp_alsh_select": "AlshSelectActive",
-     "sampling_mlp_alsh_train_step": "AlshTrainStep"},
+     "sampling_mlp_alsh_train_step": "AlshTrainStep",
+     "sampling_mlp_alsh_train_hogwild": "AlshTrainHogwild",
+     "sampling_mlp_alsh_train_batch": "AlshTrainBatch"},
     fallback="use --alsh_kernel=xla (or auto) to run the pure-XLA path "
     "instead.")
 status, available, require = LIBRARY.status, LIBRARY.available, LIBRARY.require
@@ -91,6 +93,52 @@ def select_active(qh, vals: jax.Array, rows: jax.Array | None,
 ACTIVATION_CODES = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "linear": 3}
 
 
+def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
+               x: jax.Array, labels: jax.Array, seeds: jax.Array,
+               count: jax.Array, *, budgets: tuple[int, ...], optim,
+               activation: str, **attrs):
+  """The FFI call shared by the step kernels: leading arguments (x, labels,
+  count, seeds), then per hidden layer its slabs, hash and table, then the
+  output slabs; results (loss, colliding), then every slab, aliased."""
+  require()
+  depth = len(slabs) - 1
+  if not depth == len(queries) == len(tables) == len(budgets):
+    raise ValueError(f"need one query hash, table and budget per hidden "
+                     f"layer ({depth}); got {len(queries)}, {len(tables)} "
+                     f"and {len(budgets)}")
+  if activation not in ACTIVATION_CODES:
+    raise ValueError(f"the native kernels have no activation {activation!r}; "
+                     f"choose one of {', '.join(ACTIVATION_CODES)}")
+  args, aliases = [], {}
+  for k, ((w, b), qh, t) in enumerate(zip(slabs[:-1], queries, tables)):
+    aliases.update({4 + 8 * k: 2 + 2 * k, 5 + 8 * k: 3 + 2 * k})
+    args += [w, b, qh.proj, qh.tail,
+             jnp.zeros((0,), jnp.float32) if qh.offsets is None
+             else qh.offsets,
+             jnp.float32(1.0) if qh.bucket_width is None
+             else qh.bucket_width,
+             qh.multipliers, t.astype(jnp.int32)]
+  aliases.update({4 + 8 * depth: 2 + 2 * depth, 5 + 8 * depth: 3 + 2 * depth})
+  args += list(slabs[-1])
+  lead = labels.shape
+  out = jax.ffi.ffi_call(
+      target,
+      (jax.ShapeDtypeStruct(lead, jnp.float32),
+       jax.ShapeDtypeStruct(lead + (depth,), jnp.int32)) + tuple(
+           jax.ShapeDtypeStruct(a.shape, a.dtype) for s in slabs for a in s),
+      input_output_aliases=aliases)(
+          x.astype(jnp.float32), labels.astype(jnp.int32),
+          count.astype(jnp.int32), seeds.astype(jnp.uint32), *args,
+          **_native.optimizer_attrs(optim),
+          activation=np.int32(ACTIVATION_CODES[activation]),
+          slope=np.float32(_layers.LEAKY_SLOPE),
+          budgets=np.asarray(budgets, np.int64), **attrs)
+  loss, colliding, flat = out[0], out[1], out[2:]
+  new = tuple(type(s)(flat[2 * k], flat[2 * k + 1])
+              for k, s in enumerate(slabs))
+  return new, loss, colliding
+
+
 def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                label: jax.Array, seeds: jax.Array, count: jax.Array, *,
                budgets: tuple[int, ...], optim, activation: str):
@@ -127,42 +175,64 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
     inputs' buffers), the example's loss before the update, and the number
     of nodes colliding with the query in each hidden layer.
   """
-  require()
-  depth = len(slabs) - 1
-  if not depth == len(queries) == len(tables) == len(budgets):
-    raise ValueError(f"need one query hash, table and budget per hidden "
-                     f"layer ({depth}); got {len(queries)}, {len(tables)} "
-                     f"and {len(budgets)}")
-  if activation not in ACTIVATION_CODES:
-    raise ValueError(f"the native kernels have no activation {activation!r}; "
-                     f"choose one of {', '.join(ACTIVATION_CODES)}")
-  args, aliases = [], {}
-  for k, ((w, b), qh, t) in enumerate(zip(slabs[:-1], queries, tables)):
-    aliases.update({4 + 8 * k: 2 + 2 * k, 5 + 8 * k: 3 + 2 * k})
-    args += [w, b, qh.proj, qh.tail,
-             jnp.zeros((0,), jnp.float32) if qh.offsets is None
-             else qh.offsets,
-             jnp.float32(1.0) if qh.bucket_width is None
-             else qh.bucket_width,
-             qh.multipliers, t.astype(jnp.int32)]
-  aliases.update({4 + 8 * depth: 2 + 2 * depth, 5 + 8 * depth: 3 + 2 * depth})
-  args += list(slabs[-1])
-  out = jax.ffi.ffi_call(
-      "sampling_mlp_alsh_train_step",
-      (jax.ShapeDtypeStruct((), jnp.float32),
-       jax.ShapeDtypeStruct((depth,), jnp.int32)) + tuple(
-           jax.ShapeDtypeStruct(a.shape, a.dtype) for s in slabs for a in s),
-      input_output_aliases=aliases)(
-          x.astype(jnp.float32), label.astype(jnp.int32),
-          count.astype(jnp.int32), seeds.astype(jnp.uint32), *args,
-          **_native.optimizer_attrs(optim),
-          activation=np.int32(ACTIVATION_CODES[activation]),
-          slope=np.float32(_layers.LEAKY_SLOPE),
-          budgets=np.asarray(budgets, np.int64))
-  loss, colliding, flat = out[0], out[1], out[2:]
-  new = tuple(type(s)(flat[2 * k], flat[2 * k + 1])
-              for k, s in enumerate(slabs))
-  return new, loss, colliding
+  return _call_step("sampling_mlp_alsh_train_step", slabs, queries, tables,
+                    x, label, seeds, count, budgets=budgets, optim=optim,
+                    activation=activation)
+
+
+def train_hogwild(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
+                  labels: jax.Array, seeds: jax.Array, count: jax.Array, *,
+                  budgets: tuple[int, ...], optim, activation: str,
+                  threads: int):
+  """N batch-size-1 steps, example i with update count ``count + i``, on
+  up to ``threads`` threads updating the weights without locks (HOGWILD,
+  Recht et al. 2011, as SLIDE does).  With ``threads=1`` it is N calls of
+  :func:`train_step`, in order, bit for bit; with more, two examples'
+  updates of a shared weight may race (one overwrites the other), which
+  SGD tolerates.
+
+  Args:
+    x: float32 [N, D]; labels int32 [N]; seeds uint32 [N, d].
+    count: int32 [] the update count of the first example's step.
+    threads: at most this many threads (XLA's pool and the caller's).
+    (the rest as :func:`train_step`)
+
+  Returns:
+    (slabs, loss [N], colliding int32 [N, d]).
+  """
+  return _call_step("sampling_mlp_alsh_train_hogwild", slabs, queries,
+                    tables, x, labels, seeds, count, budgets=budgets,
+                    optim=optim, activation=activation,
+                    threads=np.int64(threads))
+
+
+def train_batch(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
+                labels: jax.Array, seeds: jax.Array, count: jax.Array, *,
+                budgets: tuple[int, ...], optim, activation: str,
+                threads: int):
+  """One mini-batch step of ALSH-APPROX on B examples, in place.
+
+  What ``ALSH.train_step`` computes for a mini-batch with jax.numpy: every
+  example's active sets and gradients from the weights before the step
+  (the loss is the batch mean), then one lazy Adam (or SGD) step of every
+  weight some example touched, with the sum of the examples' gradients --
+  at a cost that grows with B times the active sets, not with the layers.
+  Examples are split among up to ``threads`` threads and then the touched
+  nodes; every sum runs over the examples in order, so the result does not
+  depend on the number of threads.
+
+  Args:
+    x: float32 [B, D]; labels int32 [B]; seeds uint32 [B, d].
+    count: int32 [] the update count after this step.
+    threads: at most this many threads.
+    (the rest as :func:`train_step`)
+
+  Returns:
+    (slabs, loss [B], colliding int32 [B, d]).
+  """
+  return _call_step("sampling_mlp_alsh_train_batch", slabs, queries, tables,
+                    x, labels, seeds, count, budgets=budgets, optim=optim,
+                    activation=activation, threads=np.int64(threads))
 
 
 def main(argv=None) -> int:

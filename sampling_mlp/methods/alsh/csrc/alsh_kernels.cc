@@ -1,73 +1,46 @@
-// CPU kernels for ALSH-APPROX at batch size 1, called from JAX through the
-// XLA FFI (see sampling_mlp/methods/alsh/native.py, which compiles and
-// registers them).
+// CPU kernels for ALSH-APPROX, called from JAX through the XLA FFI (see
+// sampling_mlp/methods/alsh/native.py, which compiles and registers them).
 //
 // Under XLA on a CPU, gathering a few rows of a large matrix, updating them
 // and scattering them back runs as element-by-element loops, and each of
 // the dozens of small operations of a batch-size-1 step costs a dispatch.
-// AlshTrainStep does a whole step -- hashing, selection, the sparse forward
+// These kernels do whole steps -- hashing, selection, the sparse forward
 // and backward passes and the optimizer -- in one call, reading and
-// updating the active rows in place; AlshSelectActive is its selection
-// alone.  They compute what sampling_mlp/methods/alsh/ (kernels.py, layer.py,
-// method.py) computes with jax.numpy, the definition --
-// the same hash codes and the same tie-breaking, bit for bit; the same sums
-// and the same Adam update up to float32 rounding -- and
-// tests/test_alsh_native.py compares the two.
-
-
-#include "alsh_select.h"
-#include "optimizer.h"
+// updating the active rows in place:
+//
+// * AlshTrainStep: one batch-size-1 step (alsh_step.h's Step);
+// * AlshTrainHogwild: N batch-size-1 steps, one per example, on several
+//   threads that update the shared weights without locks (HOGWILD, Recht
+//   et al. 2011), as SLIDE does (Chen et al. 2020);
+// * AlshTrainBatch: one mini-batch step: every example's active sets and
+//   gradients from the weights before the step, on several threads, then
+//   one lazy update of the union of the touched weights;
+// * AlshSelectActive: the selection alone.
+//
+// They compute what sampling_mlp/methods/alsh/ (kernels.py, layer.py,
+// method.py) computes with jax.numpy, the definition -- the same hash codes
+// and the same tie-breaking, bit for bit; the same sums and the same Adam
+// update up to float32 rounding -- and tests/test_alsh_native.py compares
+// the two.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <functional>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
+#include "alsh_select.h"
+#include "alsh_step.h"
+#include "optimizer.h"
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-using namespace sampling_mlp_alsh;  // NOLINT: this file's own helpers
+using namespace sampling_mlp_alsh;  // NOLINT: this method's own helpers
 using sampling_mlp::Optimizer;
-
-ffi::Error MakeHash(const ffi::Buffer<ffi::F32>& proj,
-                    const ffi::Buffer<ffi::F32>& tail,
-                    const ffi::Buffer<ffi::F32>& offsets,
-                    const ffi::BufferR0<ffi::F32>& bucket_width,
-                    const ffi::Buffer<ffi::S32>& mult,
-                    const ffi::Buffer<ffi::S32>& tables, LayerHash* h) {
-  const auto tdims = tables.dimensions();
-  const auto mdims = mult.dimensions();
-  const auto pdims = proj.dimensions();
-  if (tdims.size() != 2 || mdims.size() != 2 || pdims.size() != 2 ||
-      mdims[0] != tdims[0] || pdims[1] != mdims[0] * mdims[1] ||
-      tail.element_count() != static_cast<size_t>(pdims[1]) ||
-      (offsets.element_count() != 0 &&
-       offsets.element_count() != static_cast<size_t>(pdims[1]))) {
-    return ffi::Error::InvalidArgument(
-        "need tables [L, n], multipliers [L, K], projections [n_in, L*K], "
-        "tail [L*K] and offsets [L*K] or [0]");
-  }
-  *h = LayerHash{proj.typed_data(),
-                 tail.typed_data(),
-                 offsets.element_count() ? offsets.typed_data() : nullptr,
-                 *bucket_width.typed_data(),
-                 mult.typed_data(),
-                 tables.typed_data(),
-                 pdims[0],
-                 tdims[0],
-                 mdims[1],
-                 tdims[1]};
-  return ffi::Error::Success();
-}
+using sampling_mlp::ParallelFor;
 
 // Active set of one query (a layer's input: `vals` on `rows`, or dense when
 // `rows` is empty): QueryCodes, then SelectTop.
@@ -105,130 +78,18 @@ ffi::Error SelectActiveImpl(
   return ffi::Error::Success();
 }
 
-// The hidden layers' activation (layers.activation_fn) and its derivative,
-// as JAX differentiates it (relu' = 0 and leaky_relu' = 1 at 0).
-struct Activation {
-  int32_t kind;  // 0 relu, 1 leaky_relu, 2 sigmoid, 3 linear
-  float slope;   // leaky_relu's negative slope
-
-  float operator()(float z) const {
-    switch (kind) {
-      case 0: return z > 0.f ? z : 0.f;
-      case 1: return z >= 0.f ? z : slope * z;
-      case 2: return 1.f / (1.f + std::exp(-z));
-      default: return z;
+ffi::Error CheckLabels(const int32_t* y, int64_t n, int64_t C) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (y[i] < 0 || y[i] >= C) {
+      return ffi::Error::InvalidArgument(
+          "label out of range [0, num_classes)");
     }
   }
-  float Grad(float z, float a) const {
-    switch (kind) {
-      case 0: return z > 0.f ? 1.f : 0.f;
-      case 1: return z >= 0.f ? 1.f : slope;
-      case 2: return a * (1.f - a);
-      default: return 1.f;
-    }
-  }
-};
-
-// XLA aliases each output with its input, so the update is in place; should
-// it not, the input is copied first.
-void AliasOrCopy(const ffi::Buffer<ffi::F32>& in, float* out) {
-  if (out != in.typed_data()) {
-    std::copy_n(in.typed_data(), in.element_count(), out);
-  }
-}
-
-// A weight and a bias slab of the step, updated in place; dims as given.
-struct Slabs {
-  float* w;
-  float* b;
-  int64_t dims[3];  // w's shape
-};
-
-// `auto var = expr;` for an ffi::ErrorOr, returning its error if it has one.
-#define SAMPLING_MLP_GET(var, expr) \
-  auto var = (expr);                \
-  if (!var.has_value()) return var.error()
-
-// The slabs of argument `i` and `i + 1` (w, b) into results `o`, `o + 1`.
-ffi::Error GetSlabs(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
-                    size_t i, size_t o, Slabs* s) {
-  SAMPLING_MLP_GET(w, args.get<ffi::Buffer<ffi::F32>>(i));
-  SAMPLING_MLP_GET(b, args.get<ffi::Buffer<ffi::F32>>(i + 1));
-  SAMPLING_MLP_GET(rw, rets.get<ffi::Buffer<ffi::F32>>(o));
-  SAMPLING_MLP_GET(rb, rets.get<ffi::Buffer<ffi::F32>>(o + 1));
-  const auto wd = w->dimensions();
-  if (wd.size() != 3 || b->dimensions().size() != 2) {
-    return ffi::Error::InvalidArgument("slabs must be w [., ., .], b [., .]");
-  }
-  s->w = rw.value()->typed_data();
-  s->b = rb.value()->typed_data();
-  AliasOrCopy(*w, s->w);
-  AliasOrCopy(*b, s->b);
-  std::copy_n(wd.begin(), 3, s->dims);
   return ffi::Error::Success();
 }
 
-// Entries gathered from a slab, each slot in its own contiguous plane
-// ([S, count]), so that the optimizer runs over them as flat vectors; the
-// hidden blocks after the first layer and the output layer's active rows
-// are updated this way and written back.
-struct Block {
-  std::vector<float> e;
-  int64_t count = 0;
-
-  void Resize(int64_t slots, int64_t n) {
-    count = n;
-    e.resize(slots * n);
-  }
-  float* slot(int64_t k) { return e.data() + k * count; }
-};
-
-// Copies `len` entries whose slots lie `stride` apart, from `src` at the
-// given offsets (or contiguous when offsets is null), into the planes of
-// `blk` from position `at`; Scatter writes them back.
-void Gather(const float* src, const uint32_t* offsets, int64_t len,
-            int64_t stride, int64_t S, Block& blk, int64_t at) {
-  for (int64_t k = 0; k < S; ++k) {
-    float* dst = blk.slot(k) + at;
-    const float* base = src + k * stride;
-    if (offsets) {
-      for (int64_t c = 0; c < len; ++c) dst[c] = base[offsets[c]];
-    } else {
-      std::copy_n(base, len, dst);
-    }
-  }
-}
-
-void Scatter(Block& blk, int64_t at, const uint32_t* offsets, int64_t len,
-             int64_t stride, int64_t S, float* dst) {
-  for (int64_t k = 0; k < S; ++k) {
-    const float* src = blk.slot(k) + at;
-    float* base = dst + k * stride;
-    if (offsets) {
-      for (int64_t c = 0; c < len; ++c) base[offsets[c]] = src[c];
-    } else {
-      std::copy_n(src, len, base);
-    }
-  }
-}
-
-// One training step of ALSH-APPROX at batch size 1, for any depth: per
-// hidden layer, the active set (LayerHash::Select) and the activations of
-// its nodes from the previous layer's active nodes; the exact output layer,
-// the softmax cross-entropy with `label` and its gradient; backpropagation
-// through the active nodes (every gradient from the weights before the
-// step), and the optimizer on every weight the example touched: the active
-// rows of the first layer (whole rows: its input is dense), the
-// [active x previous active] blocks after it, the output layer's rows of
-// the last active set, and all biases on the way.  That is what
-// ALSH.train_step (method.py) does with jax.numpy, in one pass.
-//
-// Layouts (layer.py): first hidden layer w [n_1, S, D], b [n_1, S]; later
-// hidden layers w [n_k, n_{k-1}, S], b [n_k, S]; output w [n_d, S, C],
-// b [C, S]; S = 3 (Adam: parameter, first, second moment) or 1 (SGD).
-// Remaining args: per hidden layer w, b, proj, tail, offsets, bucket width,
-// multipliers, tables; then the output layer's w, b.  Remaining results:
-// every w, b (aliased with the arguments).
+// One batch-size-1 step (Step).  Remaining args and results: see
+// ParseModel.
 ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
                          ffi::BufferR0<ffi::S32> count,
                          ffi::Buffer<ffi::U32> seeds, ffi::RemainingArgs args,
@@ -237,198 +98,282 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
                          ffi::RemainingRets rets, float lr, float b1, float b2,
                          float eps, int32_t activation, float slope,
                          ffi::Span<const int64_t> budgets) {
-  const int64_t depth = budgets.size();
-  if (depth < 1 || args.size() != static_cast<size_t>(8 * depth + 2) ||
-      rets.size() != static_cast<size_t>(2 * depth + 2) ||
-      seeds.element_count() != static_cast<size_t>(depth) ||
-      colliding->element_count() != static_cast<size_t>(depth)) {
-    return ffi::Error::InvalidArgument(
-        "need, per hidden layer, 8 arguments, 2 results, a seed and a "
-        "budget, and the output layer's 2 slabs");
+  thread_local Model m;
+  if (auto e = ParseModel(args, rets, budgets, x.element_count(), &m);
+      e.failure()) {
+    return e;
   }
-  const int64_t D = x.element_count();
-  thread_local std::vector<Slabs> slabs;
-  thread_local std::vector<LayerHash> hashes;
-  slabs.resize(depth + 1);
-  hashes.resize(depth);
-  for (int64_t k = 0; k <= depth; ++k) {
-    if (auto e = GetSlabs(args, rets, 8 * k, 2 * k, &slabs[k]); e.failure()) {
-      return e;
-    }
+  if (seeds.element_count() != static_cast<size_t>(m.depth) ||
+      colliding->element_count() != static_cast<size_t>(m.depth)) {
+    return ffi::Error::InvalidArgument("need a seed per hidden layer");
   }
-  const int64_t S = slabs[0].dims[1];
-  if (S != 1 && S != 3) {
-    return ffi::Error::InvalidArgument(
-        "slabs must have 3 slots (Adam) or 1 (SGD)");
-  }
-  int64_t prev = D;
-  for (int64_t k = 0; k < depth; ++k) {
-    const size_t i = 8 * k + 2;
-    SAMPLING_MLP_GET(proj, args.get<ffi::Buffer<ffi::F32>>(i));
-    SAMPLING_MLP_GET(tail, args.get<ffi::Buffer<ffi::F32>>(i + 1));
-    SAMPLING_MLP_GET(off, args.get<ffi::Buffer<ffi::F32>>(i + 2));
-    SAMPLING_MLP_GET(width, args.get<ffi::BufferR0<ffi::F32>>(i + 3));
-    SAMPLING_MLP_GET(mult, args.get<ffi::Buffer<ffi::S32>>(i + 4));
-    SAMPLING_MLP_GET(tables, args.get<ffi::Buffer<ffi::S32>>(i + 5));
-    if (auto e = MakeHash(*proj, *tail, *off, *width, *mult, *tables,
-                          &hashes[k]);
-        e.failure()) {
-      return e;
-    }
-    const int64_t* d = slabs[k].dims;
-    const int64_t n = d[0];
-    const bool shape_ok = k == 0 ? (d[1] == S && d[2] == D)
-                                 : (d[1] == prev && d[2] == S);
-    if (!shape_ok || hashes[k].n != n || hashes[k].n_in != prev ||
-        budgets[k] < 1 || budgets[k] > n) {
-      return ffi::Error::InvalidArgument(
-          "hidden layer slabs, tables and budgets do not fit together");
-    }
-    prev = n;
-  }
-  const int64_t* od = slabs[depth].dims;
-  const int64_t C = od[2];
-  if (od[0] != prev || od[1] != S) {
-    return ffi::Error::InvalidArgument("output slab must be [n_d, S, C]");
-  }
-  const int32_t y = *label.typed_data();
-  if (y < 0 || y >= C) {
-    return ffi::Error::InvalidArgument("label out of range [0, num_classes)");
-  }
-  const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
-  const Activation act{activation, slope};
-
-  // Forward: active sets, pre-activations z and activations a.
-  thread_local std::vector<std::vector<uint32_t>> idx;
-  thread_local std::vector<std::vector<float>> z, a;
-  thread_local std::vector<Block> blocks;  // per hidden layer k >= 1
-  thread_local std::vector<uint32_t> offs;
-  blocks.resize(depth + 1);  // the last is the output layer's
-  idx.resize(depth);
-  z.resize(depth);
-  a.resize(depth);
-  const float* in = x.typed_data();
-  const uint32_t* in_rows = nullptr;
-  int64_t r = D;
-  for (int64_t k = 0; k < depth; ++k) {
-    const int64_t s = budgets[k];
-    idx[k].resize(s);
-    z[k].resize(s);
-    a[k].resize(s);
-    colliding->typed_data()[k] = hashes[k].Select(
-        in, in_rows, r, seeds.typed_data()[k], s, idx[k].data());
-    const float* w = slabs[k].w;
-    const float* b = slabs[k].b;
-    const int64_t row_len = slabs[k].dims[1] * slabs[k].dims[2];
-    const uint32_t* rows = idx[k].data();
-    float* zk = z[k].data();
-    if (k == 0) {  // whole rows, two at a time
-      int64_t i = 0;
-      for (; i + 2 <= s; i += 2) {
-        Dot2(w + rows[i] * row_len, w + rows[i + 1] * row_len, in, D, &zk[i],
-             &zk[i + 1]);
-      }
-      if (i < s) zk[i] = Dot(w + rows[i] * row_len, in, D);
-    } else {  // the [s, r] block, gathered (slot-last layout: offsets r * S)
-      offs.resize(r);
-      for (int64_t c = 0; c < r; ++c) offs[c] = in_rows[c] * S;
-      blocks[k].Resize(S, s * r);
-      for (int64_t i = 0; i < s; ++i) {
-        Gather(w + rows[i] * row_len, offs.data(), r, 1, S, blocks[k], i * r);
-        zk[i] = Dot(blocks[k].slot(0) + i * r, in, r);
-      }
-    }
-    for (int64_t i = 0; i < s; ++i) {
-      zk[i] += b[rows[i] * S];
-      a[k][i] = act(zk[i]);
-    }
-    in = a[k].data();
-    in_rows = idx[k].data();
-    r = s;
-  }
-
-  // The output layer: logits, loss, dlogits, the gradient `da` of its input
-  // (weights before the update), then its update.
-  thread_local std::vector<float> logits, da, dz, grad;
-  float* ow = slabs[depth].w;
-  float* ob = slabs[depth].b;
-  Block& out = blocks[depth];  // the active rows, [s, C] per slot
-  out.Resize(S, r * C);
-  logits.resize(C);
-  for (int64_t c = 0; c < C; ++c) logits[c] = ob[c * S];
-  for (int64_t i = 0; i < r; ++i) {
-    Gather(ow + in_rows[i] * S * C, nullptr, C, C, S, out, i * C);
-    const float* row = out.slot(0) + i * C;
-    for (int64_t c = 0; c < C; ++c) logits[c] += in[i] * row[c];
-  }
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  float total = 0.f;
-  for (int64_t c = 0; c < C; ++c) total += std::exp(logits[c] - mx);
-  const float lse = mx + std::log(total);
-  *loss->typed_data() = lse - logits[y];
-  std::vector<float>& dl = logits;  // dlogits = softmax - onehot(y)
-  for (int64_t c = 0; c < C; ++c) dl[c] = std::exp(dl[c] - lse);
-  dl[y] -= 1.f;
-  da.resize(r);
-  grad.resize(r * C);
-  for (int64_t i = 0; i < r; ++i) {
-    const float* row = out.slot(0) + i * C;
-    float acc = 0.f;
-    for (int64_t c = 0; c < C; ++c) {
-      acc += row[c] * dl[c];
-      grad[i * C + c] = in[i] * dl[c];
-    }
-    da[i] = acc;
-  }
-  opt.Flat(out.slot(0), out.slot(S > 1 ? 1 : 0), out.slot(S - 1), grad.data(),
-           r * C);
-  for (int64_t i = 0; i < r; ++i) {
-    Scatter(out, i * C, nullptr, C, C, S, ow + in_rows[i] * S * C);
-  }
-  for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, dl[c]);
-
-  // Backward through the hidden layers, each updated once its input
-  // gradient has been read from its weights.
-  for (int64_t k = depth - 1; k >= 0; --k) {
-    const int64_t s = budgets[k];
-    dz.resize(s);
-    for (int64_t i = 0; i < s; ++i) dz[i] = da[i] * act.Grad(z[k][i], a[k][i]);
-    float* w = slabs[k].w;
-    float* b = slabs[k].b;
-    const int64_t row_len = slabs[k].dims[1] * slabs[k].dims[2];
-    if (k == 0) {
-      const uint32_t* rows = idx[0].data();
-      int64_t i = 0;
-      for (; i + 2 <= s; i += 2) {
-        opt.Row2(w + rows[i] * row_len, w + rows[i + 1] * row_len, D,
-                 x.typed_data(), dz[i], dz[i + 1], D);
-      }
-      if (i < s) opt.Row(w + rows[i] * row_len, D, x.typed_data(), dz[i], D);
-    } else {
-      const int64_t rp = budgets[k - 1];
-      const float* ap = a[k - 1].data();
-      Block& blk = blocks[k];
-      const float* pw = blk.slot(0);
-      da.assign(rp, 0.f);
-      grad.resize(s * rp);
-      for (int64_t i = 0; i < s; ++i) {
-        for (int64_t c = 0; c < rp; ++c) {
-          da[c] += dz[i] * pw[i * rp + c];
-          grad[i * rp + c] = dz[i] * ap[c];
-        }
-      }
-      opt.Flat(blk.slot(0), blk.slot(S > 1 ? 1 : 0), blk.slot(S - 1),
-               grad.data(), s * rp);
-      offs.resize(rp);
-      for (int64_t c = 0; c < rp; ++c) offs[c] = idx[k - 1][c] * S;
-      for (int64_t i = 0; i < s; ++i) {
-        Scatter(blk, i * rp, offs.data(), rp, 1, S, w + idx[k][i] * row_len);
-      }
-    }
-    for (int64_t i = 0; i < s; ++i) opt.Scalar(b + idx[k][i] * S, dz[i]);
-  }
+  if (auto e = CheckLabels(label.typed_data(), 1, m.C); e.failure()) return e;
+  const Optimizer opt(m.S, *count.typed_data(), lr, b1, b2, eps);
+  Step(m, opt, Activation{activation, slope}, x.typed_data(),
+       *label.typed_data(), seeds.typed_data(), loss->typed_data(),
+       colliding->typed_data());
   return ffi::Error::Success();
 }
+
+// N batch-size-1 steps, example i with the update count count + i, on at
+// most `threads` threads that claim examples one at a time from a shared
+// counter and update the weights in place without locks (HOGWILD, Recht et
+// al. 2011; SLIDE, Chen et al. 2020).  Two threads may read a weight while
+// another updates it, or update the same weight at once (one update then
+// overwrites the other); the examples' active sets are small and mostly
+// disjoint, and the tolerance of SGD for such races is HOGWILD's result.
+// With one thread the steps run in order, exactly as N calls of
+// AlshTrainStep.
+ffi::Error TrainHogwildImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> labels,
+    ffi::BufferR0<ffi::S32> count, ffi::Buffer<ffi::U32> seeds,
+    ffi::RemainingArgs args, ffi::ResultBuffer<ffi::F32> loss,
+    ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
+    float b1, float b2, float eps, int32_t activation, float slope,
+    ffi::Span<const int64_t> budgets, int64_t threads) {
+  const auto xd = x.dimensions();
+  if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [N, D]");
+  const int64_t N = xd[0];
+  Model m;
+  if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
+    return e;
+  }
+  if (labels.element_count() != static_cast<size_t>(N) ||
+      seeds.element_count() != static_cast<size_t>(N * m.depth) ||
+      loss->element_count() != static_cast<size_t>(N) ||
+      colliding->element_count() != static_cast<size_t>(N * m.depth)) {
+    return ffi::Error::InvalidArgument(
+        "need labels [N], seeds [N, depth], loss [N], colliding [N, depth]");
+  }
+  if (auto e = CheckLabels(labels.typed_data(), N, m.C); e.failure()) {
+    return e;
+  }
+  const Activation act{activation, slope};
+  const int32_t count0 = *count.typed_data();
+  ParallelFor(pool, N, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Optimizer opt(m.S, count0 + static_cast<int32_t>(i), lr, b1, b2,
+                          eps);
+      Step(m, opt, act, x.typed_data() + i * m.D, labels.typed_data()[i],
+           seeds.typed_data() + i * m.depth, loss->typed_data() + i,
+           colliding->typed_data() + i * m.depth);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// Backward pass of one example of a mini-batch of B, from the weights
+// before the step (read from the trace's one-slot blocks): the logits'
+// gradient scaled by 1 / B (the batch loss is the mean) and every hidden
+// layer's dz.
+void Backward(const Model& m, const Activation& act, float inv_batch,
+              Trace* t) {
+  const int64_t depth = m.depth, C = m.C;
+  thread_local std::vector<float> da, next;
+  for (float& v : t->dl) v *= inv_batch;
+  int64_t r = m.budgets[depth - 1];
+  const float* out = t->blocks[depth].slot(0);
+  da.assign(r, 0.f);
+  for (int64_t i = 0; i < r; ++i) {
+    float acc = 0.f;
+    for (int64_t c = 0; c < C; ++c) acc += out[i * C + c] * t->dl[c];
+    da[i] = acc;
+  }
+  t->dz.resize(depth);
+  for (int64_t k = depth - 1; k >= 0; --k) {
+    const int64_t s = m.budgets[k];
+    std::vector<float>& dz = t->dz[k];
+    dz.resize(s);
+    for (int64_t i = 0; i < s; ++i) {
+      dz[i] = da[i] * act.Grad(t->z[k][i], t->a[k][i]);
+    }
+    if (k == 0) break;
+    const int64_t rp = m.budgets[k - 1];
+    const float* pw = t->blocks[k].slot(0);
+    next.assign(rp, 0.f);
+    for (int64_t i = 0; i < s; ++i) {
+      for (int64_t c = 0; c < rp; ++c) next[c] += dz[i] * pw[i * rp + c];
+    }
+    da.swap(next);
+  }
+}
+
+// Which examples touched each node of a layer: the distinct nodes in order
+// of first touch, and for node j the (example, position) pairs
+// pairs[start[j] .. start[j + 1]).  `where` [n] maps a node to its place in
+// `nodes` (-1: untouched) and is left all -1 again.
+struct Touched {
+  std::vector<uint32_t> nodes;
+  std::vector<int64_t> start;
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+  std::vector<int32_t> where, fill;
+
+  void Build(const std::vector<Trace>& traces, int64_t layer, int64_t n) {
+    if (static_cast<int64_t>(where.size()) < n) where.resize(n, -1);
+    nodes.clear();
+    start.clear();
+    for (const Trace& t : traces) {
+      for (uint32_t node : t.idx[layer]) {
+        if (where[node] < 0) {
+          where[node] = static_cast<int32_t>(nodes.size());
+          nodes.push_back(node);
+          start.push_back(0);
+        }
+        ++start[where[node]];
+      }
+    }
+    int64_t total = 0;
+    for (int64_t& s : start) {
+      const int64_t c = s;
+      s = total;
+      total += c;
+    }
+    start.push_back(total);
+    pairs.resize(total);
+    fill.assign(start.begin(), start.end() - 1);
+    for (int32_t e = 0; e < static_cast<int32_t>(traces.size()); ++e) {
+      const std::vector<uint32_t>& idx = traces[e].idx[layer];
+      for (int32_t p = 0; p < static_cast<int32_t>(idx.size()); ++p) {
+        pairs[fill[where[idx[p]]]++] = {e, p};
+      }
+    }
+    for (uint32_t node : nodes) where[node] = -1;
+  }
+};
+
+// One lazy optimizer step on the union of the weights the batch's examples
+// touched, each with the sum of their gradients: per touched node of the
+// first layer its whole row, of a later hidden layer the entries of the
+// previous layer's nodes that some example paired with it, of the output
+// layer its row; the biases of the touched nodes and the output bias.
+// Nodes are split among threads (no two update the same weight), and each
+// sum runs over the examples in order, so the result does not depend on
+// the number of threads.
+void UpdateBatch(const Model& m, const Optimizer& opt,
+                 const std::vector<Trace>& traces, const float* x,
+                 ffi::ThreadPool& pool, int64_t threads) {
+  const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
+  thread_local std::vector<Touched> touched;
+  touched.resize(depth);
+  for (int64_t k = 0; k < depth; ++k) {
+    touched[k].Build(traces, k, m.slabs[k].dims[0]);
+  }
+  for (int64_t k = 0; k <= depth; ++k) {
+    // The output layer's rows are the last hidden layer's touched nodes.
+    const Touched& tk = touched[k < depth ? k : depth - 1];
+    const int64_t width = k == 0 ? D : k == depth ? C : m.budgets[k - 1];
+    const int64_t n_in = k == 0 ? D : k == depth ? C : m.slabs[k].dims[1];
+    float* w = m.slabs[k].w;
+    float* b = m.slabs[k].b;
+    ParallelFor(pool, tk.nodes.size(), threads, 8,
+                [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> g;
+      thread_local std::vector<uint32_t> mark, cols;
+      thread_local uint32_t stamp = 0;
+      if (static_cast<int64_t>(g.size()) < n_in) g.resize(n_in, 0.f);
+      if (static_cast<int64_t>(mark.size()) < n_in) mark.resize(n_in, 0);
+      for (int64_t j = begin; j < end; ++j) {
+        const uint32_t node = tk.nodes[j];
+        float gb = 0.f;
+        if (k == 0 || k == depth) {  // whole rows: x's features, classes
+          std::fill_n(g.begin(), n_in, 0.f);
+          for (int64_t q = tk.start[j]; q < tk.start[j + 1]; ++q) {
+            const auto [e, p] = tk.pairs[q];
+            const Trace& t = traces[e];
+            const float* v = k == 0 ? x + e * D : t.dl.data();
+            const float s = k == 0 ? t.dz[0][p] : t.a[depth - 1][p];
+            for (int64_t c = 0; c < n_in; ++c) g[c] += s * v[c];
+            gb += s;
+          }
+          opt.Row(w + node * S * n_in, n_in, g.data(), 1.f, n_in);
+        } else {  // the entries of the previous layer's paired nodes
+          if (++stamp == 0) {  // wrapped: clear the marks
+            std::fill(mark.begin(), mark.end(), 0);
+            stamp = 1;
+          }
+          cols.clear();
+          for (int64_t q = tk.start[j]; q < tk.start[j + 1]; ++q) {
+            const auto [e, p] = tk.pairs[q];
+            const Trace& t = traces[e];
+            const float d = t.dz[k][p];
+            const uint32_t* prev = t.idx[k - 1].data();
+            const float* a = t.a[k - 1].data();
+            for (int64_t c = 0; c < width; ++c) {
+              const uint32_t col = prev[c];
+              if (mark[col] != stamp) {
+                mark[col] = stamp;
+                g[col] = 0.f;
+                cols.push_back(col);
+              }
+              g[col] += d * a[c];
+            }
+            gb += d;
+          }
+          float* row = w + node * n_in * S;
+          for (uint32_t col : cols) opt.Scalar(row + col * S, g[col]);
+        }
+        if (k < depth) opt.Scalar(b + node * S, gb);
+      }
+    });
+  }
+  // The output bias: every example's dl.
+  for (int64_t c = 0; c < C; ++c) {
+    float gc = 0.f;
+    for (const Trace& t : traces) gc += t.dl[c];
+    opt.Scalar(m.slabs[depth].b + c * S, gc);
+  }
+}
+
+// One mini-batch step of B examples: each example's active sets, loss and
+// gradients from the weights before the step (on at most `threads`
+// threads, examples claimed from a shared counter), then UpdateBatch.  No
+// weight is written while any is read, so nothing races, and the result
+// does not depend on the number of threads.  With B = 1 it is
+// AlshTrainStep's step up to float32 rounding.
+ffi::Error TrainBatchImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> labels,
+    ffi::BufferR0<ffi::S32> count, ffi::Buffer<ffi::U32> seeds,
+    ffi::RemainingArgs args, ffi::ResultBuffer<ffi::F32> loss,
+    ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
+    float b1, float b2, float eps, int32_t activation, float slope,
+    ffi::Span<const int64_t> budgets, int64_t threads) {
+  const auto xd = x.dimensions();
+  if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [B, D]");
+  const int64_t B = xd[0];
+  thread_local Model m;
+  if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
+    return e;
+  }
+  if (labels.element_count() != static_cast<size_t>(B) ||
+      seeds.element_count() != static_cast<size_t>(B * m.depth) ||
+      loss->element_count() != static_cast<size_t>(B) ||
+      colliding->element_count() != static_cast<size_t>(B * m.depth)) {
+    return ffi::Error::InvalidArgument(
+        "need labels [B], seeds [B, depth], loss [B], colliding [B, depth]");
+  }
+  if (auto e = CheckLabels(labels.typed_data(), B, m.C); e.failure()) {
+    return e;
+  }
+  const Activation act{activation, slope};
+  thread_local std::vector<Trace> traces;
+  traces.resize(B);
+  const float inv_batch = 1.f / static_cast<float>(B);
+  ParallelFor(pool, B, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      Trace& t = traces[e];
+      Forward(m, act, x.typed_data() + e * m.D, labels.typed_data()[e],
+              seeds.typed_data() + e * m.depth, 1, &t);
+      loss->typed_data()[e] = t.loss;
+      std::copy_n(t.colliding.data(), m.depth,
+                  colliding->typed_data() + e * m.depth);
+      Backward(m, act, inv_batch, &t);
+    }
+  });
+  const Optimizer opt(m.S, *count.typed_data(), lr, b1, b2, eps);
+  UpdateBatch(m, opt, traces, x.typed_data(), pool, threads);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
@@ -465,3 +410,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int32_t>("activation")
         .Attr<float>("slope")
         .Attr<ffi::Span<const int64_t>>("budgets"));
+
+// The multi-example kernels: x [N, D], labels [N], the update count of the
+// first example (Hogwild) or of the step (Batch), seeds [N, depth]; results
+// loss [N], colliding [N, depth], then the slabs (aliased).
+#define SAMPLING_MLP_ALSH_MULTI(name, impl)                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                      \
+      name, impl,                                                    \
+      ffi::Ffi::Bind()                                               \
+          .Ctx<ffi::ThreadPool>()                                    \
+          .Arg<ffi::Buffer<ffi::F32>>()                              \
+          .Arg<ffi::Buffer<ffi::S32>>()                              \
+          .Arg<ffi::BufferR0<ffi::S32>>()                            \
+          .Arg<ffi::Buffer<ffi::U32>>()                              \
+          .RemainingArgs()                                           \
+          .Ret<ffi::Buffer<ffi::F32>>()                              \
+          .Ret<ffi::Buffer<ffi::S32>>()                              \
+          .RemainingRets()                                           \
+          .Attr<float>("lr")                                         \
+          .Attr<float>("b1")                                         \
+          .Attr<float>("b2")                                         \
+          .Attr<float>("eps")                                        \
+          .Attr<int32_t>("activation")                               \
+          .Attr<float>("slope")                                      \
+          .Attr<ffi::Span<const int64_t>>("budgets")                 \
+          .Attr<int64_t>("threads"))
+
+SAMPLING_MLP_ALSH_MULTI(AlshTrainHogwild, TrainHogwildImpl);
+SAMPLING_MLP_ALSH_MULTI(AlshTrainBatch, TrainBatchImpl);

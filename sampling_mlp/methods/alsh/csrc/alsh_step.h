@@ -1,0 +1,418 @@
+// The pieces of an ALSH-APPROX training step shared by the native kernels
+// (alsh_kernels.cc): the model's slabs and hashes as the FFI passes them,
+// one example's sparse forward pass and loss, and the batch-size-1 step
+// that updates every touched weight in place.
+
+#ifndef SAMPLING_MLP_METHODS_ALSH_CSRC_ALSH_STEP_H_
+#define SAMPLING_MLP_METHODS_ALSH_CSRC_ALSH_STEP_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "alsh_select.h"
+#include "optimizer.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace sampling_mlp_alsh {
+
+namespace ffi = xla::ffi;
+using sampling_mlp::Optimizer;
+
+inline ffi::Error MakeHash(const ffi::Buffer<ffi::F32>& proj,
+                    const ffi::Buffer<ffi::F32>& tail,
+                    const ffi::Buffer<ffi::F32>& offsets,
+                    const ffi::BufferR0<ffi::F32>& bucket_width,
+                    const ffi::Buffer<ffi::S32>& mult,
+                    const ffi::Buffer<ffi::S32>& tables, LayerHash* h) {
+  const auto tdims = tables.dimensions();
+  const auto mdims = mult.dimensions();
+  const auto pdims = proj.dimensions();
+  if (tdims.size() != 2 || mdims.size() != 2 || pdims.size() != 2 ||
+      mdims[0] != tdims[0] || pdims[1] != mdims[0] * mdims[1] ||
+      tail.element_count() != static_cast<size_t>(pdims[1]) ||
+      (offsets.element_count() != 0 &&
+       offsets.element_count() != static_cast<size_t>(pdims[1]))) {
+    return ffi::Error::InvalidArgument(
+        "need tables [L, n], multipliers [L, K], projections [n_in, L*K], "
+        "tail [L*K] and offsets [L*K] or [0]");
+  }
+  *h = LayerHash{proj.typed_data(),
+                 tail.typed_data(),
+                 offsets.element_count() ? offsets.typed_data() : nullptr,
+                 *bucket_width.typed_data(),
+                 mult.typed_data(),
+                 tables.typed_data(),
+                 pdims[0],
+                 tdims[0],
+                 mdims[1],
+                 tdims[1]};
+  return ffi::Error::Success();
+}
+
+// The hidden layers' activation (layers.activation_fn) and its derivative,
+// as JAX differentiates it (relu' = 0 and leaky_relu' = 1 at 0).
+struct Activation {
+  int32_t kind;  // 0 relu, 1 leaky_relu, 2 sigmoid, 3 linear
+  float slope;   // leaky_relu's negative slope
+
+  float operator()(float z) const {
+    switch (kind) {
+      case 0: return z > 0.f ? z : 0.f;
+      case 1: return z >= 0.f ? z : slope * z;
+      case 2: return 1.f / (1.f + std::exp(-z));
+      default: return z;
+    }
+  }
+  float Grad(float z, float a) const {
+    switch (kind) {
+      case 0: return z > 0.f ? 1.f : 0.f;
+      case 1: return z >= 0.f ? 1.f : slope;
+      case 2: return a * (1.f - a);
+      default: return 1.f;
+    }
+  }
+};
+
+// XLA aliases each output with its input, so the update is in place; should
+// it not, the input is copied first.
+inline void AliasOrCopy(const ffi::Buffer<ffi::F32>& in, float* out) {
+  if (out != in.typed_data()) {
+    std::copy_n(in.typed_data(), in.element_count(), out);
+  }
+}
+
+// A weight and a bias slab of the step, updated in place; dims as given.
+struct Slabs {
+  float* w;
+  float* b;
+  int64_t dims[3];  // w's shape
+};
+
+// `auto var = expr;` for an ffi::ErrorOr, returning its error if it has one.
+#define SAMPLING_MLP_GET(var, expr) \
+  auto var = (expr);                \
+  if (!var.has_value()) return var.error()
+
+// The slabs of argument `i` and `i + 1` (w, b) into results `o`, `o + 1`.
+inline ffi::Error GetSlabs(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                    size_t i, size_t o, Slabs* s) {
+  SAMPLING_MLP_GET(w, args.get<ffi::Buffer<ffi::F32>>(i));
+  SAMPLING_MLP_GET(b, args.get<ffi::Buffer<ffi::F32>>(i + 1));
+  SAMPLING_MLP_GET(rw, rets.get<ffi::Buffer<ffi::F32>>(o));
+  SAMPLING_MLP_GET(rb, rets.get<ffi::Buffer<ffi::F32>>(o + 1));
+  const auto wd = w->dimensions();
+  if (wd.size() != 3 || b->dimensions().size() != 2) {
+    return ffi::Error::InvalidArgument("slabs must be w [., ., .], b [., .]");
+  }
+  s->w = rw.value()->typed_data();
+  s->b = rb.value()->typed_data();
+  AliasOrCopy(*w, s->w);
+  AliasOrCopy(*b, s->b);
+  std::copy_n(wd.begin(), 3, s->dims);
+  return ffi::Error::Success();
+}
+
+// Entries gathered from a slab, each slot in its own contiguous plane
+// ([S, count]), so that the optimizer runs over them as flat vectors; the
+// hidden blocks after the first layer and the output layer's active rows
+// are updated this way and written back.
+struct Block {
+  std::vector<float> e;
+  int64_t count = 0;
+
+  void Resize(int64_t slots, int64_t n) {
+    count = n;
+    e.resize(slots * n);
+  }
+  float* slot(int64_t k) { return e.data() + k * count; }
+};
+
+// Copies `len` entries whose slots lie `stride` apart, from `src` at the
+// given offsets (or contiguous when offsets is null), into the planes of
+// `blk` from position `at`; Scatter writes them back.
+inline void Gather(const float* src, const uint32_t* offsets, int64_t len,
+            int64_t stride, int64_t S, Block& blk, int64_t at) {
+  for (int64_t k = 0; k < S; ++k) {
+    float* dst = blk.slot(k) + at;
+    const float* base = src + k * stride;
+    if (offsets) {
+      for (int64_t c = 0; c < len; ++c) dst[c] = base[offsets[c]];
+    } else {
+      std::copy_n(base, len, dst);
+    }
+  }
+}
+
+inline void Scatter(Block& blk, int64_t at, const uint32_t* offsets, int64_t len,
+             int64_t stride, int64_t S, float* dst) {
+  for (int64_t k = 0; k < S; ++k) {
+    const float* src = blk.slot(k) + at;
+    float* base = dst + k * stride;
+    if (offsets) {
+      for (int64_t c = 0; c < len; ++c) base[offsets[c]] = src[c];
+    } else {
+      std::copy_n(src, len, base);
+    }
+  }
+}
+
+// The model a step reads and updates.  Layouts (layer.py): first hidden
+// layer w [n_1, S, D], b [n_1, S]; later hidden layers w [n_k, n_{k-1}, S],
+// b [n_k, S]; output w [n_d, S, C], b [C, S]; S = 3 (Adam: parameter,
+// first, second moment) or 1 (SGD).
+struct Model {
+  int64_t depth = 0, D = 0, C = 0, S = 0;
+  std::vector<Slabs> slabs;       // depth + 1: the hidden layers, the output
+  std::vector<LayerHash> hashes;  // depth
+  std::vector<int64_t> budgets;   // depth: active-set sizes
+};
+
+// The model from the remaining arguments -- per hidden layer w, b, proj,
+// tail, offsets, bucket width, multipliers, tables; then the output
+// layer's w, b -- and the remaining results (every w, b, aliased with the
+// arguments), for inputs of D features.
+inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
+                             const ffi::RemainingRets& rets,
+                             ffi::Span<const int64_t> budgets, int64_t D,
+                             Model* m) {
+  const int64_t depth = budgets.size();
+  if (depth < 1 || args.size() != static_cast<size_t>(8 * depth + 2) ||
+      rets.size() != static_cast<size_t>(2 * depth + 2)) {
+    return ffi::Error::InvalidArgument(
+        "need, per hidden layer, 8 arguments, 2 results and a budget, and "
+        "the output layer's 2 slabs");
+  }
+  m->depth = depth;
+  m->D = D;
+  m->slabs.resize(depth + 1);
+  m->hashes.resize(depth);
+  m->budgets.assign(budgets.begin(), budgets.end());
+  for (int64_t k = 0; k <= depth; ++k) {
+    if (auto e = GetSlabs(args, rets, 8 * k, 2 * k, &m->slabs[k]);
+        e.failure()) {
+      return e;
+    }
+  }
+  const int64_t S = m->slabs[0].dims[1];
+  if (S != 1 && S != 3) {
+    return ffi::Error::InvalidArgument(
+        "slabs must have 3 slots (Adam) or 1 (SGD)");
+  }
+  m->S = S;
+  int64_t prev = D;
+  for (int64_t k = 0; k < depth; ++k) {
+    const size_t i = 8 * k + 2;
+    SAMPLING_MLP_GET(proj, args.get<ffi::Buffer<ffi::F32>>(i));
+    SAMPLING_MLP_GET(tail, args.get<ffi::Buffer<ffi::F32>>(i + 1));
+    SAMPLING_MLP_GET(off, args.get<ffi::Buffer<ffi::F32>>(i + 2));
+    SAMPLING_MLP_GET(width, args.get<ffi::BufferR0<ffi::F32>>(i + 3));
+    SAMPLING_MLP_GET(mult, args.get<ffi::Buffer<ffi::S32>>(i + 4));
+    SAMPLING_MLP_GET(tables, args.get<ffi::Buffer<ffi::S32>>(i + 5));
+    if (auto e = MakeHash(*proj, *tail, *off, *width, *mult, *tables,
+                          &m->hashes[k]);
+        e.failure()) {
+      return e;
+    }
+    const int64_t* d = m->slabs[k].dims;
+    const int64_t n = d[0];
+    const bool shape_ok = k == 0 ? (d[1] == S && d[2] == D)
+                                 : (d[1] == prev && d[2] == S);
+    if (!shape_ok || m->hashes[k].n != n || m->hashes[k].n_in != prev ||
+        budgets[k] < 1 || budgets[k] > n) {
+      return ffi::Error::InvalidArgument(
+          "hidden layer slabs, tables and budgets do not fit together");
+    }
+    prev = n;
+  }
+  const int64_t* od = m->slabs[depth].dims;
+  m->C = od[2];
+  if (od[0] != prev || od[1] != S) {
+    return ffi::Error::InvalidArgument("output slab must be [n_d, S, C]");
+  }
+  return ffi::Error::Success();
+}
+
+// One example's forward pass: per hidden layer its active set, and the
+// pre-activations z and activations a of its nodes; the gathered weights
+// (blocks: hidden layers k >= 1 [s_k x s_{k-1}], the output layer's rows of
+// the last active set [s_d x C], `slots` slots each: S to update them in
+// place, 1 to read them); the logits' gradient dl = softmax - onehot and
+// the loss.
+struct Trace {
+  std::vector<std::vector<uint32_t>> idx;
+  std::vector<std::vector<float>> z, a, dz;  // dz: the batch kernel's
+  std::vector<Block> blocks;                 // depth + 1; [0] unused
+  std::vector<float> dl;                     // [C]
+  std::vector<int32_t> colliding;            // [depth]
+  std::vector<uint32_t> offs;                // scratch
+  float loss = 0.f;
+};
+
+inline void Forward(const Model& m, const Activation& act, const float* x,
+                    int32_t y, const uint32_t* seeds, int64_t slots,
+                    Trace* t) {
+  const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
+  t->idx.resize(depth);
+  t->z.resize(depth);
+  t->a.resize(depth);
+  t->blocks.resize(depth + 1);
+  t->colliding.resize(depth);
+  const float* in = x;
+  const uint32_t* in_rows = nullptr;
+  int64_t r = D;
+  for (int64_t k = 0; k < depth; ++k) {
+    const int64_t s = m.budgets[k];
+    t->idx[k].resize(s);
+    t->z[k].resize(s);
+    t->a[k].resize(s);
+    t->colliding[k] = m.hashes[k].Select(in, in_rows, r, seeds[k], s,
+                                         t->idx[k].data());
+    const float* w = m.slabs[k].w;
+    const float* b = m.slabs[k].b;
+    const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
+    const uint32_t* rows = t->idx[k].data();
+    float* zk = t->z[k].data();
+    if (k == 0) {  // whole rows, two at a time
+      int64_t i = 0;
+      for (; i + 2 <= s; i += 2) {
+        Dot2(w + rows[i] * row_len, w + rows[i + 1] * row_len, in, D, &zk[i],
+             &zk[i + 1]);
+      }
+      if (i < s) zk[i] = Dot(w + rows[i] * row_len, in, D);
+    } else {  // the [s, r] block, gathered (slot-last layout: offsets r * S)
+      t->offs.resize(r);
+      for (int64_t c = 0; c < r; ++c) t->offs[c] = in_rows[c] * S;
+      Block& blk = t->blocks[k];
+      blk.Resize(slots, s * r);
+      for (int64_t i = 0; i < s; ++i) {
+        Gather(w + rows[i] * row_len, t->offs.data(), r, 1, slots, blk,
+               i * r);
+        zk[i] = Dot(blk.slot(0) + i * r, in, r);
+      }
+    }
+    for (int64_t i = 0; i < s; ++i) {
+      zk[i] += b[rows[i] * S];
+      t->a[k][i] = act(zk[i]);
+    }
+    in = t->a[k].data();
+    in_rows = t->idx[k].data();
+    r = s;
+  }
+  // The output layer: logits, loss and dlogits.
+  const float* ow = m.slabs[depth].w;
+  const float* ob = m.slabs[depth].b;
+  Block& out = t->blocks[depth];
+  out.Resize(slots, r * C);
+  std::vector<float>& logits = t->dl;
+  logits.resize(C);
+  for (int64_t c = 0; c < C; ++c) logits[c] = ob[c * S];
+  for (int64_t i = 0; i < r; ++i) {
+    Gather(ow + in_rows[i] * S * C, nullptr, C, C, slots, out, i * C);
+    const float* row = out.slot(0) + i * C;
+    for (int64_t c = 0; c < C; ++c) logits[c] += in[i] * row[c];
+  }
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  float total = 0.f;
+  for (int64_t c = 0; c < C; ++c) total += std::exp(logits[c] - mx);
+  const float lse = mx + std::log(total);
+  t->loss = lse - logits[y];
+  for (int64_t c = 0; c < C; ++c) logits[c] = std::exp(logits[c] - lse);
+  logits[y] -= 1.f;  // now dl
+}
+
+// One training step of ALSH-APPROX at batch size 1, for any depth, in
+// place: the forward pass (Forward); backpropagation through the active
+// nodes (every gradient from the weights before the step), and the
+// optimizer on every weight the example touched: the active rows of the
+// first layer (whole rows: its input is dense), the [active x previous
+// active] blocks after it, the output layer's rows of the last active set,
+// and all biases on the way.  That is what ALSH.train_step (method.py)
+// does with jax.numpy at batch size 1, in one pass.  Thread-safe in
+// itself (its buffers are per thread); threads that share a model race on
+// the weights they both touch (HOGWILD, see AlshTrainHogwild).
+inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
+                 const float* x, int32_t y, const uint32_t* seeds,
+                 float* loss, int32_t* colliding) {
+  thread_local Trace t;
+  thread_local std::vector<float> da, dz, grad;
+  const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
+  Forward(m, act, x, y, seeds, S, &t);
+  *loss = t.loss;
+  std::copy_n(t.colliding.data(), depth, colliding);
+  const float* in = t.a[depth - 1].data();
+  const uint32_t* in_rows = t.idx[depth - 1].data();
+  const int64_t r = m.budgets[depth - 1];
+  const std::vector<float>& dl = t.dl;
+  // The output layer: the gradient `da` of its input (weights before the
+  // update), then its update.
+  float* ow = m.slabs[depth].w;
+  float* ob = m.slabs[depth].b;
+  Block& out = t.blocks[depth];
+  da.resize(r);
+  grad.resize(r * C);
+  for (int64_t i = 0; i < r; ++i) {
+    const float* row = out.slot(0) + i * C;
+    float acc = 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      acc += row[c] * dl[c];
+      grad[i * C + c] = in[i] * dl[c];
+    }
+    da[i] = acc;
+  }
+  opt.Flat(out.slot(0), out.slot(S > 1 ? 1 : 0), out.slot(S - 1), grad.data(),
+           r * C);
+  for (int64_t i = 0; i < r; ++i) {
+    Scatter(out, i * C, nullptr, C, C, S, ow + in_rows[i] * S * C);
+  }
+  for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, dl[c]);
+
+  // Backward through the hidden layers, each updated once its input
+  // gradient has been read from its weights.
+  for (int64_t k = depth - 1; k >= 0; --k) {
+    const int64_t s = m.budgets[k];
+    dz.resize(s);
+    for (int64_t i = 0; i < s; ++i) {
+      dz[i] = da[i] * act.Grad(t.z[k][i], t.a[k][i]);
+    }
+    float* w = m.slabs[k].w;
+    float* b = m.slabs[k].b;
+    const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
+    if (k == 0) {
+      const uint32_t* rows = t.idx[0].data();
+      int64_t i = 0;
+      for (; i + 2 <= s; i += 2) {
+        opt.Row2(w + rows[i] * row_len, w + rows[i + 1] * row_len, D, x,
+                 dz[i], dz[i + 1], D);
+      }
+      if (i < s) opt.Row(w + rows[i] * row_len, D, x, dz[i], D);
+    } else {
+      const int64_t rp = m.budgets[k - 1];
+      const float* ap = t.a[k - 1].data();
+      Block& blk = t.blocks[k];
+      const float* pw = blk.slot(0);
+      da.assign(rp, 0.f);
+      grad.resize(s * rp);
+      for (int64_t i = 0; i < s; ++i) {
+        for (int64_t c = 0; c < rp; ++c) {
+          da[c] += dz[i] * pw[i * rp + c];
+          grad[i * rp + c] = dz[i] * ap[c];
+        }
+      }
+      opt.Flat(blk.slot(0), blk.slot(S > 1 ? 1 : 0), blk.slot(S - 1),
+               grad.data(), s * rp);
+      t.offs.resize(rp);
+      for (int64_t c = 0; c < rp; ++c) t.offs[c] = t.idx[k - 1][c] * S;
+      for (int64_t i = 0; i < s; ++i) {
+        Scatter(blk, i * rp, t.offs.data(), rp, 1, S,
+                w + t.idx[k][i] * row_len);
+      }
+    }
+    for (int64_t i = 0; i < s; ++i) opt.Scalar(b + t.idx[k][i] * S, dz[i]);
+  }
+}
+
+}  // namespace sampling_mlp_alsh
+
+#endif  // SAMPLING_MLP_METHODS_ALSH_CSRC_ALSH_STEP_H_
