@@ -260,6 +260,23 @@ class MethodImpl:
     :meth:`step_randomness`; returns metrics including 'loss'."""
     raise NotImplementedError
 
+  def steps_per_call(self, batch_size: int) -> int:
+    """How many consecutive steps :meth:`train_steps` takes at once (the
+    training loop groups its steps so); 1, the default, is one
+    :meth:`train_step` at a time.  A method whose steps run faster together
+    (ALSH's HOGWILD threads at batch size 1) returns more."""
+    del batch_size
+    return 1
+
+  def train_steps(self, state: TrainState, xs: jax.Array, ys: jax.Array,
+                  rands: Any) -> tuple[TrainState, dict]:
+    """:meth:`steps_per_call` consecutive steps on ``xs`` [k, B, D], ``ys``
+    [k, B] with ``rands`` stacked on a leading axis of k; returns the
+    per-step metrics stacked the same way.  The default is
+    :meth:`train_step` k times, in order."""
+    return jax.lax.scan(lambda st, b: self.train_step(st, *b), state,
+                        (xs, ys, rands))
+
   def end_epoch(self, state: TrainState, key: jax.Array) -> TrainState:
     """Work done once per epoch, inside jit (e.g. ALSH's table rebuild)."""
     del key

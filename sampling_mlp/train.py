@@ -100,19 +100,51 @@ def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
     num_batches: static number of steps in the epoch.
 
   ``x`` [N, D] and ``y`` [N] stay on device for the whole run; each step
-  gathers its batch from ``perm`` [N], so no shuffled copy is made.
+  gathers its batch from ``perm`` [N], so no shuffled copy is made.  Steps
+  run in groups of ``impl.steps_per_call(batch_size)`` through
+  ``impl.train_steps`` (the epoch's last steps, fewer than a group, one at
+  a time); the steps, their order and their randomness are the same
+  either way.
   """
+  group = max(1, min(impl.steps_per_call(batch_size), num_batches))
+  num_groups, rest = divmod(num_batches, group)
 
   def epoch(state, x, y, perm, key):
     rand = step_randomness(impl, key, state.step, num_batches, batch_size)
 
-    def body(state, inputs):
+    def batches(first, count):
+      idx = jax.lax.dynamic_slice_in_dim(perm, first * batch_size,
+                                         count * batch_size)
+      return (x[idx].reshape(count, batch_size, -1),
+              y[idx].reshape(count, batch_size))
+
+    def grouped(state, inputs):
+      i, r = inputs
+      return impl.train_steps(state, *batches(i * group, group), r)
+
+    def single(state, inputs):
       i, r = inputs
       idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
       return impl.train_step(state, x[idx], y[idx], r)
 
-    state, metrics = jax.lax.scan(body, state,
-                                  (jnp.arange(num_batches), rand))
+    if group == 1:
+      state, metrics = jax.lax.scan(single, state,
+                                    (jnp.arange(num_batches), rand))
+    else:
+      head = jax.tree.map(
+          lambda v: v[:num_groups * group].reshape(
+              (num_groups, group) + v.shape[1:]), rand)
+      state, metrics = jax.lax.scan(grouped, state,
+                                    (jnp.arange(num_groups), head))
+      metrics = jax.tree.map(
+          lambda m: m.reshape((num_groups * group,) + m.shape[2:]), metrics)
+      if rest:
+        tail = jax.tree.map(lambda v: v[num_groups * group:], rand)
+        state, more = jax.lax.scan(
+            single, state,
+            (num_groups * group + jnp.arange(rest), tail))
+        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]),
+                               metrics, more)
     return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
   return jax.jit(epoch, donate_argnums=0)

@@ -20,6 +20,7 @@ masked update of dense cost.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from absl import logging
 import jax
@@ -75,9 +76,16 @@ class ALSHConfig(registry.MethodConfig):
       0.05, "Active-set budget as a fraction of each hidden layer's nodes.",
       check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
   kernel: str = registry.option(
-      "auto", "Batch-size-1 kernels: 'native' (C++ via the XLA FFI, compiled "
-      "on first use), 'xla' (pure JAX; same numbers, slower) or 'auto' "
-      "(native where it builds).", choices=("auto", "native", "xla"))
+      "auto", "Step kernels: 'native' (C++ via the XLA FFI, compiled on "
+      "first use), 'xla' (pure JAX; same numbers, slower; mini-batches at "
+      "dense cost) or 'auto' (native where it builds).",
+      choices=("auto", "native", "xla"))
+  threads: int = registry.option(
+      0, "Threads of the native kernels (0: every core this process may "
+      "use).  At batch size 1 more than one trains examples concurrently "
+      "without locks (HOGWILD); a mini-batch splits its examples and then "
+      "its touched nodes among them.",
+      check=lambda v: None if v >= 0 else "must be >= 0 (0: every core)")
   rebuild: str = registry.option(
       "paper", "Table rebuild schedule: 'paper' (every 100 steps for the "
       "first 10,000, then every 1,000), 'epoch', 'N' (every N steps) or "
@@ -118,6 +126,7 @@ class ALSH(registry.MethodImpl):
     self.schedule = schedule.parse_schedule(config.rebuild)
     self.budgets = tuple(kernels.budget_for(n, config.active_fraction)
                          for n in model.sizes[1:-1])
+    self.threads = config.threads or len(os.sched_getaffinity(0))
 
   # -- state ------------------------------------------------------------------
   def build_model(self, key, params):
@@ -176,26 +185,71 @@ class ALSH(registry.MethodImpl):
                       "numbers.", status.reason)
     return status.ok
 
+  # Consecutive batch-size-1 steps one HOGWILD call takes: a divisor of
+  # the paper's rebuild periods (100, 1,000), so that grouped steps rebuild
+  # the tables at the same steps as single ones.
+  hogwild_group = 100
+
+  def _hogwild(self, batch_size: int) -> bool:
+    return (batch_size == 1 and self.threads > 1 and bool(self.budgets)
+            and self._use_native())
+
+  def steps_per_call(self, batch_size):
+    """``hogwild_group`` steps at once at batch size 1 with several native
+    threads (HOGWILD), else 1."""
+    return self.hogwild_group if self._hogwild(batch_size) else 1
+
+  def _native_step(self, kernel, model, x, y, seeds, count, **kw):
+    """A native step kernel on the model's slabs, which it updates; returns
+    the per-example loss and colliding counts [..., depth]."""
+    hidden = model.layers[:-1]
+    with jax.named_scope("native"):
+      new, loss, coll = kernel(
+          tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
+          tuple(l.query for l in hidden),
+          tuple(l.table[...] for l in hidden), x, y, seeds, count,
+          budgets=self.budgets, optim=self.optim,
+          activation=self.model.activation, **kw)
+    for layer, p in zip(model.layers, new):
+      layer.w[...], layer.b[...] = p.w, p.b
+    return loss, coll
+
+  def _collision_metrics(self, coll):
+    """Per hidden layer, averaged over the examples of ``coll`` [B, depth]:
+    the nodes colliding with the query, and the fraction of the budget
+    filled at random (too few collided)."""
+    budgets = jnp.asarray(self.budgets, jnp.float32)
+    coll = coll.astype(jnp.float32)
+    return {"alsh_colliding": jnp.mean(coll, axis=0),
+            "alsh_random_fraction": jnp.mean(
+                jnp.maximum(budgets - coll, 0) / budgets, axis=0)}
+
+  def _rebuild_if(self, hidden, due):
+    # Only the small tables pass through the conditional, so neither branch
+    # copies the parameters.
+    with jax.named_scope("rebuild"):
+      tables = jax.lax.cond(
+          due, lambda: tuple(l.build_table() for l in hidden),
+          lambda: tuple(l.table[...] for l in hidden))
+    for layer, t in zip(hidden, tables):
+      layer.table[...] = t
+
   def train_step(self, state, x, y, rand):
     seeds, batch = rand, x.shape[0]
     model = state.view()
     hidden = model.layers[:-1]
     depth = len(hidden)
     count = state.opt_state + 1
-    if batch == 1 and depth and self._use_native():
+    if depth and self._use_native():
       from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
-      with jax.named_scope("native"):
-        new, loss, coll = native.train_step(
-            tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
-            tuple(l.query for l in hidden),
-            tuple(l.table[...] for l in hidden), x[0], y[0], seeds[0], count,
-            budgets=self.budgets, optim=self.optim,
-            activation=self.model.activation)
-      for layer, p in zip(model.layers, new):
-        layer.w[...], layer.b[...] = p.w, p.b
-      budgets = jnp.asarray(self.budgets, jnp.float32)
-      coll, frac = coll[:, None], (jnp.maximum(budgets - coll, 0) /
-                                   budgets)[:, None]
+      if batch == 1:
+        loss, coll = self._native_step(native.train_step, model, x[0], y[0],
+                                       seeds[0], count)
+        coll = coll[None]
+      else:
+        loss, coll = self._native_step(native.train_batch, model, x, y,
+                                       seeds, count, threads=self.threads)
+        loss = jnp.mean(loss)
     else:
       def loss_fn(deltas):
         outs = state.view().forward(seeds, x, deltas)
@@ -204,24 +258,40 @@ class ALSH(registry.MethodImpl):
       (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(
           model.zero_deltas(batch))
       update = self._update_single if batch == 1 else self._update_batch
-      update(model, aux, g, count)
-      coll = jnp.stack([a.colliding for a in aux[:-1]]) if depth else None
-      frac = jnp.stack([a.random_fraction for a in aux[:-1]]) if depth else None
+      with jax.named_scope("update"):
+        update(model, aux, g, count)
+      coll = jnp.stack([a.colliding for a in aux[:-1]], axis=1) if depth \
+          else None
     step = state.step + 1
-    # Only the small tables pass through the conditional, so neither branch
-    # copies the parameters.
-    tables = jax.lax.cond(
-        schedule.should_rebuild(step, schedule=self.schedule),
-        lambda: tuple(l.build_table() for l in hidden),
-        lambda: tuple(l.table[...] for l in hidden))
-    for layer, t in zip(hidden, tables):
-      layer.table[...] = t
+    self._rebuild_if(hidden, schedule.should_rebuild(step,
+                                                     schedule=self.schedule))
     metrics = {"loss": loss}
     if depth:  # per hidden layer, averaged over the batch's examples
-      metrics["alsh_colliding"] = jnp.mean(coll.astype(jnp.float32), axis=1)
-      metrics["alsh_random_fraction"] = jnp.mean(frac, axis=1)
+      metrics.update(self._collision_metrics(coll))
     return state.replace(model=nnx.state(model), opt_state=count,
                          step=step), metrics
+
+  def train_steps(self, state, xs, ys, rands):
+    """Batch-size-1 steps as one HOGWILD call (``native.train_hogwild``)
+    where :meth:`steps_per_call` groups them; the tables are rebuilt after
+    the group if the schedule rebuilds at any of its steps (the group
+    divides the paper's periods, so these are the same steps)."""
+    k = xs.shape[0]
+    if not self._hogwild(xs.shape[1]):
+      return super().train_steps(state, xs, ys, rands)
+    from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
+    model = state.view()
+    loss, coll = self._native_step(
+        native.train_hogwild, model, xs[:, 0], ys[:, 0], rands[:, 0],
+        state.opt_state + 1, threads=self.threads)
+    steps = state.step + 1 + jnp.arange(k, dtype=state.step.dtype)
+    due = jnp.any(jax.vmap(lambda t: schedule.should_rebuild(
+        t, schedule=self.schedule))(steps))
+    self._rebuild_if(model.layers[:-1], due)
+    metrics = {"loss": loss}
+    metrics.update(jax.vmap(lambda c: self._collision_metrics(c[None]))(coll))
+    return state.replace(model=nnx.state(model), opt_state=state.opt_state + k,
+                         step=state.step + k), metrics
 
   def _update_single(self, model, aux, g, count):
     """Batch size 1: each touched block is updated from the entries the

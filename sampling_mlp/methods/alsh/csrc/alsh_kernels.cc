@@ -253,7 +253,8 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
                  const std::vector<Trace>& traces, const float* x,
                  ffi::ThreadPool& pool, int64_t threads) {
   const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
-  thread_local std::vector<Touched> touched;
+  thread_local std::vector<Touched> touched_store;
+  std::vector<Touched>& touched = touched_store;
   touched.resize(depth);
   for (int64_t k = 0; k < depth; ++k) {
     touched[k].Build(traces, k, m.slabs[k].dims[0]);
@@ -340,7 +341,13 @@ ffi::Error TrainBatchImpl(
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [B, D]");
   const int64_t B = xd[0];
-  thread_local Model m;
+  // Kept between calls, per calling thread; the worker threads see them
+  // through these references (a lambda naming a thread_local would see its
+  // own thread's).
+  thread_local Model model;
+  thread_local std::vector<Trace> trace_store;
+  Model& m = model;
+  std::vector<Trace>& traces = trace_store;
   if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
     return e;
   }
@@ -355,7 +362,6 @@ ffi::Error TrainBatchImpl(
     return e;
   }
   const Activation act{activation, slope};
-  thread_local std::vector<Trace> traces;
   traces.resize(B);
   const float inv_batch = 1.f / static_cast<float>(B);
   ParallelFor(pool, B, threads, 1, [&](int64_t begin, int64_t end) {
