@@ -48,12 +48,15 @@ class ResultsLog:
 
   def finished(self, run_id: str, epochs: int,
                rows: Iterable[dict] | None = None) -> list[dict]:
-    """The rows of run ``run_id`` if it finished (one per epoch), else []."""
+    """The rows of run ``run_id`` if it finished, else [].
+
+    A run is finished when it has a row for every epoch, or for every epoch
+    up to the one where it diverged (``diverged: true``, its last).
+    """
     rows = self.read() if rows is None else rows
     mine = {r["epoch"]: r for r in rows if r["run_id"] == run_id}
-    if all(e in mine for e in range(1, epochs + 1)):
-      return [mine[e] for e in range(1, epochs + 1)]
-    return []
+    return complete_rows([mine[e] for e in range(1, epochs + 1) if e in mine],
+                         epochs)
 
   def drop_runs(self, run_ids: set[str]) -> None:
     """Atomically removes the rows of ``run_ids`` and any torn line."""
@@ -74,11 +77,31 @@ class ResultsLog:
       write_text(self.path, "".join(kept))
 
   def append(self, row: dict) -> None:
+    self.append_rows([row])
+
+  def append_rows(self, rows: Sequence[dict]) -> None:
+    """Appends rows in one write, flushed to disk: a kill leaves all of
+    them, none, or a torn last line (which :meth:`drop_runs` removes)."""
     os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
     with open(self.path, "a") as f:
-      f.write(json.dumps(row, sort_keys=True, default=json_default) + "\n")
+      f.write("".join(json.dumps(r, sort_keys=True, default=json_default)
+                      + "\n" for r in rows))
       f.flush()
       os.fsync(f.fileno())
+
+
+def complete_rows(rows: Sequence[dict], epochs: int) -> list[dict]:
+  """``rows`` (epochs 1, 2, ... in order) if they make a finished run of
+  ``epochs`` epochs -- every epoch, or every epoch up to a diverged one --,
+  else []."""
+  out = []
+  for e, row in enumerate(rows, start=1):
+    if row.get("epoch") != e:
+      return []
+    out.append(row)
+    if row.get("diverged"):
+      return out
+  return out if len(out) == epochs else []
 
 
 def json_default(v):
