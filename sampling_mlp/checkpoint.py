@@ -224,9 +224,9 @@ def run_lock(path: str, *, holder: Mapping[str, Any], label: str = "",
 
   A second process asking for the lock logs who holds it and waits (or,
   with ``wait=False``, raises :class:`LockHeld`): a run is trained, and a
-  results file written, by one process at a time.  The lock dies with its process (a
-  kill releases it); on NFS, ``flock`` works across nodes (Linux maps it to
-  POSIX locks there).
+  results file written, by one process at a time.  The lock dies with its
+  process (a kill releases it); on NFS, ``flock`` works across nodes (Linux
+  maps it to POSIX locks there).
 
   Args:
     path: the lock file (created if absent).

@@ -105,7 +105,7 @@ class ExecutorConfig:
   slurm_time: str = "12:00:00"
   slurm_mem: str | None = None
   slurm_array_parallelism: int = 256
-  slurm_extra: tuple[tuple[str, str], ...] = ()
+  slurm_extra: tuple[tuple[str, str | bool], ...] = ()
   poll_seconds: float = 2.0
 
   def __post_init__(self):
@@ -119,12 +119,15 @@ class ExecutorConfig:
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
     parse_slurm_time(self.slurm_time)
+    if self.kind == "local":
+      _core_slots(self.max_parallel)
     for pair in self.slurm_extra:
       if len(pair) != 2 or not pair[0]:
         raise ValueError(f"--slurm_extra: {pair!r} is not NAME=VALUE")
 
   @staticmethod
-  def parse_extra(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+  def parse_extra(values: Sequence[str]
+                  ) -> tuple[tuple[str, str | bool], ...]:
     """``["account=lab", "exclusive"]`` -> (name, value) pairs (a bare name
     is a switch, like ``--exclusive``)."""
     out = []
@@ -310,6 +313,10 @@ def _local(config, fn, items, labels, folder, progress):
         time.sleep(min(config.poll_seconds, 0.5))
   finally:
     bar.close()
+    try:  # submitit's controller also makes the folder's literal "%j"
+      os.rmdir(os.path.join(folder, "%j"))
+    except OSError:
+      pass
 
 
 def _squeue(main_ids: set[str]) -> dict[str, tuple[str, str]] | None:
