@@ -116,6 +116,8 @@ PAPER_SCALE = {"epochs": 50, "max_train": None, "max_test": None,
 
 def _int_list(name: str, lower: int = 1):
   def check(values):
+    if values is None:  # a list flag without a default
+      return True
     try:
       ints = [int(v) for v in values]
     except ValueError:
