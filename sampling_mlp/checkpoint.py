@@ -54,9 +54,10 @@ class LockHeld(RuntimeError):
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-  """Orbax logs a dozen INFO lines per save; keep the run's log readable."""
+  """Orbax logs a dozen INFO lines per save (and warns that a reader's
+  manager is read-only); keep the run's log readable."""
   old = logging.get_verbosity()
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)
   try:
     yield
   finally:
@@ -85,11 +86,13 @@ class RunCheckpoint:
     self.directory = os.path.abspath(directory)
     self.run_id = run_id
 
-  def _manager(self):
+  def _manager(self, write: bool = False):
     import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+    # Only the writer (who holds the run's lock) may clean up a killed
+    # save's temporary folder: a reader could delete one being written.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, enable_async_checkpointing=False,
-        cleanup_tmp_directories=True)
+        max_to_keep=1, create=write, enable_async_checkpointing=False,
+        cleanup_tmp_directories=write, read_only=not write)
     with _quiet():
       return ocp.CheckpointManager(self.directory, options=options)
 
@@ -115,7 +118,7 @@ class RunCheckpoint:
             "leaves": [jax.tree_util.keystr(p) for p, _ in paths],
             "rows": json.loads(json.dumps(rows, default=_json_default))}
     with _quiet():
-      manager = self._manager()
+      manager = self._manager(write=True)
       manager.save(len(rows), args=ocp.args.Composite(**{
           _STATE: ocp.args.StandardSave(arrays),
           _META: ocp.args.JsonSave(meta)}))

@@ -225,13 +225,13 @@ def write_outputs(runner: Runner, dataset: str, runs,
   for lr in learning_rates:
     at = [rows for rows in runs
           if report.config_value(rows[0], "learning_rate") == lr]
-    lines = dict(label_fn=lambda rows: _label(rows[0]),
-                 style_fn=lambda rows: _style(rows[0]))
+    styled = dict(label_fn=lambda rows: _label(rows[0]),
+                  style_fn=lambda rows: _style(rows[0]))
     panels.append(report.Panel(
-        report.epoch_lines(at, "dev_accuracy", **lines),
+        report.epoch_lines(at, "dev_accuracy", **styled),
         xlabel="epoch", ylabel="dev accuracy", title=f"lr {lr:g}"))
     panels.append(report.Panel(
-        report.epoch_lines(at, "train_loss", **lines),
+        report.epoch_lines(at, "train_loss", **styled),
         xlabel="epoch", ylabel="mean training loss", title=f"lr {lr:g}"))
   report.plot_panels(panels, runner.path(STUDY, f"{tag}_dev.png"),
                          title=f"{tag}: MC-APPROX by batch size")
