@@ -212,7 +212,8 @@ def cell(row: Mapping[str, Any], key: str) -> str:
       return "n/a"
     std = row.get(key + "_std")
     if isinstance(std, (int, float)) and not isinstance(std, bool):
-      return f"{_number(v)} ± {_number(std)}"
+      # The spread to the mean's precision: 18.7 ± 0.2, 0.9420 ± 0.0028.
+      return f"{_number(v)} ± {_number(std) if abs(v) < 10 else f'{std:.1f}'}"
     return _number(v)
   return str(v)
 
