@@ -307,7 +307,8 @@ def build_impl(spec: RunSpec, dataset) -> registry.MethodImpl:
   return registry.get(spec.method).make(model, optim, dict(spec.method_config))
 
 
-def run_one(spec: RunSpec, dataset, *, checkpoint_dir: str | None = None,
+def run_one(spec: RunSpec, dataset, log: ResultsLog | None = None, *,
+            checkpoint_dir: str | None = None,
             worker: Mapping[str, Any] | None = None,
             progress: bool = True) -> list[dict]:
   """Trains one spec and returns its rows, one per epoch.
@@ -315,6 +316,8 @@ def run_one(spec: RunSpec, dataset, *, checkpoint_dir: str | None = None,
   Args:
     spec: the run.
     dataset: its data.
+    log: a results file to append each row to as its epoch ends (for
+      library use; a sweep's driver writes whole runs itself).
     checkpoint_dir: where to checkpoint after every epoch and resume from
       (None: no checkpoints).
     worker: where it runs (``executors.worker_info()``), for every row.
@@ -348,6 +351,8 @@ def run_one(spec: RunSpec, dataset, *, checkpoint_dir: str | None = None,
     rows.append(dict(base, **metrics))
     if ckpt is not None:
       ckpt.save(state, rows)
+    if log is not None:
+      log.append(rows[-1])
 
   bar = tqdm(total=spec.epochs, initial=len(rows), desc="epochs",
              leave=False, disable=not progress, unit="epoch")
