@@ -43,8 +43,9 @@ def test_seeds_are_the_innermost_axis():
   assert len({s.run_id for s in specs}) == 6
   # No seeds: the one seed of the settings, as before.
   assert [s.seed for s in _grid().specs()] == [0] * 8
-  assert [s.seed for s in _grid(settings=dict(SETTINGS, seed=5),
-                                depths=(1,), batch_sizes=(4,)).specs()] == [5, 5]
+  five = _grid(settings=dict(SETTINGS, seed=5), depths=(1,),
+               batch_sizes=(4,))
+  assert [s.seed for s in five.specs()] == [5, 5]
   mc = mc_batch_size.specs(grid, learning_rates=[1e-3], loss_axes=["classes"],
                            reference=True)
   assert [(s.method, s.seed) for s in mc] == [
