@@ -14,6 +14,13 @@ call into the library; a preset sets a flag only if the command line did
 not, so ``--scale=paper --epochs=5`` runs 5 epochs.  :func:`grid` and
 :func:`runner` turn the shared flags into the library's
 ``studies.Grid`` and ``studies.Runner``.
+
+Execution (every sweep entry point): ``--executor`` (``inline``, ``local``,
+``slurm``) with ``--max_parallel`` and the ``--slurm_*`` flags, ``--seeds``,
+``--dry_run`` and ``--keep_checkpoints``; see
+:mod:`sampling_mlp.executors` and the README's "Running on a cluster".  An
+entry point whose runs failed prints its table of the others, names the
+failed ones and exits with status 1; rerunning it retries them.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import Any, Mapping
 
 from absl import app, flags, logging
 
-from sampling_mlp import data, layers, registry, studies
+from sampling_mlp import data, executors, experiment, layers, registry
+from sampling_mlp import studies
 from sampling_mlp.optim import OPTIMIZERS
 
 DATASETS = ("mnist_small",) + tuple(d for d in data.DATASETS
@@ -43,7 +51,12 @@ flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.")
 flags.DEFINE_enum("activation", "leaky_relu", layers.ACTIVATIONS,
                   "Hidden activation.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("seed", 0, "Random seed (one run per configuration); "
+                     "--seeds runs several.")
+flags.DEFINE_list("seeds", None, "Seeds, comma-separated (--seeds=0,1,2): "
+                  "every configuration runs once per seed, and tables and "
+                  "plots show the mean and standard deviation over them.  "
+                  "Replaces --seed.")
 flags.DEFINE_string("out_dir", "results", "Where results are written.")
 flags.DEFINE_integer("max_train", None, "Use at most this many training "
                      "examples (quick runs).", lower_bound=1)
@@ -55,6 +68,37 @@ flags.DEFINE_list("depths", ["1", "3", "5", "7"], "Hidden-layer counts "
 flags.DEFINE_bool("download", True, "Download missing dataset files into "
                   "~/.cache/sampling_mlp/ (needs network); with --nodownload "
                   "a missing dataset fails at once.")
+
+flags.DEFINE_enum("executor", "inline", executors.EXECUTORS,
+                  "Where runs execute: 'inline' (this process, one after "
+                  "another), 'local' (a worker process per run, "
+                  "--max_parallel at a time, each pinned to its own cores) "
+                  "or 'slurm' (one SLURM job array per sweep, through "
+                  "submitit).")
+flags.DEFINE_integer("max_parallel", 0, "--executor=local: workers at a "
+                     "time, each pinned to its own share of the cores "
+                     "(0: one per core).", lower_bound=0)
+flags.DEFINE_string("slurm_partition", None, "--executor=slurm: the "
+                    "partition (default: the cluster's).")
+flags.DEFINE_integer("slurm_cpus_per_task", 1, "--executor=slurm: CPUs per "
+                     "run.", lower_bound=1)
+flags.DEFINE_string("slurm_time", "12:00:00", "--executor=slurm: time limit "
+                    "per run (minutes, H:M:S or D-H:M:S).  A run that hits "
+                    "it is reported; rerunning resumes it from its last "
+                    "epoch.")
+flags.DEFINE_string("slurm_mem", None, "--executor=slurm: memory per run "
+                    "(e.g. 4G; default: the cluster's).")
+flags.DEFINE_integer("slurm_array_parallelism", 256, "--executor=slurm: "
+                     "array tasks running at a time.", lower_bound=1)
+flags.DEFINE_multi_string("slurm_extra", [], "--executor=slurm: any other "
+                          "sbatch option as NAME=VALUE (or NAME for a "
+                          "switch); repeatable: --slurm_extra=account=lab "
+                          "--slurm_extra=qos=high.")
+flags.DEFINE_bool("dry_run", False, "Print the runs the sweep would start "
+                  "(finished ones skipped) and their count; run nothing.")
+flags.DEFINE_bool("keep_checkpoints", False, "Keep finished runs' "
+                  "checkpoints (--out_dir/checkpoints/<run_id>/); by default "
+                  "a run's checkpoint is deleted once its rows are written.")
 
 SCALES = ("quick", "paper")
 flags.DEFINE_enum("scale", "quick", SCALES,
@@ -72,6 +116,8 @@ PAPER_SCALE = {"epochs": 50, "max_train": None, "max_test": None,
 
 def _int_list(name: str, lower: int = 1):
   def check(values):
+    if values is None:  # a list flag without a default
+      return True
     try:
       ints = [int(v) for v in values]
     except ValueError:
@@ -85,6 +131,18 @@ def _int_list(name: str, lower: int = 1):
 _int_list("hidden")
 _int_list("batch_size")
 _int_list("depths")
+_int_list("seeds", lower=0)
+
+
+def _check_slurm_time(value):
+  try:
+    executors.parse_slurm_time(value)
+  except ValueError as e:
+    raise flags.ValidationError(str(e)) from None
+  return True
+
+
+flags.register_validator("slurm_time", _check_slurm_time)
 
 
 def _define_method_options() -> None:
@@ -176,6 +234,16 @@ def apply_scale(presets: Mapping[str, Mapping[str, Any]],
   return applied
 
 
+def seeds() -> tuple[int, ...]:
+  """``--seeds``, else ``(--seed,)``."""
+  if FLAGS.seeds:
+    if FLAGS["seed"].present:
+      raise app.UsageError("give --seeds or --seed, not both "
+                           "(--seeds=0,1,2 runs every seed listed)")
+    return tuple(dict.fromkeys(ints(FLAGS.seeds)))
+  return (FLAGS.seed,)
+
+
 def grid() -> studies.Grid:
   """The runs the shared flags describe."""
   return studies.Grid(
@@ -186,14 +254,44 @@ def grid() -> studies.Grid:
                     seed=FLAGS.seed, learning_rate=FLAGS.learning_rate,
                     optimizer=FLAGS.optimizer, activation=FLAGS.activation,
                     max_train=FLAGS.max_train, max_test=FLAGS.max_test),
-      method_values=method_values())
+      method_values=method_values(), seeds=seeds())
+
+
+def executor() -> executors.ExecutorConfig:
+  """The executor the ``--executor``, ``--max_parallel`` and ``--slurm_*``
+  flags describe."""
+  try:
+    return _executor()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _executor() -> executors.ExecutorConfig:
+  return executors.ExecutorConfig(
+      kind=FLAGS.executor, max_parallel=FLAGS.max_parallel,
+      slurm_partition=FLAGS.slurm_partition,
+      slurm_cpus_per_task=FLAGS.slurm_cpus_per_task,
+      slurm_time=FLAGS.slurm_time, slurm_mem=FLAGS.slurm_mem,
+      slurm_array_parallelism=FLAGS.slurm_array_parallelism,
+      slurm_extra=executors.ExecutorConfig.parse_extra(FLAGS.slurm_extra))
+
+
+# Every runner made from the flags, so that an entry point's main can
+# report the runs that failed under it.
+_RUNNERS: list[studies.Runner] = []
 
 
 def runner() -> studies.Runner:
-  """Where results go, from ``--out_dir``, ``--data_dir``, ``--download``
-  and ``--progress``."""
-  return studies.Runner(out_dir=FLAGS.out_dir, data_dir=FLAGS.data_dir,
-                        download=FLAGS.download, progress=FLAGS.progress)
+  """Where results go and how runs execute, from ``--out_dir``,
+  ``--data_dir``, ``--download``, ``--progress``, the executor flags,
+  ``--keep_checkpoints`` and ``--dry_run``."""
+  made = studies.Runner(out_dir=FLAGS.out_dir, data_dir=FLAGS.data_dir,
+                        download=FLAGS.download, progress=FLAGS.progress,
+                        executor=executor(),
+                        keep_checkpoints=FLAGS.keep_checkpoints,
+                        dry_run=FLAGS.dry_run)
+  _RUNNERS.append(made)
+  return made
 
 
 def presets(**quick: Any) -> dict[str, dict[str, Any]]:
@@ -204,12 +302,28 @@ def presets(**quick: Any) -> dict[str, dict[str, Any]]:
 
 def study(presets_: Mapping[str, Mapping[str, Any]], call):
   """The ``main`` of an entry point that applies its scale preset and
-  prints what ``call()`` (one call into the library) returns."""
+  prints what ``call()`` (one call into the library) returns.
+
+  With ``--dry_run`` it stops once the runs are listed.  If runs failed,
+  it names them after the table and exits with status 1.
+  """
 
   def main(argv):
     del argv
     apply_scale(presets_)
-    print(call())
+    _RUNNERS.clear()
+    try:
+      print(call())
+    except experiment.DryRun:
+      return
+    failures = [f for r in _RUNNERS for f in r.failures]
+    if failures:
+      print(f"error: {len(failures)} run(s) failed (their logs are quoted "
+            "above): " + "; ".join(f.label for f in failures) + ".  Rerun "
+            "the same command to retry them; finished runs are kept and the "
+            "failed ones resume from their last checkpointed epoch.",
+            file=sys.stderr)
+      sys.exit(1)
 
   return main
 
@@ -220,10 +334,13 @@ def run_main(main) -> None:
   Results already written stay: runs finish or resume one at a time."""
   from sampling_mlp import data
 
+  from sampling_mlp import checkpoint
+
   def guarded(argv):
     try:
       return main(argv)
-    except data.DatasetError as e:
+    except (data.DatasetError, checkpoint.LockHeld,
+            checkpoint.CheckpointError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 

@@ -21,6 +21,9 @@ entry points and tests build on):
 * :mod:`sampling_mlp.data`: ``load_dataset`` and ``DATASETS``;
 * :mod:`sampling_mlp.experiment`, :mod:`sampling_mlp.report`,
   :mod:`sampling_mlp.studies`: runs, results files, tables and plots;
+  :mod:`sampling_mlp.checkpoint` (epoch checkpoints, Orbax),
+  :mod:`sampling_mlp.executors` (inline, local and SLURM execution through
+  submitit), :mod:`sampling_mlp.spread` (means and spreads over seeds);
 * :mod:`sampling_mlp.bench`: step timing; :mod:`sampling_mlp.theory`,
   :mod:`sampling_mlp.error_analysis`, :mod:`sampling_mlp.error_report`:
   the negative result, closed form and measured.

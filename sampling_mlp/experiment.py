@@ -1,32 +1,52 @@
-"""Training runs: what determines one (:class:`RunSpec`), and running a list
-of them resumably into a JSON-lines file (:func:`run_specs`).
+"""Training runs: what determines one (:class:`RunSpec`), training one
+with epoch checkpoints (:func:`run_one`, :func:`run_worker`), and running a
+list of them resumably into a JSON-lines file (:func:`run_specs`), in this
+process or farmed out to workers (:mod:`sampling_mlp.executors`).
 
 Results format: one JSON object per line and per (run, epoch), with the run's
 identity (``run_id``, a hash of its full config), the headline fields
 (``method``, ``dataset``, ``depth``, ``hidden``, ``batch_size``, ``seed``,
 ``epoch``, ``train_loss``, ``dev_accuracy``, ``test_accuracy``,
-``epoch_seconds``, ``cumulative_seconds``), the method's own metrics and
-diagnostics, and ``config`` (everything that produced the row).
+``epoch_seconds``, ``cumulative_seconds``, ``diverged``), the method's own
+metrics and diagnostics, ``worker`` (where the epoch ran: executor, host,
+job id, the CPUs it could use and whether it was pinned to them) and
+``config`` (everything that produced the row).  A run whose training loss
+became NaN or infinite ends at that epoch, whose row says ``diverged: true``
+and ``diverged_step``.
 
-Resuming: a run is finished when its file holds a row for every epoch.  On
-start, rows of unfinished runs and any line cut short by a kill are removed
-(the file is rewritten atomically), finished runs are skipped, and the rest
-run from scratch; rows are appended and flushed one epoch at a time.
+Who writes what: the driver (the process calling :func:`run_specs`) alone
+writes the results file, appending a run's rows in one write when the run
+finishes.  While a run trains, its checkpoint
+(``<checkpoint_root>/<run_id>/``, :mod:`sampling_mlp.checkpoint`) holds its
+rows so far and the state after its last epoch, saved after every epoch.
+
+Resuming: a run is finished when the file holds a row for every epoch (or
+for every epoch up to the one where it diverged).  On start, rows of
+unfinished runs and any line cut short by a kill are removed (the file is
+rewritten atomically) and finished runs are skipped; a run whose checkpoint
+is complete (the driver died before writing its rows) has them copied from
+it; the others run, from their checkpoint's epoch if they have one.  A
+finished run's checkpoint is deleted once its rows are in the file (unless
+``keep_checkpoints``).  So a kill of the driver or of a worker, at any
+moment, loses no row, duplicates none, and costs at most the epoch each
+killed process was training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 from tqdm.auto import tqdm
 
-from sampling_mlp import registry, train
+from sampling_mlp import checkpoint, executors, registry, train
 from sampling_mlp.optim import OptimConfig
-from sampling_mlp.report import ResultsLog
+from sampling_mlp.report import ResultsLog, complete_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,48 +90,212 @@ class RunSpec:
             f"hidden={self.hidden} B={self.batch_size} seed={self.seed}")
 
 
+class DryRun(Exception):
+  """Raised by :func:`run_specs` with ``dry_run=True`` once it has printed
+  the runs it would start: nothing ran and nothing was written."""
+
+
+class SweepRuns(list):
+  """For each spec, its rows (``[]`` for a run that failed or did not
+  run), plus ``failures``: the :class:`executors.Failure` of each run that
+  failed, in the order they failed."""
+
+  def __init__(self, runs=(), failures=()):
+    super().__init__(runs)
+    self.failures = list(failures)
+
+
+def _label(spec: RunSpec) -> str:
+  return f"run {spec.run_id} ({spec.label()})"
+
+
+def _checkpoint(spec: RunSpec, root: str) -> checkpoint.RunCheckpoint:
+  return checkpoint.RunCheckpoint(os.path.join(root, spec.run_id),
+                                  run_id=spec.run_id)
+
+
 def run_specs(specs: Sequence[RunSpec], *, results_path: str,
               data_dir: str | None = None, progress: bool = True,
-              dataset_loader=None) -> list[list[dict]]:
+              dataset_loader: Callable | None = None,
+              check_data: Callable[[str], None] | None = None,
+              executor: executors.ExecutorConfig | None = None,
+              checkpoint_root: str | None = None,
+              jobs_dir: str | None = None, keep_checkpoints: bool = False,
+              dry_run: bool = False) -> SweepRuns:
   """Runs every spec not already finished in ``results_path``.
 
   Args:
     specs: the runs, in order.
     results_path: the JSON-lines file (created if absent).
     data_dir: passed to the dataset loader (``--data_dir``).
-    progress: show tqdm bars over runs and epochs.
+    progress: show progress bars.
     dataset_loader: ``loader(name, data_dir=, max_train=, max_test=)``;
-      defaults to :func:`sampling_mlp.data.load_dataset`.
+      defaults to :func:`sampling_mlp.data.load_dataset`.  Local and SLURM
+      workers call it themselves (so it must pickle).
+    check_data: ``check_data(dataset)`` raises if a dataset is unavailable;
+      called in this process before any run starts (default, with the
+      default loader: :func:`sampling_mlp.data.locate`).
+    executor: where runs execute (default: inline, one after another).
+    checkpoint_root: where runs keep their checkpoints (default:
+      ``checkpoints/`` beside ``results_path``); it must be reachable from
+      every worker.
+    jobs_dir: where local and SLURM jobs write their files and logs
+      (default: ``jobs/`` beside ``results_path``).
+    keep_checkpoints: keep finished runs' checkpoints.
+    dry_run: print the runs that would start, and their count, then raise
+      :class:`DryRun` (nothing runs, nothing is written).
 
   Returns:
-    For each spec, its rows (one per epoch).
+    A :class:`SweepRuns`: for each spec its rows, and the failures.  A
+    failed run is named, with the end of its log, in an error log message;
+    the other runs go on, and running the same call again retries only the
+    unfinished ones.
+
+  Raises:
+    checkpoint.LockHeld: another process is running a sweep into
+      ``results_path``.
   """
+  executor = executor or executors.ExecutorConfig()
   if dataset_loader is None:
     from sampling_mlp import data as data_lib
     dataset_loader = data_lib.load_dataset
+    if check_data is None:
+      check_data = functools.partial(data_lib.locate, data_dir=data_dir)
+  base = os.path.dirname(os.path.abspath(results_path))
+  root = os.path.abspath(checkpoint_root or os.path.join(base, "checkpoints"))
+  jobs_dir = os.path.abspath(jobs_dir or os.path.join(base, "jobs"))
   log = ResultsLog(results_path)
   rows = log.read()
   done = {s.run_id: log.finished(s.run_id, s.epochs, rows) for s in specs}
-  # Drop partial rows of the runs we are about to (re)run, and torn lines.
-  pending = {s.run_id for s in specs if not done[s.run_id]}
-  log.drop_runs(pending)
+  pending = list({s.run_id: s for s in specs if not done[s.run_id]}.values())
+  if dry_run:
+    _print_plan(specs, pending, root, executor)
+    raise DryRun(f"dry run: {len(pending)} run(s) would run")
 
-  datasets: dict[tuple, Any] = {}
-  out = []
-  bar = tqdm(specs, desc="runs", disable=not progress, unit="run")
-  for spec in bar:
-    bar.set_postfix_str(spec.label())
-    if done[spec.run_id]:
-      logging.info("skipping finished run %s (%s)", spec.run_id, spec.label())
-      out.append(done[spec.run_id])
-      continue
-    key = (spec.dataset, spec.max_train, spec.max_test)
-    if key not in datasets:
-      datasets[key] = dataset_loader(spec.dataset, data_dir=data_dir,
-                                     max_train=spec.max_train,
-                                     max_test=spec.max_test)
-    out.append(run_one(spec, datasets[key], log, progress=progress))
-  return out
+  holder = dict(executors.worker_info(), role="driver")
+  with checkpoint.run_lock(results_path + ".lock", holder=holder,
+                           label=f"the sweep writing {results_path}",
+                           wait=False):
+    # Drop partial rows of the runs we are about to (re)run, and torn lines.
+    log.drop_runs({s.run_id for s in pending})
+
+    def record(spec: RunSpec, run_rows: list[dict]) -> None:
+      log.append_rows(run_rows)
+      done[spec.run_id] = run_rows
+      if not keep_checkpoints:
+        _checkpoint(spec, root).remove()
+        try:
+          os.remove(checkpoint.lock_path(_checkpoint(spec, root).directory))
+        except OSError:
+          pass
+
+    todo = []
+    for spec in pending:
+      saved = complete_rows(_checkpoint(spec, root).rows() or [], spec.epochs)
+      if saved:
+        logging.info("%s finished in its checkpoint; copying its rows",
+                     _label(spec))
+        record(spec, saved)
+      else:
+        todo.append(spec)
+    if check_data is not None:
+      for name in dict.fromkeys(s.dataset for s in todo):
+        check_data(name)
+    for spec in specs:
+      if done[spec.run_id]:
+        logging.info("skipping finished run %s (%s)", spec.run_id,
+                     spec.label())
+    if todo:
+      logging.info("%d run(s) to run in %s", len(todo), executor.describe())
+
+    failures = []
+    if executor.kind == "inline":
+      fn = functools.partial(_run_inline, cache={}, loader=dataset_loader,
+                             data_dir=data_dir, checkpoint_root=root,
+                             progress=progress)
+    else:
+      fn = functools.partial(run_worker, loader=dataset_loader,
+                             data_dir=data_dir, checkpoint_root=root)
+    bar = tqdm(total=len(todo), desc="runs", unit="run",
+               disable=not progress or executor.kind != "inline")
+    for i, outcome in executors.execute(
+        executor, fn, todo, labels=[_label(s) for s in todo],
+        folder=jobs_dir, progress=progress):
+      spec = todo[i]
+      bar.update(1)
+      if not isinstance(outcome, executors.Failure):
+        got = complete_rows(outcome, spec.epochs)
+        if got:
+          record(spec, got)
+          continue
+        outcome = executors.Failure(
+            _label(spec), f"it returned {len(outcome)} row(s) of "
+            f"{spec.epochs} epochs", None, "")
+      failures.append(outcome)
+      logging.error("%s", outcome.message())
+    bar.close()
+  if failures:
+    logging.error(
+        "%d of %d run(s) failed: %s.  Rerun the same command to retry them "
+        "(finished runs are kept; the failed ones resume from their last "
+        "checkpointed epoch).", len(failures), len(todo),
+        "; ".join(f.label for f in failures))
+  return SweepRuns([done[s.run_id] for s in specs], failures)
+
+
+def _print_plan(specs, pending, root, executor) -> None:
+  finished = len({s.run_id for s in specs}) - len(pending)
+  print(f"dry run: {len(pending)} run(s) to run ({finished} already "
+        f"finished) in {executor.describe()}:")
+  for spec in pending:
+    epoch = _checkpoint(spec, root).latest_epoch()
+    resume = f", resumes after epoch {epoch}" if epoch else ""
+    print(f"  {spec.run_id}  {spec.label()}, {spec.epochs} epoch(s){resume}")
+  print(f"{len(pending)} run(s)")
+
+
+def _run_inline(spec: RunSpec, *, cache: dict, loader, data_dir,
+                checkpoint_root: str, progress: bool) -> list[dict]:
+  key = (spec.dataset, spec.max_train, spec.max_test)
+  if key not in cache:
+    cache.clear()  # one dataset in memory at a time
+    cache[key] = loader(spec.dataset, data_dir=data_dir,
+                        max_train=spec.max_train, max_test=spec.max_test)
+  return train_checkpointed(spec, cache[key], checkpoint_root=checkpoint_root,
+                            progress=progress)
+
+
+def run_worker(spec: RunSpec, *, checkpoint_root: str, loader=None,
+               data_dir: str | None = None) -> list[dict]:
+  """One run, as a local or SLURM worker executes it: loads the data,
+  trains from the run's checkpoint if it has one, returns every row.
+
+  Args:
+    spec: the run.
+    checkpoint_root: the folder of the sweep's checkpoints.
+    loader: the dataset loader (default ``data.load_dataset``).
+    data_dir: passed to it.
+  """
+  logging.set_verbosity(logging.INFO)
+  if loader is None:
+    from sampling_mlp import data as data_lib
+    loader = data_lib.load_dataset
+  dataset = loader(spec.dataset, data_dir=data_dir, max_train=spec.max_train,
+                   max_test=spec.max_test)
+  return train_checkpointed(spec, dataset, checkpoint_root=checkpoint_root,
+                            progress=False)
+
+
+def train_checkpointed(spec: RunSpec, dataset, *, checkpoint_root: str,
+                       progress: bool = True) -> list[dict]:
+  """:func:`run_one` with its checkpoint under ``checkpoint_root``, holding
+  the run's lock (one process trains a run at a time)."""
+  info = executors.worker_info()
+  ckpt = _checkpoint(spec, checkpoint_root)
+  with checkpoint.run_lock(checkpoint.lock_path(ckpt.directory),
+                           holder=info, label=_label(spec)):
+    return run_one(spec, dataset, checkpoint_dir=ckpt.directory, worker=info,
+                   progress=progress)
 
 
 def build_impl(spec: RunSpec, dataset) -> registry.MethodImpl:
@@ -124,8 +308,24 @@ def build_impl(spec: RunSpec, dataset) -> registry.MethodImpl:
 
 
 def run_one(spec: RunSpec, dataset, log: ResultsLog | None = None, *,
+            checkpoint_dir: str | None = None,
+            worker: Mapping[str, Any] | None = None,
             progress: bool = True) -> list[dict]:
-  """Trains one spec, appending a row per epoch to ``log``."""
+  """Trains one spec and returns its rows, one per epoch.
+
+  Args:
+    spec: the run.
+    dataset: its data.
+    log: a results file to append each row to as its epoch ends (for
+      library use; a sweep's driver writes whole runs itself).
+    checkpoint_dir: where to checkpoint after every epoch and resume from
+      (None: no checkpoints).
+    worker: where it runs (``executors.worker_info()``), for every row.
+    progress: a progress bar over epochs.
+
+  A run whose loss becomes NaN or infinite stops after that epoch, with a
+  warning naming the run, the epoch and the step.
+  """
   impl = build_impl(spec, dataset)
   cfg = train.TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size,
                           seed=spec.seed)
@@ -133,22 +333,46 @@ def run_one(spec: RunSpec, dataset, log: ResultsLog | None = None, *,
           "dataset": spec.dataset, "depth": spec.depth, "hidden": spec.hidden,
           "batch_size": spec.batch_size, "seed": spec.seed,
           "num_train": int(len(dataset.train.y)), "config": spec.config()}
-  rows = []
-  bar = tqdm(total=spec.epochs, desc="epochs", leave=False,
-             disable=not progress, unit="epoch")
-  for metrics in train.train(impl, dataset, cfg):
-    row = dict(base, **metrics)
-    rows.append(row)
+  if worker is not None:
+    base["worker"] = dict(worker)
+  rows: list[dict] = []
+  state = None
+  ckpt = (checkpoint.RunCheckpoint(checkpoint_dir, run_id=spec.run_id)
+          if checkpoint_dir else None)
+  if ckpt is not None and ckpt.latest_epoch() is not None:
+    state, rows = ckpt.restore(train.init_state(impl,
+                                                train.RunKeys(spec.seed)))
+    if complete_rows(rows, spec.epochs):
+      return rows
+    logging.info("%s: resuming after epoch %d of %d from %s", _label(spec),
+                 len(rows), spec.epochs, ckpt.directory)
+
+  def on_epoch(state, metrics):
+    rows.append(dict(base, **metrics))
+    if ckpt is not None:
+      ckpt.save(state, rows)
     if log is not None:
-      log.append(row)
+      log.append(rows[-1])
+
+  bar = tqdm(total=spec.epochs, initial=len(rows), desc="epochs",
+             leave=False, disable=not progress, unit="epoch")
+  for _ in train.train(impl, dataset, cfg, state=state,
+                       start_epoch=len(rows),
+                       prior_seconds=(rows[-1]["cumulative_seconds"] if rows
+                                      else 0.0), on_epoch=on_epoch):
+    row = rows[-1]
     logging.info("%s epoch %d: loss %.4f dev %.4f test %.4f (%.2fs)",
                  spec.label(), row["epoch"], row["train_loss"],
                  row["dev_accuracy"], row["test_accuracy"],
                  row["epoch_seconds"])
+    if row["diverged"]:
+      logging.warning(
+          "%s diverged: the training loss became %s at step %d, in epoch %d "
+          "of %d; training stops here and the run is recorded with "
+          "diverged: true", _label(spec), row["train_loss"],
+          row["diverged_step"], row["epoch"], spec.epochs)
     bar.update(1)
     bar.set_postfix(test=f"{row['test_accuracy']:.3f}",
                     s=f"{row['epoch_seconds']:.1f}")
   bar.close()
   return rows
-
-

@@ -3,12 +3,16 @@
 * JSON lines: :class:`ResultsLog` (append-only, resumable: a line cut short
   by a kill is skipped), :func:`write_jsonl` and :func:`read_jsonl`; every
   whole file is written atomically (:func:`write_text`).
-* Tables: :func:`markdown_table`, :func:`text_table`, :func:`fmt`.
-* Summaries of per-epoch run rows: :func:`final_rows`, :func:`per_epoch_rows`,
+* Tables: :func:`markdown_table`, :func:`text_table` (cells by
+  :func:`cell`: ``mean ± std`` over seeds, "diverged" for a run that
+  diverged), :func:`seed_columns`.
+* Summaries of per-epoch run rows: :func:`final_rows`, :func:`summary_rows`
+  (over seeds, :mod:`sampling_mlp.spread`), :func:`per_epoch_rows`,
   :func:`config_value`.
 * Plots (PNG, written atomically): :func:`plot_depth`, :func:`plot_per_epoch`,
   :func:`plot_panels` of :class:`Panel` s of :class:`Line` s, and
-  :func:`plot_grouped_bars`.
+  :func:`plot_grouped_bars`; several seeds draw their mean with a band (or
+  error bars) of one standard deviation.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import tempfile
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from sampling_mlp import spread
 
 
 # -- JSON lines ---------------------------------------------------------------------
@@ -48,12 +54,15 @@ class ResultsLog:
 
   def finished(self, run_id: str, epochs: int,
                rows: Iterable[dict] | None = None) -> list[dict]:
-    """The rows of run ``run_id`` if it finished (one per epoch), else []."""
+    """The rows of run ``run_id`` if it finished, else [].
+
+    A run is finished when it has a row for every epoch, or for every epoch
+    up to the one where it diverged (``diverged: true``, its last).
+    """
     rows = self.read() if rows is None else rows
     mine = {r["epoch"]: r for r in rows if r["run_id"] == run_id}
-    if all(e in mine for e in range(1, epochs + 1)):
-      return [mine[e] for e in range(1, epochs + 1)]
-    return []
+    return complete_rows([mine[e] for e in range(1, epochs + 1) if e in mine],
+                         epochs)
 
   def drop_runs(self, run_ids: set[str]) -> None:
     """Atomically removes the rows of ``run_ids`` and any torn line."""
@@ -74,11 +83,31 @@ class ResultsLog:
       write_text(self.path, "".join(kept))
 
   def append(self, row: dict) -> None:
+    self.append_rows([row])
+
+  def append_rows(self, rows: Sequence[dict]) -> None:
+    """Appends rows in one write, flushed to disk: a kill leaves all of
+    them, none, or a torn last line (which :meth:`drop_runs` removes)."""
     os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
     with open(self.path, "a") as f:
-      f.write(json.dumps(row, sort_keys=True, default=json_default) + "\n")
+      f.write("".join(json.dumps(r, sort_keys=True, default=json_default)
+                      + "\n" for r in rows))
       f.flush()
       os.fsync(f.fileno())
+
+
+def complete_rows(rows: Sequence[dict], epochs: int) -> list[dict]:
+  """``rows`` (epochs 1, 2, ... in order) if they make a finished run of
+  ``epochs`` epochs -- every epoch, or every epoch up to a diverged one --,
+  else []."""
+  out = []
+  for e, row in enumerate(rows, start=1):
+    if row.get("epoch") != e:
+      return []
+    out.append(row)
+    if row.get("diverged"):
+      return out
+  return out if len(out) == epochs else []
 
 
 def json_default(v):
@@ -127,37 +156,88 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def final_rows(runs: Sequence[Sequence[dict]]) -> list[dict]:
-  """One summary dict per run: its last epoch plus time aggregates."""
+  """One summary dict per run: its last epoch plus time aggregates.
+
+  A run that diverged has ``diverged: True``, ``diverged_epoch`` and NaN
+  accuracies (tables print "diverged"); ``group`` identifies the runs that
+  differ only in their seed.
+  """
   out = []
   for rows in runs:
     if not rows:
       continue
     last = rows[-1]
+    diverged = bool(last.get("diverged"))
     out.append({
         "method": last["method"], "dataset": last["dataset"],
         "depth": last["depth"], "hidden": last["hidden"],
         "batch_size": last["batch_size"], "seed": last["seed"],
         "epochs": last["epoch"],
-        "test_accuracy": last["test_accuracy"],
-        "dev_accuracy": last["dev_accuracy"],
+        "test_accuracy": math.nan if diverged else last["test_accuracy"],
+        "dev_accuracy": math.nan if diverged else last["dev_accuracy"],
         "seconds_per_epoch": float(np.mean([r["epoch_seconds"] for r in rows])),
         "total_seconds": last["cumulative_seconds"],
+        "diverged": diverged,
+        "diverged_epoch": last["epoch"] if diverged else None,
+        "group": spread.group_key(last),
+        "run_id": last.get("run_id"),
     })
   return out
 
 
+def summary_rows(runs: Sequence[Sequence[dict]]) -> list[dict]:
+  """:func:`final_rows` averaged over seeds (``spread.over_seeds``): one
+  row per configuration; with one seed each, the rows of final_rows."""
+  return spread.over_seeds(final_rows(runs))
+
+
+def _number(v: float) -> str:
+  return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def cell(row: Mapping[str, Any], key: str) -> str:
+  """The table cell of ``row[key]``: numbers to 4 decimals (1 from 10 up),
+  ``mean ± std`` where the row has ``<key>_std`` (several seeds),
+  "diverged" for a NaN of a run (or of every seed) that diverged, "n/a"
+  for another NaN, and for ``seeds`` the count with how many diverged."""
+  v = row.get(key, "")
+  if key == "seeds":
+    bad = int(row.get("diverged") or 0)
+    return f"{v} ({bad} diverged)" if bad else str(v)
+  if isinstance(v, float):
+    if math.isnan(v):
+      bad = row.get("diverged")
+      if bad and (bad is True or bad == row.get("seeds", 1)):
+        return "diverged"
+      return "n/a"
+    std = row.get(key + "_std")
+    if isinstance(std, (int, float)) and not isinstance(std, bool):
+      # The spread to the mean's precision: 18.7 ± 0.2, 0.9420 ± 0.0028.
+      return f"{_number(v)} ± {_number(std) if abs(v) < 10 else f'{std:.1f}'}"
+    return _number(v)
+  return str(v)
+
+
+def seed_columns(columns: Sequence[tuple[str, str]],
+                 rows: Sequence[Mapping[str, Any]]
+                 ) -> tuple[tuple[str, str], ...]:
+  """``columns`` plus a ``seeds`` column (after ``epochs``, else last)
+  when some row averages several seeds; unchanged otherwise."""
+  columns = tuple(columns)
+  if not any((r.get("seeds") or 1) > 1 for r in rows):
+    return columns
+  keys = [k for k, _ in columns]
+  at = keys.index("epochs") + 1 if "epochs" in keys else len(columns)
+  return columns[:at] + (("seeds", "seeds"),) + columns[at:]
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]],
                    columns: Sequence[tuple[str, str]]) -> str:
-  """A Markdown table; ``columns`` are (key, header) pairs."""
-  def fmt(v):
-    if isinstance(v, float):
-      if math.isnan(v):
-        return "n/a"
-      return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
+  """A Markdown table; ``columns`` are (key, header) pairs (see
+  :func:`cell`)."""
   head = "| " + " | ".join(h for _, h in columns) + " |"
   sep = "|" + "|".join("---" for _ in columns) + "|"
-  body = ["| " + " | ".join(fmt(r.get(k, "")) for k, _ in columns) + " |"
+  body = ["| " + " | ".join(cell(r, k) for k, _ in columns) + " |"
           for r in rows]
   return "\n".join([head, sep] + body) + "\n"
 
@@ -172,12 +252,8 @@ SUMMARY_COLUMNS = (("method", "method"), ("dataset", "dataset"),
 
 def text_table(rows: Sequence[Mapping[str, Any]],
                columns: Sequence[tuple[str, str]]) -> str:
-  """A fixed-width table for the terminal."""
-  def fmt(v):
-    if isinstance(v, float):
-      return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-  cells = [[h for _, h in columns]] + [[fmt(r.get(k, "")) for k, _ in columns]
+  """A fixed-width table for the terminal (cells as :func:`cell`)."""
+  cells = [[h for _, h in columns]] + [[cell(r, k) for k, _ in columns]
                                        for r in rows]
   widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
   return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths))
@@ -192,21 +268,37 @@ def pyplot():
   return plt
 
 
+def _band(ax, x, mean, std, **style) -> None:
+  """One standard deviation either side of a mean line."""
+  if std is None:
+    return
+  mean, std = np.asarray(mean, float), np.asarray(std, float)
+  ax.fill_between(x, mean - std, mean + std, alpha=0.2, linewidth=0,
+                  **style)
+
+
 def plot_depth(summary: Sequence[Mapping[str, Any]], path: str,
                title: str = "") -> None:
   """Final test accuracy and total training time against depth, a line per
-  method (several seeds are averaged)."""
+  method (and width and batch size, where there are several); several seeds
+  draw their mean and a band of one standard deviation."""
   plt = pyplot()
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-  for method in dict.fromkeys(r["method"] for r in summary):
-    rs = [r for r in summary if r["method"] == method]
-    depths = sorted({r["depth"] for r in rs})
-    acc = [np.mean([r["test_accuracy"] for r in rs if r["depth"] == d])
-           for d in depths]
-    sec = [np.mean([r["total_seconds"] for r in rs if r["depth"] == d])
-           for d in depths]
-    ax1.plot(depths, acc, marker="o", label=method)
-    ax2.plot(depths, sec, marker="o", label=method)
+  agg = spread.over_seeds(summary)
+  several = len({(r["hidden"], r["batch_size"]) for r in agg}) > 1
+  for line in dict.fromkeys((r["method"], r["hidden"], r["batch_size"])
+                            for r in agg):
+    rs = sorted((r for r in agg
+                 if (r["method"], r["hidden"], r["batch_size"]) == line),
+                key=lambda r: r["depth"])
+    label = (f"{line[0]} h={line[1]} B={line[2]}" if several else line[0])
+    depths = [r["depth"] for r in rs]
+    for ax, key in ((ax1, "test_accuracy"), (ax2, "total_seconds")):
+      mean = [r[key] for r in rs]
+      (drawn,) = ax.plot(depths, mean, marker="o", label=label)
+      if any(key + "_std" in r for r in rs):
+        _band(ax, depths, mean, [r.get(key + "_std", 0.0) for r in rs],
+              color=drawn.get_color())
   ax1.set(xlabel="hidden layers", ylabel="final test accuracy")
   ax2.set(xlabel="hidden layers", ylabel="total training seconds")
   ax2.set_yscale("log")
@@ -222,15 +314,18 @@ def plot_depth(summary: Sequence[Mapping[str, Any]], path: str,
 def plot_per_epoch(runs: Sequence[Sequence[dict]], path: str, *,
                    y: str = "cumulative_seconds", ylabel: str = "",
                    title: str = "", log_y: bool = False) -> None:
-  """A per-epoch quantity (default cumulative training time), a line per run."""
+  """A per-epoch quantity (default cumulative training time), a line per
+  configuration: the mean over its seeds, with a band of one standard
+  deviation when there are several."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
-  for rows in runs:
-    if not rows:
-      continue
-    r0 = rows[0]
-    ax.plot([r["epoch"] for r in rows], [r[y] for r in rows], marker=".",
-            label=f"{r0['method']} d={r0['depth']} B={r0['batch_size']}")
+  for group in spread.group_runs(runs):
+    r0 = group[0][0]
+    epochs, mean, std = spread.epoch_stats(group, y)
+    (drawn,) = ax.plot(epochs, mean, marker=".",
+                       label=f"{r0['method']} d={r0['depth']} "
+                       f"B={r0['batch_size']}")
+    _band(ax, epochs, mean, std, color=drawn.get_color())
   ax.set(xlabel="epoch", ylabel=ylabel or y, title=title)
   if log_y:
     ax.set_yscale("log")
@@ -287,13 +382,25 @@ def per_epoch_rows(runs: Sequence[Sequence[Mapping[str, Any]]],
   return [{k: r.get(k, "") for k in keys} for rows in runs for r in rows]
 
 
+def per_epoch_summary(runs: Sequence[Sequence[Mapping[str, Any]]],
+                      keys: Sequence[str]) -> list[dict]:
+  """:func:`per_epoch_rows` averaged over seeds: one dict per
+  (configuration, epoch), ``mean ± std`` where several seeds count."""
+  rows = [dict({k: r.get(k, "") for k in keys}, group=spread.group_key(r),
+               seed=r.get("seed"), diverged=bool(r.get("diverged")))
+          for rows in runs for r in rows]
+  return spread.over_seeds(rows, by=("group", "epoch"))
+
+
 class Line(NamedTuple):
-  """One line of a plot; ``style`` goes to ``Axes.plot`` (e.g. linestyle)."""
+  """One line of a plot; ``style`` goes to ``Axes.plot`` (e.g. linestyle);
+  ``spread``, if given, one standard deviation per point, drawn as a band."""
 
   label: str
   x: Sequence[float]
   y: Sequence[float]
   style: Mapping[str, Any] = {}
+  spread: Sequence[float] | None = None
 
 
 class Panel(NamedTuple):
@@ -309,17 +416,21 @@ class Panel(NamedTuple):
 
 def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
                 label_fn=run_label, style_fn=None) -> list[Line]:
-  """A :class:`Line` per run of the per-epoch quantity ``y``.
+  """A :class:`Line` per configuration of the per-epoch quantity ``y``: the
+  mean over its seeds, with their standard deviation as ``spread``.
 
   Args:
     runs: per run, its rows (one per epoch); empty runs are skipped.
     y: the row key to plot against ``epoch``.
-    label_fn: ``label_fn(rows) -> str``.
+    label_fn: ``label_fn(rows) -> str`` (given one run of the group).
     style_fn: ``style_fn(rows) -> dict`` of ``Axes.plot`` keywords, or None.
   """
-  return [Line(label_fn(rows), [r["epoch"] for r in rows],
-               [r[y] for r in rows], style_fn(rows) if style_fn else {})
-          for rows in runs if rows]
+  lines = []
+  for group in spread.group_runs(runs):
+    epochs, mean, std = spread.epoch_stats(group, y)
+    lines.append(Line(label_fn(group[0]), epochs, mean,
+                      style_fn(group[0]) if style_fn else {}, std))
+  return lines
 
 
 def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
@@ -332,8 +443,9 @@ def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
                            squeeze=False)
   for ax, panel in zip(axes.flat, panels):
     for line in panel.lines:
-      ax.plot(line.x, line.y, marker=".", label=line.label,
-              **dict(line.style))
+      (drawn,) = ax.plot(line.x, line.y, marker=".", label=line.label,
+                         **dict(line.style))
+      _band(ax, line.x, line.y, line.spread, color=drawn.get_color())
     ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
     if panel.log_y:
       ax.set_yscale("log")
@@ -351,16 +463,16 @@ def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
 
 
 def plot_grouped_bars(path: str, *, categories: Sequence[str],
-                      panels: Sequence[tuple[str, str, bool,
-                                             Mapping[str, Sequence[float]]]],
-                      title: str = "") -> None:
+                      panels: Sequence[tuple], title: str = "") -> None:
   """Grouped bar charts side by side.
 
   Args:
     path: the PNG.
     categories: the groups along x (e.g. datasets).
     panels: per subplot ``(title, ylabel, log_y, {series: values})`` with one
-      value per category; NaN leaves a gap (e.g. a missing dataset).
+      value per category; NaN leaves a gap (e.g. a missing dataset).  A
+      fifth element ``{series: stds}`` draws error bars (spread over seeds;
+      NaN for none).
     title: the figure title.
 
   A category with no value in any series is marked "no data".
@@ -369,11 +481,15 @@ def plot_grouped_bars(path: str, *, categories: Sequence[str],
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8),
                            squeeze=False)
   x = np.arange(len(categories))
-  for ax, (ptitle, ylabel, log_y, series) in zip(axes.flat, panels):
+  for ax, (ptitle, ylabel, log_y, series, *rest) in zip(axes.flat, panels):
+    errors = rest[0] if rest else {}
     width = 0.8 / max(1, len(series))
     for i, (label, values) in enumerate(series.items()):
+      err = errors.get(label)
       ax.bar(x + (i - (len(series) - 1) / 2) * width,
-             np.asarray(values, dtype=float), width, label=label)
+             np.asarray(values, dtype=float), width, label=label,
+             yerr=None if err is None else np.nan_to_num(
+                 np.asarray(err, dtype=float)), capsize=3)
     for i in range(len(categories)):
       if all(math.isnan(float(v[i])) for v in series.values()):
         ax.text(x[i], 0.5, "no data", ha="center", va="center",

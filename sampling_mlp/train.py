@@ -10,6 +10,14 @@ for all of the epoch's steps at once before the scan (see
 Timing: ``epoch_seconds`` covers only the compiled epoch call (and the
 method's end-of-epoch work, e.g. ALSH's table rebuild); compilation happens
 before the first epoch and evaluation after the clock stops.
+
+Resuming: everything an epoch draws derives from the seed, the epoch index
+and the state's step counter, so training from epoch ``k`` with the state
+saved after epoch ``k - 1`` (``first_epoch`` / ``start_epoch``) continues
+exactly as an uninterrupted run would (:mod:`sampling_mlp.checkpoint`).
+
+Divergence: an epoch in which a step's training loss is NaN or infinite
+ends the run; its row says ``diverged: true`` and at which step.
 """
 
 from __future__ import annotations
@@ -90,6 +98,11 @@ def step_randomness(impl: registry.MethodImpl, key: jax.Array,
       jax.random.fold_in(key, t), batch_size))(steps)
 
 
+# The metric under which an epoch reports the global index of its first step
+# with a non-finite loss (-1: none); :func:`epochs` moves it out of the means.
+NONFINITE_KEY = "_first_nonfinite_step"
+
+
 def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
                   num_batches: int) -> Callable:
   """A jitted ``epoch(state, x, y, perm, key) -> (state, mean_metrics)``.
@@ -104,13 +117,16 @@ def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
   run in groups of ``impl.steps_per_call(batch_size)`` through
   ``impl.train_steps`` (the epoch's last steps, fewer than a group, one at
   a time); the steps, their order and their randomness are the same
-  either way.
+  either way.  The metrics are the means over the steps, plus
+  ``NONFINITE_KEY``: the global step index of the first non-finite loss,
+  or -1.
   """
   group = max(1, min(impl.steps_per_call(batch_size), num_batches))
   num_groups, rest = divmod(num_batches, group)
 
   def epoch(state, x, y, perm, key):
-    rand = step_randomness(impl, key, state.step, num_batches, batch_size)
+    first_step = state.step
+    rand = step_randomness(impl, key, first_step, num_batches, batch_size)
 
     def batches(first, count):
       idx = jax.lax.dynamic_slice_in_dim(perm, first * batch_size,
@@ -145,7 +161,12 @@ def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
             (num_groups * group + jnp.arange(rest), tail))
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]),
                                metrics, more)
-    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    means = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+    if "loss" in metrics:
+      bad = ~jnp.isfinite(metrics["loss"])
+      means[NONFINITE_KEY] = jnp.where(bad.any(),
+                                       first_step + jnp.argmax(bad), -1)
+    return state, means
 
   return jax.jit(epoch, donate_argnums=0)
 
@@ -184,7 +205,11 @@ class Epoch(NamedTuple):
     metrics: the means over its steps of what the step returned (Python
       numbers or lists).
     seconds: its training time: the compiled epoch and the end-of-epoch work.
-    compile_seconds: compilation time before the first epoch; None after.
+    compile_seconds: compilation time before the first epoch of this call;
+      None after.
+    nonfinite_step: the global index (0-based) of the epoch's first step
+      whose training loss was NaN or infinite; None if every loss was
+      finite.
   """
 
   index: int
@@ -192,11 +217,13 @@ class Epoch(NamedTuple):
   metrics: dict
   seconds: float
   compile_seconds: float | None
+  nonfinite_step: int | None = None
 
 
 def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
            keys: RunKeys, batch_size: int, num_epochs: int,
-           state: registry.TrainState | None = None) -> Iterator[Epoch]:
+           state: registry.TrainState | None = None,
+           first_epoch: int = 0) -> Iterator[Epoch]:
   """Trains epoch after epoch; the one epoch loop of the project.
 
   Args:
@@ -204,14 +231,22 @@ def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
     x: [N, D] and y: [N], the training split (on device for the whole run).
     keys: the run's keys (shuffling, step keys, end-of-epoch keys).
     batch_size: examples per step; the last partial batch is dropped.
-    num_epochs: epochs to train.
-    state: the initial state (default: ``init_state(impl, keys)``).
+    num_epochs: the run's epochs in all (the last index is num_epochs - 1).
+    state: the initial state (default: ``init_state(impl, keys)``); when
+      resuming, the state after epoch ``first_epoch - 1``.
+    first_epoch: the index of the first epoch to train (0-based): a run
+      resumed after ``k`` epochs passes ``k`` and trains the rest.
 
   Yields:
-    One :class:`Epoch` per epoch; epoch ``e`` shuffles with
-    ``fold_in(keys.shuffle, e)``.  A yielded state is valid until the next
+    One :class:`Epoch` per epoch trained; epoch ``e`` shuffles with
+    ``fold_in(keys.shuffle, e)``, and steps and end-of-epoch work draw from
+    the state's step counter and ``e``, so a resumed run repeats an
+    uninterrupted one exactly.  A yielded state is valid until the next
     epoch starts, which donates its buffers: copy what is to be kept.
   """
+  if not 0 <= first_epoch <= num_epochs:
+    raise ValueError(f"first_epoch must be in [0, {num_epochs}], got "
+                     f"{first_epoch}")
   state = init_state(impl, keys) if state is None else state
   n = x.shape[0]
   num_batches = n // batch_size
@@ -226,30 +261,53 @@ def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
   def perm_for(epoch):
     return jax.random.permutation(jax.random.fold_in(keys.shuffle, epoch), n)
 
+  if first_epoch == num_epochs:
+    return
   t0 = time.perf_counter()
-  epoch_c = epoch_fn.lower(state, x, y, perm_for(0), keys.train).compile()
+  epoch_c = epoch_fn.lower(state, x, y, perm_for(first_epoch),
+                           keys.train).compile()
   end_c = end_fn.lower(state, keys.end_epoch).compile()
   compile_seconds = time.perf_counter() - t0
-  for epoch in range(num_epochs):
+  for epoch in range(first_epoch, num_epochs):
     perm = jax.block_until_ready(perm_for(epoch))
     t0 = time.perf_counter()
     state, metrics = epoch_c(state, x, y, perm, keys.train)
     state = end_c(state, jax.random.fold_in(keys.end_epoch, epoch))
     jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - t0
-    yield Epoch(epoch, state, _to_python(metrics), seconds,
-                compile_seconds if epoch == 0 else None)
+    metrics = _to_python(metrics)
+    bad = metrics.pop(NONFINITE_KEY, -1)
+    yield Epoch(epoch, state, metrics, seconds,
+                compile_seconds if epoch == first_epoch else None,
+                None if bad < 0 else int(bad))
 
 
-def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig
+def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
+          state: registry.TrainState | None = None, start_epoch: int = 0,
+          prior_seconds: float = 0.0,
+          on_epoch: Callable[[registry.TrainState, dict], None] | None = None
           ) -> Iterator[dict]:
   """Trains ``impl`` on ``dataset`` and yields one metrics dict per epoch.
 
   Each dict holds ``epoch`` (1-based), ``train_loss``, ``dev_accuracy``,
   ``test_accuracy`` (fractions), ``epoch_seconds`` (training only),
-  ``cumulative_seconds``, ``steps``, ``compile_seconds`` (first epoch
-  only), the means of any other metrics the step returns, and the method's
-  diagnostics.
+  ``cumulative_seconds``, ``steps``, ``diverged``, ``compile_seconds``
+  (the first epoch this call trains only), the means of any other metrics
+  the step returns, and the method's diagnostics.  An epoch in which a
+  step's loss was NaN or infinite is the last: its dict says ``diverged:
+  True`` and ``diverged_step``, the 1-based number of that step in the run.
+
+  Args:
+    impl: the built method.
+    dataset: a :class:`sampling_mlp.data.Dataset`.
+    cfg: the loop settings; ``cfg.epochs`` is the run's total.
+    state: the state to continue from (resuming), else a fresh one.
+    start_epoch: epochs already trained (0-based index of the first epoch
+      to train); ``state`` must be the state after them.
+    prior_seconds: their training seconds, where ``cumulative_seconds``
+      starts.
+    on_epoch: called as ``on_epoch(state, row)`` after each epoch, before
+      the row is yielded, while the state is valid (e.g. to checkpoint it).
   """
   keys = RunKeys(cfg.seed)
   predict = make_predict_fn(impl)
@@ -257,10 +315,11 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig
                                       batch_size=cfg.batch_size))
   diag_x = jnp.asarray(dataset.dev.x[:cfg.diag_examples]
                        if len(dataset.dev.x) else dataset.train.x[:cfg.diag_examples])
-  cumulative = 0.0
+  cumulative = prior_seconds
   for ep in epochs(impl, jnp.asarray(dataset.train.x),
                    jnp.asarray(dataset.train.y), keys=keys,
-                   batch_size=cfg.batch_size, num_epochs=cfg.epochs):
+                   batch_size=cfg.batch_size, num_epochs=cfg.epochs,
+                   state=state, first_epoch=start_epoch):
     cumulative += ep.seconds
     metrics = dict(ep.metrics)
     row = {
@@ -273,10 +332,17 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig
         "epoch_seconds": ep.seconds,
         "cumulative_seconds": cumulative,
         "steps": int(ep.state.step),
+        "diverged": ep.nonfinite_step is not None,
     }
+    if ep.nonfinite_step is not None:
+      row["diverged_step"] = ep.nonfinite_step + 1
     if ep.compile_seconds is not None:
       row["compile_seconds"] = ep.compile_seconds
     row.update(metrics)
     row.update(_to_python(diag_fn(
         ep.state, diag_x, jax.random.fold_in(keys.diagnostics, ep.index))))
+    if on_epoch is not None:
+      on_epoch(ep.state, row)
     yield row
+    if row["diverged"]:
+      return

@@ -37,6 +37,17 @@ def test_mnist_splits_and_normalisation_full_dev(tmp_path):
   np.testing.assert_allclose(ds.test.x, mnist_norm(raw["test_images"]), rtol=0, atol=1e-5)
 
 
+def test_locate_finds_files_without_reading_them(tmp_path):
+  """What a sweep's driver checks before workers load the data."""
+  write_mnist(tmp_path / "d" / "fashion_mnist", n_train=2, n_test=1)
+  data.locate("fashion_mnist", data_dir=str(tmp_path / "d"), download=False)
+  data.locate("mnist_small")
+  with pytest.raises(data.DatasetError, match="norb"):
+    data.locate("norb", data_dir=str(tmp_path / "d"), download=False)
+  with pytest.raises(ValueError, match="unknown dataset"):
+    data.locate("nope")
+
+
 def test_mnist_plain_files_and_too_few_for_dev(tmp_path):
   write_mnist(tmp_path / "d", n_train=5000, n_test=2, gz=False)
   with pytest.raises(data.DatasetError,

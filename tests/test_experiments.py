@@ -31,8 +31,10 @@ COMMANDS = {
     "depth_sweep": ["--method=standard,mc", "--depths=1"],
     "time_accuracy": ["--method=standard", "--depths=1,2", "--epochs=2"],
     "mc_batch_size": ["--batch_sizes=1,4", "--learning_rates=1e-3",
-                      "--depths=2", "--epochs=2", "--noreference"],
-    "dataset_table": ["--datasets=norb,mnist_small", "--method=standard"],
+                      "--depths=2", "--epochs=2", "--noreference",
+                      "--seeds=0,1"],
+    "dataset_table": ["--datasets=norb,mnist_small", "--method=standard",
+                      "--seeds=0,1"],
     TOY + "depth_sweep": ["--method=standard,top_half", "--depths=1,2",
                           "--top_fraction=0.25"],
     TOY + "benchmark": ["--methods=standard,top_half", "--depth=1",
@@ -173,8 +175,9 @@ def test_mc_batch_size_logs_errors_and_reads_the_batch_axis_bug(outputs):
             "mnist_small_error.png"):
     assert (d / f).stat().st_size > 0, f
   rows = _rows(d / "runs.jsonl")
-  # 2 batch sizes x 2 loss axes x 2 epochs.
-  assert len(rows) == 2 * 2 * 2
+  # 2 batch sizes x 2 loss axes x 2 seeds x 2 epochs.
+  assert len(rows) == 2 * 2 * 2 * 2
+  assert {r["seed"] for r in rows} == {0, 1}
   mc_rows = [r for r in rows if r["method"] == "mc"]
   assert len(mc_rows) == len(rows)
   for r in mc_rows:
@@ -182,7 +185,9 @@ def test_mc_batch_size_logs_errors_and_reads_the_batch_axis_bug(outputs):
   bug = [r for r in mc_rows if r["batch_size"] == 1
          and r["config"]["method_config"]["mc_loss_axis"] == "batch"]
   assert bug and all(r["train_loss"] == 0.0 for r in bug)
-  assert len(_table_lines(d / "mnist_small.md")) == 1 + 4
+  # A row per configuration: the mean over its two seeds.
+  table = _table_lines(d / "mnist_small.md")
+  assert len(table) == 1 + 4 and "seeds" in table[0]
   assert "training loss exactly 0 in every epoch" in out
 
 
@@ -194,7 +199,9 @@ def test_dataset_table_reports_a_missing_dataset(outputs):
   assert "dataset norb is not available" in err
   rows = _rows(d / "runs.jsonl")
   assert {r["dataset"] for r in rows} == {"mnist_small"}
+  assert {r["seed"] for r in rows} == {0, 1}
   md = (d / "table.md").read_text()
+  assert " ± " in md  # mean ± std over the two seeds
   long_rows = [line for line in md.split("## All runs")[1].splitlines()
                if line.startswith("| norb") or line.startswith("| mnist_small")]
   assert len(long_rows) == 2
@@ -259,3 +266,45 @@ def test_missing_dataset_is_one_clear_error_not_a_traceback(tmp_path):
   assert "Traceback" not in out.stderr
   assert "error: dataset 'mnist'" in out.stderr
   assert "Put the files in one of them" in out.stderr
+
+
+def test_a_diverged_run_reads_diverged(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.depth_sweep", *TINY, "--epochs=2",
+       "--depths=1", "--learning_rate=1e37", "--activation=linear",
+       f"--out_dir={tmp_path / 'out'}"],
+      cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+      timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  (line,) = [l for l in out.stdout.splitlines() if l.strip().startswith(
+      "standard")]
+  assert "diverged" in line.split()
+  assert "diverged: the training loss became nan at step" in out.stderr
+  (row,) = _rows(tmp_path / "out" / "depth_sweep" / "runs.jsonl")
+  assert row["diverged"] is True and row["epoch"] == 1
+
+
+def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.depth_sweep", *TINY,
+       "--method=standard,mc", "--depths=1,2", "--seeds=0,1,2", "--dry_run",
+       "--executor=slurm", f"--out_dir={tmp_path / 'out'}"],
+      cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+      timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "12 run(s) to run (0 already finished) in SLURM" in out.stdout
+  assert out.stdout.count("mnist_small depth=") == 12
+  assert out.stdout.strip().endswith("12 run(s)")
+  assert not (tmp_path / "out" / "depth_sweep" / "runs.jsonl").exists()
+  assert not (tmp_path / "out" / "jobs").exists()
+
+
+def test_seed_and_seeds_together_are_refused(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.depth_sweep", *TINY, "--seed=3",
+       "--seeds=0,1", f"--out_dir={tmp_path / 'out'}"],
+      cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+      timeout=300)
+  assert out.returncode != 0
+  assert "give --seeds or --seed, not both" in out.stderr
+  assert "Traceback" not in out.stderr

@@ -34,6 +34,25 @@ def test_grid_specs_in_the_order_asked():
   assert specs[0].method_config == ()
 
 
+def test_seeds_are_the_innermost_axis():
+  grid = _grid(depths=(1,), batch_sizes=(4,), seeds=(0, 1, 2))
+  specs = grid.specs()
+  assert [(s.method, s.seed) for s in specs] == [
+      ("standard", 0), ("standard", 1), ("standard", 2), ("mc", 0),
+      ("mc", 1), ("mc", 2)]
+  assert len({s.run_id for s in specs}) == 6
+  # No seeds: the one seed of the settings, as before.
+  assert [s.seed for s in _grid().specs()] == [0] * 8
+  five = _grid(settings=dict(SETTINGS, seed=5), depths=(1,),
+               batch_sizes=(4,))
+  assert [s.seed for s in five.specs()] == [5, 5]
+  mc = mc_batch_size.specs(grid, learning_rates=[1e-3], loss_axes=["classes"],
+                           reference=True)
+  assert [(s.method, s.seed) for s in mc] == [
+      ("mc", 0), ("mc", 1), ("mc", 2), ("standard", 0), ("standard", 1),
+      ("standard", 2)]
+
+
 def test_grid_overrides_settings_and_options():
   spec = _grid().spec(method="mc", depth=2, hidden=8, batch_size=1,
                       dataset="fashion_mnist", mc_loss_axis="batch")
@@ -48,6 +67,18 @@ def test_runner_paths(tmp_path):
   path = runner.path("study", "x.md")
   assert path == str(tmp_path / "study" / "x.md")
   assert (tmp_path / "study").is_dir()
+  assert runner.executor.kind == "inline" and runner.failures == []
+
+
+def test_runner_checkpoints_and_job_logs_under_out_dir(tmp_path):
+  runner = Runner(out_dir=str(tmp_path), download=False, progress=False,
+                  keep_checkpoints=True)
+  grid = _grid(methods=("standard",), depths=(1,), batch_sizes=(32,),
+               hidden=(8,))
+  (rows,) = runner.run(grid.specs(), "study")
+  assert len(rows) == 1 and rows[0]["worker"]["executor"] == "inline"
+  assert (tmp_path / "checkpoints" / rows[0]["run_id"]).is_dir()
+  assert (tmp_path / "study" / "runs.jsonl").is_file()
 
 
 def _summary_row(method, batch_size, axis, dev, *, loss=3.0, error=0.5):

@@ -241,6 +241,31 @@ def _check_limit(label: str, value: int | None) -> None:
     raise ValueError(f"{label} must be a positive int or None, got {value!r}")
 
 
+def locate(name: str, *, data_dir: str | None = None,
+           download: bool = True) -> None:
+  """Finds (or downloads) dataset ``name``'s files without reading them.
+
+  What a sweep's driver checks before it hands runs to workers, which load
+  the data themselves: the same lookup, downloads and errors as
+  :func:`load_dataset`, at the cost of a few ``stat`` calls.
+
+  Raises:
+    ValueError: unknown name.
+    DatasetError: files missing (and not downloadable).
+  """
+  if name not in SPECS:
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+  if name in ("mnist", "fashion_mnist"):
+    files.locate_files(name, files.IDX_FILES, data_dir, download)
+  elif name == "norb":
+    files.locate_files("norb", files.NORB_FILES, data_dir, download)
+  elif name == "cifar10_gray":
+    files.locate_cifar(data_dir, download)
+  elif not ASSET.is_file():
+    raise DatasetError(f"{ASSET}: the mnist_small asset is missing; rebuild "
+                       "it with scripts/build_mnist_small.py")
+
+
 def load_dataset(name: str, *, data_dir: str | None = None,
                  max_train: int | None = None, max_test: int | None = None,
                  download: bool = True, seed: int = 0) -> Dataset:

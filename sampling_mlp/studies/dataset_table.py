@@ -7,10 +7,13 @@ the study: a warning says where to put the files, its rows read
 ``mnist_small`` (10,000 real MNIST digits shipped in the package) can run in
 its place, and the table says so.
 
+Every available dataset's runs form one sweep (one job array under
+``--executor=slurm``): the datasets' files are checked first.
+
 Writes under ``<out_dir>/dataset_table/``: ``runs.jsonl`` (resumable),
 ``table.md`` (accuracy and time, method by dataset, then the long table)
 and ``table.png`` (final test accuracy and total training time per dataset,
-a bar per method).
+a bar per method; error bars of one standard deviation over seeds).
 """
 
 from __future__ import annotations
@@ -38,70 +41,69 @@ COLUMNS = (("dataset", "dataset"), ("method", "method"), ("status", "status"),
 MISSING = "missing data"
 
 
-MISSING = "missing data"
-
-
 def dataset_specs(grid: Grid, dataset: str) -> list[experiment.RunSpec]:
   return grid.specs(order=("depth", "hidden", "batch_size", "method"),
                     dataset=dataset)
 
 
-def run_dataset(runner: Runner, grid: Grid, dataset: str
-                ) -> tuple[list[list[dict]], str | None]:
-  """Runs (or resumes) one dataset's specs.
-
-  Returns:
-    (runs, error): the finished runs; error is the loader's message when the
-    dataset's files are missing (runs then holds only runs finished earlier).
-  """
-  specs = dataset_specs(grid, dataset)
-  try:
-    return runner.run(specs, STUDY), None
-  except data.DatasetError as e:
-    logging.warning(
-        "dataset %s is not available, so its rows read %r.  Put its files in "
-        "--data_dir/%s/, $%s/%s/ or ~/.cache/sampling_mlp/%s/ (or run with "
-        "network access to download them), then rerun the same command: "
-        "finished runs are kept.  The loader said: %s", dataset, MISSING,
-        dataset, data.DATA_ENV_VAR, dataset, dataset, e)
-    log = report.ResultsLog(runner.path(STUDY, "runs.jsonl"))
-    rows = log.read()
-    return [log.finished(s.run_id, s.epochs, rows) for s in specs], str(e)
+def available(runner: Runner, datasets: Sequence[str], *,
+              mnist_standin: bool) -> tuple[list[str], dict[str, str]]:
+  """The datasets to run, in order, and ``{dataset: error}`` of those whose
+  files are missing; ``mnist_small`` joins when ``mnist`` is missing."""
+  queue = list(dict.fromkeys(datasets))
+  missing = {}
+  for dataset in queue:
+    try:
+      runner.check_data(dataset)
+    except data.DatasetError as e:
+      missing[dataset] = str(e)
+      logging.warning(
+          "dataset %s is not available, so its rows read %r.  Put its files "
+          "in --data_dir/%s/, $%s/%s/ or ~/.cache/sampling_mlp/%s/ (or run "
+          "with network access to download them), then rerun the same "
+          "command: finished runs are kept.  The loader said: %s", dataset,
+          MISSING, dataset, data.DATA_ENV_VAR, dataset, dataset, e)
+      if dataset == "mnist" and mnist_standin and STANDIN not in queue:
+        logging.warning("running %s as a %s", STANDIN, STANDIN_NOTE)
+        queue.append(STANDIN)
+  return queue, missing
 
 
 def run(runner: Runner, grid: Grid, *, datasets: Sequence[str],
         mnist_standin: bool = True) -> str:
-  """Runs (or resumes) every dataset; returns the table and what is missing."""
+  """Runs (or resumes) every available dataset's runs as one sweep; returns
+  the table and what is missing."""
+  queue, missing = available(runner, datasets, mnist_standin=mnist_standin)
+  specs = [s for d in queue if d not in missing for s in dataset_specs(grid, d)]
+  by_id = {s.run_id: rows for s, rows in zip(specs, runner.run(specs, STUDY))}
+  # A missing dataset keeps the runs it finished while its files were there.
+  log = report.ResultsLog(runner.path(STUDY, "runs.jsonl"))
+  logged = log.read()
   summary = []
   order = []  # (dataset, note) for the pivot table
-  missing = {}
-  queue = list(dict.fromkeys(datasets))
   for dataset in queue:
-    runs, error = run_dataset(runner, grid, dataset)
     note = STANDIN_NOTE if dataset == STANDIN else ""
+    dspecs = dataset_specs(grid, dataset)
+    runs = [by_id.get(s.run_id) or log.finished(s.run_id, s.epochs, logged)
+            for s in dspecs]
     done = {(r["method"], r["depth"], r["hidden"], r["batch_size"]): r
-            for r in report.final_rows(runs)}
-    for spec in dataset_specs(grid, dataset):
-      key = (spec.method, spec.depth, spec.hidden, spec.batch_size)
+            for r in report.summary_rows(runs)}
+    for key in dict.fromkeys((s.method, s.depth, s.hidden, s.batch_size)
+                             for s in dspecs):
       if key in done:
         summary.append(dict(done[key],
                             status="stand-in for mnist" if note else "ok"))
       else:
-        summary.append({"dataset": dataset, "method": spec.method,
-                        "depth": spec.depth, "batch_size": spec.batch_size,
-                        "epochs": spec.epochs, "status": MISSING,
+        method, depth, _, batch_size = key
+        summary.append({"dataset": dataset, "method": method,
+                        "depth": depth, "batch_size": batch_size,
+                        "epochs": grid.settings["epochs"], "status": MISSING,
                         "test_accuracy": math.nan,
                         "seconds_per_epoch": math.nan,
                         "total_seconds": math.nan})
     order.append((dataset, note))
-    if error is not None:
-      missing[dataset] = error
-      if (dataset == "mnist" and mnist_standin
-          and STANDIN not in queue):
-        logging.warning("running %s as a %s", STANDIN, STANDIN_NOTE)
-        queue.append(STANDIN)
   write_outputs(runner, summary, order, grid.depths)
-  text = report.text_table(summary, COLUMNS)
+  text = report.text_table(summary, report.seed_columns(COLUMNS, summary))
   if missing:
     text += (f"\n\nMissing data (see the warnings above for where to put the "
              f"files): {', '.join(missing)}")
@@ -111,7 +113,8 @@ def run(runner: Runner, grid: Grid, *, datasets: Sequence[str],
 def _cell(row) -> str:
   if row["status"] == MISSING:
     return MISSING
-  return f"{row['test_accuracy']:.4f} ({row['total_seconds']:.1f} s)"
+  return (f"{report.cell(row, 'test_accuracy')} "
+          f"({row['total_seconds']:.1f} s)")
 
 
 def write_outputs(runner: Runner, summary: list[dict],
@@ -139,10 +142,11 @@ def write_outputs(runner: Runner, summary: list[dict],
        "layers): final test accuracy (total training seconds)\n",
        report.markdown_table(pivot, pivot_columns)]
       + (["\n".join(notes) + "\n"] if notes else [])
-      + ["## All runs\n", report.markdown_table(summary, COLUMNS)]))
+      + ["## All runs\n", report.markdown_table(
+          summary, report.seed_columns(COLUMNS, summary))]))
 
   categories = [d + ("*" if note else "") for d, note in order]
-  acc, sec = {}, {}
+  acc, sec, acc_std, sec_std = {}, {}, {}, {}
   for depth, batch in configs:
     for method in methods:
       label = (method if len(configs) == 1
@@ -154,9 +158,14 @@ def write_outputs(runner: Runner, summary: list[dict],
                     for d, _ in order]
       sec[label] = [rows[d]["total_seconds"] if d in rows else math.nan
                     for d, _ in order]
+      acc_std[label] = [rows.get(d, {}).get("test_accuracy_std", math.nan)
+                        for d, _ in order]
+      sec_std[label] = [rows.get(d, {}).get("total_seconds_std", math.nan)
+                        for d, _ in order]
   depths = ", ".join(map(str, depths))
   report.plot_grouped_bars(
       runner.path(STUDY, "table.png"), categories=categories,
-      panels=[("final test accuracy", "accuracy", False, acc),
-              ("training time", "total training seconds", True, sec)],
+      panels=[("final test accuracy", "accuracy", False, acc, acc_std),
+              ("training time", "total training seconds", True, sec,
+               sec_std)],
       title=f"{depths} hidden layers" + ("; * = stand-in" if notes else ""))

@@ -6,7 +6,9 @@ under ``<out_dir>/depth_sweep/``: ``runs.jsonl`` (one row per run and
 epoch; resumable), ``<tag>.md`` (the summary table), ``<tag>_depth.png``
 (final test accuracy and total training time against depth) and
 ``<tag>_time.png`` (cumulative training time against epoch), with
-``<tag> = <dataset>_<methods>``.
+``<tag> = <dataset>_<methods>``.  Several seeds (``--seeds``) give each
+configuration's mean ± standard deviation (and a ``seeds`` column) in the
+table and a band of one standard deviation in the plots.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ STUDY = "depth_sweep"
 def run(runner: Runner, grid: Grid) -> str:
   """Runs (or resumes) the sweep, writes its outputs; returns the table."""
   runs = runner.run(grid.specs(), STUDY)
-  summary = report.final_rows(runs)
+  summary = report.summary_rows(runs)
+  columns = report.seed_columns(report.SUMMARY_COLUMNS, summary)
   dataset = grid.settings["dataset"]
   tag = f"{dataset}_{'-'.join(grid.methods)}"
   md = runner.path(STUDY, f"{tag}.md")
-  report.write_text(md, report.markdown_table(summary, report.SUMMARY_COLUMNS))
-  report.plot_depth(summary, runner.path(STUDY, f"{tag}_depth.png"),
+  report.write_text(md, report.markdown_table(summary, columns))
+  report.plot_depth(report.final_rows(runs),
+                    runner.path(STUDY, f"{tag}_depth.png"),
                     title=f"{dataset}: depth study")
   report.plot_per_epoch(runs, runner.path(STUDY, f"{tag}_time.png"),
                         ylabel="cumulative training seconds",
                         title=f"{dataset}: training time")
   logging.info("wrote %s and plots", md)
-  return report.text_table(summary, report.SUMMARY_COLUMNS)
+  return report.text_table(summary, columns)

@@ -28,7 +28,9 @@ reading is printed too.
 
 The reading printed (and written to the table) recomputes its statements
 from the results of any run; docs/REPRODUCTION.md discusses the quick-scale
-results.
+results.  With several seeds (``--seeds``) every configuration is their
+mean (± standard deviation in the table, bands in the plots) and the
+reading is about the means.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from sampling_mlp import data, experiment, report
+from sampling_mlp import data, experiment, report, spread
 from sampling_mlp.studies import Grid, Runner
 
 STUDY = "mc_batch_size"
@@ -57,7 +59,8 @@ def specs(grid: Grid, *, learning_rates: Sequence[float],
           loss_axes: Sequence[str], reference: bool
           ) -> list[experiment.RunSpec]:
   """MC-APPROX at every depth, width, learning rate, batch size and loss
-  axis, and STANDARD at the same settings when ``reference``."""
+  axis, and STANDARD at the same settings when ``reference``; every seed of
+  the grid."""
   out = []
   for depth in grid.depths:
     for hidden in grid.hidden:
@@ -66,9 +69,11 @@ def specs(grid: Grid, *, learning_rates: Sequence[float],
           kw = dict(depth=depth, hidden=hidden, batch_size=batch_size,
                     learning_rate=lr)
           for axis in loss_axes:
-            out.append(grid.spec(method="mc", mc_loss_axis=axis, **kw))
+            out += [grid.spec(method="mc", mc_loss_axis=axis, seed=seed, **kw)
+                    for seed in grid.seed_values]
           if reference:
-            out.append(grid.spec(method="standard", **kw))
+            out += [grid.spec(method="standard", seed=seed, **kw)
+                    for seed in grid.seed_values]
   return out
 
 
@@ -79,11 +84,13 @@ def _sampled_errors(errors) -> list[float]:
 
 def summarize(runs) -> list[dict]:
   """``final_rows`` plus the learning rate, loss axis, loss and the last
-  epoch's relative error per layer."""
+  epoch's relative error per layer, averaged over seeds (one row per
+  configuration)."""
   runs = [r for r in runs if r]
-  summary = report.final_rows(runs)
-  for row, rows in zip(summary, runs):
+  per_run = report.final_rows(runs)
+  for row, rows in zip(per_run, runs):
     last = rows[-1]
+    row["config"] = last.get("config")
     row["learning_rate"] = report.config_value(last, "learning_rate")
     row["loss_axis"] = report.config_value(last, "mc_loss_axis", "classes")
     row["final_loss"] = last["train_loss"]
@@ -91,9 +98,11 @@ def summarize(runs) -> list[dict]:
     row["max_abs_loss"] = max(abs(r["train_loss"]) for r in rows)
     errors = last.get("mc_relative_error")
     row["errors"] = errors
-    row["error_by_layer"] = report.format_values(errors, 2, "/")
     sampled = _sampled_errors(errors or [])
     row["mean_error"] = float(np.mean(sampled)) if sampled else float("nan")
+  summary = spread.over_seeds(per_run)
+  for row in summary:
+    row["error_by_layer"] = report.format_values(row.get("errors"), 2, "/")
   return summary
 
 
@@ -178,16 +187,15 @@ def reading(summary: list[dict], dataset: str) -> list[str]:
   return lines
 
 
-def _label(rows) -> str:
-  r0 = rows[0]
+def _label(r0) -> str:
+  """The legend label of a run's (or a summary's) row."""
   if r0["method"] == "mc":
     axis = report.config_value(r0, "mc_loss_axis")
     return f"mc B={r0['batch_size']} loss over {axis}"
   return f"{r0['method']} B={r0['batch_size']}"
 
 
-def _style(rows) -> dict:
-  r0 = rows[0]
+def _style(r0) -> dict:
   if r0["method"] != "mc":
     return {"linestyle": ":", "color": "gray" if r0["batch_size"] == 1
             else "black"}
@@ -209,7 +217,7 @@ def write_outputs(runner: Runner, dataset: str, runs,
       "product (last epoch, on dev batches of the training batch size); "
       "the last layer is exact unless --mc_sample_output.  'loss axis = "
       "batch' is the public MC example's log-softmax over the batch axis.\n",
-      report.markdown_table(summary, COLUMNS),
+      report.markdown_table(summary, report.seed_columns(COLUMNS, summary)),
       "## Reading\n",
       "\n".join(f"* {line}" for line in lines) + "\n"]))
 
@@ -217,13 +225,13 @@ def write_outputs(runner: Runner, dataset: str, runs,
   for lr in learning_rates:
     at = [rows for rows in runs
           if report.config_value(rows[0], "learning_rate") == lr]
+    styled = dict(label_fn=lambda rows: _label(rows[0]),
+                  style_fn=lambda rows: _style(rows[0]))
     panels.append(report.Panel(
-        report.epoch_lines(at, "dev_accuracy", label_fn=_label,
-                               style_fn=_style),
+        report.epoch_lines(at, "dev_accuracy", **styled),
         xlabel="epoch", ylabel="dev accuracy", title=f"lr {lr:g}"))
     panels.append(report.Panel(
-        report.epoch_lines(at, "train_loss", label_fn=_label,
-                               style_fn=_style),
+        report.epoch_lines(at, "train_loss", **styled),
         xlabel="epoch", ylabel="mean training loss", title=f"lr {lr:g}"))
   report.plot_panels(panels, runner.path(STUDY, f"{tag}_dev.png"),
                          title=f"{tag}: MC-APPROX by batch size")
@@ -231,13 +239,13 @@ def write_outputs(runner: Runner, dataset: str, runs,
   error_panels = []
   for lr in learning_rates:
     lines_lr = []
-    for row, rows in zip(summary, runs):
+    for row in summary:
       if row["learning_rate"] != lr or not row["errors"]:
         continue
       errors = row["errors"]
       lines_lr.append(report.Line(
-          _label(rows), list(range(1, len(errors) + 1)), errors,
-          _style(rows)))
+          _label(row), list(range(1, len(errors) + 1)), errors,
+          _style(row), row.get("errors_std")))
     error_panels.append(report.Panel(
         lines_lr, xlabel="layer", ylabel="relative error of the sampled "
         "product", title=f"lr {lr:g} (last epoch)"))
@@ -254,5 +262,6 @@ def run(runner: Runner, grid: Grid, *, learning_rates: Sequence[float],
                           loss_axes=loss_axes, reference=reference), STUDY)
   summary, lines = write_outputs(runner, grid.settings["dataset"], runs,
                                  learning_rates)
-  return "\n".join([report.text_table(summary, COLUMNS), "", "Reading:"] +
+  table = report.text_table(summary, report.seed_columns(COLUMNS, summary))
+  return "\n".join([table, "", "Reading:"] +
                    [f"* {line}" for line in lines])

@@ -5,14 +5,15 @@ method, by default at batch size 1 and at 3 and 7 hidden layers.  Writes
 under ``<out_dir>/time_accuracy/``: ``runs.jsonl`` (resumable),
 ``<dataset>.md`` (summary table, then every epoch) and one figure per depth,
 ``<dataset>_depth<d>.png``: cumulative training seconds (log scale) and dev
-accuracy against epoch, a line per run.
+accuracy against epoch, a line per configuration.  Several seeds give means
+± standard deviations in the tables and bands in the plots.
 """
 
 from __future__ import annotations
 
 from absl import logging
 
-from sampling_mlp import report
+from sampling_mlp import report, spread
 from sampling_mlp.studies import Grid, Runner
 
 STUDY = "time_accuracy"
@@ -32,11 +33,12 @@ EPOCH_COLUMNS = (("method", "method"), ("depth", "depth"),
 
 
 def summarize(runs) -> list[dict]:
-  """``report.final_rows`` plus the dev accuracy of every epoch."""
-  summary = report.final_rows(runs)
-  for row, rows in zip(summary, [r for r in runs if r]):
+  """``report.summary_rows`` plus the dev accuracy of every epoch (the
+  mean over seeds)."""
+  summary = report.summary_rows(runs)
+  for row, group in zip(summary, spread.group_runs(runs)):
     row["dev_by_epoch"] = report.format_values(
-        [r["dev_accuracy"] for r in rows])
+        spread.epoch_stats(group, "dev_accuracy")[1])
   return summary
 
 
@@ -45,14 +47,14 @@ def write_outputs(runner: Runner, grid: Grid, runs) -> list[dict]:
   tag = grid.settings["dataset"]
   batches = ", ".join(map(str, grid.batch_sizes))
   md = runner.path(STUDY, f"{tag}.md")
+  epochs = report.per_epoch_summary(runs, [k for k, _ in EPOCH_COLUMNS])
   report.write_text(md, "\n".join([
       f"# Time and dev accuracy per epoch: {tag}, batch size {batches} "
       "(the paper's single-sample runs)\n",
-      report.markdown_table(summary, COLUMNS),
+      report.markdown_table(summary, report.seed_columns(COLUMNS, summary)),
       "## Every epoch\n",
-      report.markdown_table(
-          report.per_epoch_rows(runs, [k for k, _ in EPOCH_COLUMNS]),
-          EPOCH_COLUMNS)]))
+      report.markdown_table(epochs,
+                            report.seed_columns(EPOCH_COLUMNS, epochs))]))
   one = len(grid.batch_sizes) == 1 and len(grid.hidden) == 1
   label = lambda rows: rows[0]["method"] if one else report.run_label(rows)
   for depth in grid.depths:
@@ -75,4 +77,5 @@ def run(runner: Runner, grid: Grid) -> str:
   """Runs (or resumes) every configuration; returns the summary table."""
   runs = runner.run(grid.specs(order=("depth", "hidden", "batch_size",
                                       "method")), STUDY)
-  return report.text_table(write_outputs(runner, grid, runs), COLUMNS)
+  summary = write_outputs(runner, grid, runs)
+  return report.text_table(summary, report.seed_columns(COLUMNS, summary))
