@@ -1,18 +1,33 @@
 """Times one full training step (forward, backward, optimizer update).
 
-For every (hidden, depth, batch_size) it times ``standard`` and each listed
-method in the same process, and prints one JSON object per line:
+For every (hidden, depth) it times, in the same process and interleaved
+(one shape at a time), ``standard`` and each listed method at every
+``--batch_size``, and ``standard`` at every ``--standard_batch_sizes``, and
+prints one JSON object per line, for each batch size and method:
 ``method``, ``hidden``, ``depth``, ``batch_size``, ``step_ms`` (median),
-``speedup_vs_standard``, ``flops_fraction`` (counted multiply-adds over
-standard's), ``gflops`` (achieved) and ``matmul_peak_gflops`` (a plain
-``jnp.dot`` [batch, hidden] @ [hidden, hidden] timed in the same process),
+``examples_per_second`` (batch_size / step seconds), ``us_per_example``
+(step seconds / batch_size, in microseconds), ``speedup_vs_standard``
+(standard's step time at the same batch size over the method's),
+``best_standard_batch_size`` and ``best_standard_us_per_example`` (of the
+``--standard_batch_sizes``, the one at which standard's microseconds per
+example are smallest, and those), ``vs_best_standard``
+(best_standard_us_per_example / us_per_example: > 1 means the method is
+faster per example than standard at its best batch size; standard's own
+line has at most 1 when its batch size is one of ``--standard_batch_sizes``,
+exactly 1 when it is the best one), ``flops_fraction`` (counted multiply-adds over standard's),
+``gflops`` (achieved) and ``matmul_peak_gflops`` (a plain ``jnp.dot``
+[batch, hidden] @ [hidden, hidden] timed in the same process),
 ``traffic_fraction`` (floats moved in weight-sized arrays over standard's,
 where the method counts them), plus the method's options, and with
 ``--breakdown`` ``breakdown_ms``: each method's step profiled, milliseconds
-per step by part.  Lines are also appended to
+per step by part.  ``--standard_batch_sizes=`` (empty) skips the
+comparison with standard's best configuration and omits its three fields.
+Standard's reference is timed once per shape and shared by that shape's
+batch sizes.  Lines are also appended to
 ``--out_dir``/benchmark/benchmark.jsonl.
 
-Command (about a minute on a 2-core CPU):
+Command (standard is timed at batch sizes 1, 32, 128, 256, 512 and 1024 for
+each shape):
 
   python -m experiments.benchmark --methods=standard --hidden=1000,4096 \
       --depth=3 --batch_size=1,128,1024
@@ -41,6 +56,14 @@ flags.DEFINE_bool("breakdown", False, "Also profile each listed method's "
                   "update, rebuild, native, forward, backward, other; see "
                   "sampling_mlp/breakdown.py).")
 
+flags.DEFINE_list("standard_batch_sizes",
+                  ["1", "32", "128", "256", "512", "1024"],
+                  "Batch sizes at which standard is also timed (interleaved "
+                  "with the methods, once per shape) for vs_best_standard: "
+                  "each method's time per example against standard's best "
+                  "over these; empty: no such comparison.")
+common.check_int_list("standard_batch_sizes")
+
 FLAGS = flags.FLAGS
 
 
@@ -54,6 +77,7 @@ def main(argv):
       optim=OptimConfig(name=FLAGS.optimizer,
                         learning_rate=FLAGS.learning_rate),
       method_values=common.method_values(),
+      standard_batch_sizes=common.ints(FLAGS.standard_batch_sizes),
       log_path=common.runner().path("benchmark", "benchmark.jsonl"),
       steps_per_call=FLAGS.steps_per_call, repeats=FLAGS.repeats,
       seed=FLAGS.seed, breakdown=FLAGS.breakdown):

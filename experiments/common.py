@@ -114,7 +114,9 @@ PAPER_SCALE = {"epochs": 50, "max_train": None, "max_test": None,
                "hidden": ["1000"]}
 
 
-def _int_list(name: str, lower: int = 1):
+def check_int_list(name: str, lower: int = 1) -> None:
+  """Validates the list flag ``name``: every entry an integer >= ``lower``
+  (an empty list passes)."""
   def check(values):
     if values is None:  # a list flag without a default
       return True
@@ -128,10 +130,10 @@ def _int_list(name: str, lower: int = 1):
       f"integers >= {lower}")
 
 
-_int_list("hidden")
-_int_list("batch_size")
-_int_list("depths")
-_int_list("seeds", lower=0)
+check_int_list("hidden")
+check_int_list("batch_size")
+check_int_list("depths")
+check_int_list("seeds", lower=0)
 
 
 def _check_slurm_time(value):

@@ -6,6 +6,11 @@ Steps run the way training runs them, many at a time inside one jitted
 amortised as it is in an epoch; the reported time is the median over calls
 of (call time / steps per call), after compilation and warm-up calls, with
 the methods' calls interleaved so that they share the machine's load.
+
+Besides the comparison at equal batch size, each method is compared per
+example with STANDARD's best configuration: STANDARD is also timed, in the
+same interleaved calls, at each of a list of batch sizes, and the best
+(smallest) seconds per example over them is the reference.
 """
 
 from __future__ import annotations
@@ -68,36 +73,50 @@ def step_runner(impl: registry.MethodImpl, *, batch_size: int,
   return call
 
 
+def pick_steps_per_call(impl: registry.MethodImpl, *, batch_size: int,
+                        seed: int = 0, target_call_seconds: float = 0.2
+                        ) -> int:
+  """Steps per call for a call of ``impl`` to last about
+  ``target_call_seconds`` (2 to 500), estimated from a short timed call."""
+  probe = step_runner(impl, batch_size=batch_size, steps_per_call=2,
+                      seed=seed)
+  jax.block_until_ready(probe())
+  per_step = interleaved_medians([probe], repeats=3, warmup=0)[0] / 2
+  return int(min(500, max(2, target_call_seconds / max(per_step, 1e-9))))
+
+
 def time_train_steps(impls: Sequence[registry.MethodImpl], *,
-                     batch_size: int, steps_per_call: int = 0,
+                     batch_size: int | Sequence[int], steps_per_call: int = 0,
                      repeats: int = 7, warmup: int = 2,
                      seed: int = 0, target_call_seconds: float = 0.2
                      ) -> list[float]:
   """Median seconds per training step of each method, timed interleaved.
 
   Args:
-    impls: the methods, all of one model shape.
-    batch_size: examples per step.
-    steps_per_call: steps per timed jitted call; 0 picks, per method, enough
-      steps for a call to last about ``target_call_seconds`` (at most 500),
-      so that per-call dispatch is negligible as it is in training, where an
-      epoch is one call.
-    repeats, warmup: timed and untimed calls per method.
+    impls: the methods, all of one model shape; a method may be listed more
+      than once (at different batch sizes).
+    batch_size: examples per step: one for every method, or a sequence, one
+      per entry of ``impls``.
+    steps_per_call: steps per timed jitted call; 0 picks, per entry, enough
+      steps for a call to last about ``target_call_seconds`` (at most 500,
+      :func:`pick_steps_per_call`), so that per-call dispatch is negligible
+      as it is in training, where an epoch is one call.
+    repeats, warmup: timed and untimed calls per entry.
     seed: for the initial state and the random batches.
     target_call_seconds: see ``steps_per_call``.
+
+  Returns:
+    Seconds per step, one per entry of ``impls``.
   """
-  counts = []
-  for impl in impls:
-    n = steps_per_call
-    if n <= 0:  # estimate from a short call
-      probe = step_runner(impl, batch_size=batch_size, steps_per_call=2,
-                          seed=seed)
-      jax.block_until_ready(probe())
-      per_step = interleaved_medians([probe], repeats=3, warmup=0)[0] / 2
-      n = int(min(500, max(2, target_call_seconds / max(per_step, 1e-9))))
-    counts.append(n)
-  calls = [step_runner(impl, batch_size=batch_size, steps_per_call=n,
-                       seed=seed) for impl, n in zip(impls, counts)]
+  sizes = ([batch_size] * len(impls) if isinstance(batch_size, int)
+           else list(batch_size))
+  if len(sizes) != len(impls):
+    raise ValueError(f"{len(sizes)} batch sizes for {len(impls)} methods")
+  counts = [steps_per_call if steps_per_call > 0 else pick_steps_per_call(
+      impl, batch_size=b, seed=seed, target_call_seconds=target_call_seconds)
+            for impl, b in zip(impls, sizes)]
+  calls = [step_runner(impl, batch_size=b, steps_per_call=n, seed=seed)
+           for impl, b, n in zip(impls, sizes, counts)]
   return [t / n for t, n in zip(
       interleaved_medians(calls, repeats=repeats, warmup=warmup), counts)]
 
@@ -122,18 +141,66 @@ def matmul_peak_gflops(*, batch_size: int, hidden: int, repeats: int = 7,
   return 2.0 * batch_size * hidden * hidden / seconds / 1e9
 
 
+def best_standard(standard_seconds: Mapping[int, float]
+                  ) -> tuple[int, float]:
+  """STANDARD's best configuration from its seconds per step at each batch
+  size, ``{batch size: seconds}``: the batch size with the smallest seconds
+  per example (seconds / batch size; on a tie the smallest batch size), and
+  those seconds per example."""
+  if not standard_seconds:
+    raise ValueError("no STANDARD timings")
+  best = min(standard_seconds,
+             key=lambda b: (standard_seconds[b] / b, b))
+  return best, standard_seconds[best] / best
+
+
 def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
                   seconds: float, standard_seconds: float,
-                  peak_gflops: float) -> dict:
-  """One output line of the benchmark for ``impl`` (times in seconds)."""
+                  peak_gflops: float,
+                  standard_batch_seconds: Mapping[int, float] | None = None
+                  ) -> dict:
+  """One output line of the benchmark for ``impl`` (times in seconds).
+
+  Args:
+    impl: the method.
+    batch_size: examples per step.
+    seconds: the method's seconds per step.
+    standard_seconds: STANDARD's seconds per step at ``batch_size``.
+    peak_gflops: :func:`matmul_peak_gflops` at ``batch_size``.
+    standard_batch_seconds: STANDARD's seconds per step at each of its
+      reference batch sizes, ``{batch size: seconds}``; None or empty omits
+      ``vs_best_standard``, ``best_standard_batch_size`` and
+      ``best_standard_us_per_example``.
+
+  Returns:
+    ``step_ms``; ``examples_per_second`` (batch_size / seconds);
+    ``us_per_example`` (seconds / batch_size, in microseconds);
+    ``speedup_vs_standard`` (standard_seconds / seconds); with
+    ``standard_batch_seconds``: ``best_standard_batch_size`` and
+    ``best_standard_us_per_example`` (:func:`best_standard`) and
+    ``vs_best_standard`` (best_standard_us_per_example / us_per_example,
+    > 1: the method is faster per example than STANDARD at its best);
+    ``flops_fraction``, ``traffic_fraction`` (where the method counts its
+    traffic), ``gflops``, ``matmul_peak_gflops``, ``saves_compute``.
+  """
   flops = impl.step_flops(batch_size)
   exact = registry.exact_step_flops(impl.model.sizes, batch_size)
   traffic = impl.step_traffic(batch_size)
+  per_example = seconds / batch_size
   row = {
       "step_ms": seconds * 1e3,
+      "examples_per_second": batch_size / seconds,
+      "us_per_example": per_example * 1e6,
       "speedup_vs_standard": standard_seconds / seconds,
-      "flops_fraction": flops / exact,
   }
+  if standard_batch_seconds:
+    best_batch, best = best_standard(standard_batch_seconds)
+    row.update({
+        "vs_best_standard": best / per_example,
+        "best_standard_batch_size": best_batch,
+        "best_standard_us_per_example": best * 1e6,
+    })
+  row["flops_fraction"] = flops / exact
   if traffic is not None:
     row["traffic_fraction"] = traffic / registry.exact_step_traffic(
         impl.model.sizes, batch_size, impl.optim.name)
@@ -145,19 +212,42 @@ def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
   return row
 
 
+def benchmark_runs(methods: Sequence[str], batch_sizes: Sequence[int],
+                   standard_batch_sizes: Sequence[int] = ()
+                   ) -> list[tuple[str, int]]:
+  """The (method, batch size) pairs one shape's benchmark times: for each
+  batch size, ``standard`` then the other methods, then ``standard`` at each
+  of ``standard_batch_sizes``; each pair once, in first-listed order."""
+  others = [m for m in methods if m != "standard"]
+  runs = [(m, b) for b in batch_sizes for m in ["standard"] + others]
+  runs += [("standard", b) for b in standard_batch_sizes]
+  return list(dict.fromkeys(runs))
+
+
 def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
-              batch_size: int, optim: OptimConfig,
+              batch_sizes: Sequence[int], optim: OptimConfig,
               method_values: Mapping[str, Any] | None = None,
+              standard_batch_sizes: Sequence[int] = (),
               breakdown: bool = False, **timing) -> list[dict]:
   """Times ``standard`` and every method of ``methods`` for one shape.
+
+  Every (method, batch size) of :func:`benchmark_runs` is timed in one
+  :func:`time_train_steps` call, all interleaved, so that the methods at
+  each of ``batch_sizes``, ``standard`` at the same batch sizes and
+  ``standard`` at each of ``standard_batch_sizes`` share the machine's
+  load; ``standard`` at a batch size is timed once, and its timings at
+  ``standard_batch_sizes`` are the reference of every row.
 
   Args:
     methods: registered method names (``standard`` is always timed, as the
       reference, and reported if listed).
     model: the MLP's shape.
-    batch_size: examples per step.
+    batch_sizes: examples per step; rows for each.
     optim: the optimizer.
     method_values: option values, ``{flag: value}``.
+    standard_batch_sizes: batch sizes at which ``standard`` is also timed,
+      for ``vs_best_standard`` (:func:`benchmark_row`); empty: no such
+      comparison.
     breakdown: also profile each listed method's step and add
       ``breakdown_ms``, milliseconds per step by part
       (:func:`sampling_mlp.breakdown.step_breakdown`; profiled calls run
@@ -165,31 +255,35 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
     **timing: passed to :func:`time_train_steps`.
 
   Returns:
-    One row per listed method: its identity, :func:`benchmark_row`'s
-    fields and its options (``config``).
+    One row per (batch size, listed method), by batch size: its identity,
+    :func:`benchmark_row`'s fields and its options (``config``).
   """
-  peak = matmul_peak_gflops(batch_size=batch_size, hidden=model.hidden)
-  others = [m for m in methods if m != "standard"]
+  peaks = {b: matmul_peak_gflops(batch_size=b, hidden=model.hidden)
+           for b in dict.fromkeys(batch_sizes)}
+  runs = benchmark_runs(methods, batch_sizes, standard_batch_sizes)
   impls = {m: registry.get(m).make(model, optim, method_values)
-           for m in ["standard"] + others}
-  seconds = dict(zip(impls, time_train_steps(list(impls.values()),
-                                             batch_size=batch_size, **timing)))
+           for m in dict.fromkeys(m for m, _ in runs)}
+  seconds = dict(zip(runs, time_train_steps(
+      [impls[m] for m, _ in runs], batch_size=[b for _, b in runs],
+      **timing)))
+  reference = {b: seconds["standard", b] for b in standard_batch_sizes}
   rows = []
-  for method in methods:
-    impl = impls[method]
-    row = {"method": method, "hidden": model.hidden, "depth": model.depth,
-           "batch_size": batch_size}
-    row.update(benchmark_row(impl, batch_size=batch_size,
-                             seconds=seconds[method],
-                             standard_seconds=seconds["standard"],
-                             peak_gflops=peak))
-    if breakdown:
-      steps = max(2, timing.get("steps_per_call") or 4)
-      row["breakdown_ms"] = breakdown_lib.step_breakdown(
-          step_runner(impl, batch_size=batch_size, steps_per_call=steps,
-                      seed=timing.get("seed", 0)), steps=steps)
-    row["config"] = impl.config.flags()
-    rows.append(row)
+  for batch_size in batch_sizes:
+    for method in methods:
+      impl = impls[method]
+      row = {"method": method, "hidden": model.hidden, "depth": model.depth,
+             "batch_size": batch_size}
+      row.update(benchmark_row(
+          impl, batch_size=batch_size, seconds=seconds[method, batch_size],
+          standard_seconds=seconds["standard", batch_size],
+          peak_gflops=peaks[batch_size], standard_batch_seconds=reference))
+      if breakdown:
+        steps = max(2, timing.get("steps_per_call") or 4)
+        row["breakdown_ms"] = breakdown_lib.step_breakdown(
+            step_runner(impl, batch_size=batch_size, steps_per_call=steps,
+                        seed=timing.get("seed", 0)), steps=steps)
+      row["config"] = impl.config.flags()
+      rows.append(row)
   return rows
 
 
@@ -197,20 +291,23 @@ def sweep(methods: Sequence[str], *, hidden: Sequence[int],
           depths: Sequence[int], batch_sizes: Sequence[int], input_dim: int,
           num_classes: int, activation: str, optim: OptimConfig,
           method_values: Mapping[str, Any] | None = None,
+          standard_batch_sizes: Sequence[int] = (),
           log_path: str | None = None, breakdown: bool = False,
           **timing) -> Iterator[dict]:
-  """:func:`benchmark` of every (hidden, depth, batch size), each row also
-  appended to the JSON-lines file ``log_path``."""
+  """:func:`benchmark` of every (hidden, depth), one shape at a time, at
+  every batch size (STANDARD's reference at ``standard_batch_sizes`` timed
+  once per shape), each row also appended to the JSON-lines file
+  ``log_path``."""
   log = None if log_path is None else report.ResultsLog(log_path)
   for width in hidden:
     for depth in depths:
       model = registry.ModelConfig(input_dim=input_dim,
                                    num_classes=num_classes, hidden=width,
                                    depth=depth, activation=activation)
-      for batch_size in batch_sizes:
-        for row in benchmark(methods, model=model, batch_size=batch_size,
-                             optim=optim, method_values=method_values,
-                             breakdown=breakdown, **timing):
-          if log is not None:
-            log.append(dict(row, run_id="benchmark"))
-          yield row
+      for row in benchmark(methods, model=model, batch_sizes=batch_sizes,
+                           optim=optim, method_values=method_values,
+                           standard_batch_sizes=standard_batch_sizes,
+                           breakdown=breakdown, **timing):
+        if log is not None:
+          log.append(dict(row, run_id="benchmark"))
+        yield row

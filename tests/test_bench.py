@@ -34,6 +34,109 @@ def test_benchmark_row_is_the_documented_arithmetic():
   assert row["saves_compute"] == mc.saves_compute
 
 
+def test_per_example_fields_are_the_documented_arithmetic():
+  std = registry.get("standard").make(_model(), OptimConfig())
+  mc = registry.get("mc").make(_model(), OptimConfig(), {"mc_ratio": 0.25})
+  # STANDARD per example: 1 -> 100 us, 4 -> 50 us, 8 -> 40 us (the best).
+  reference = {1: 100e-6, 4: 200e-6, 8: 320e-6}
+  assert bench.best_standard(reference) == (8, pytest.approx(40e-6))
+  row = bench.benchmark_row(mc, batch_size=4, seconds=80e-6,
+                            standard_seconds=200e-6, peak_gflops=1.0,
+                            standard_batch_seconds=reference)
+  assert row["examples_per_second"] == pytest.approx(4 / 80e-6)
+  assert row["us_per_example"] == pytest.approx(20.0)
+  assert row["speedup_vs_standard"] == pytest.approx(2.5)
+  assert row["best_standard_batch_size"] == 8
+  assert row["best_standard_us_per_example"] == pytest.approx(40.0)
+  assert row["vs_best_standard"] == pytest.approx(2.0)
+  # STANDARD's own line: 1 at its best batch size, below 1 elsewhere.
+  at_best = bench.benchmark_row(std, batch_size=8, seconds=320e-6,
+                                standard_seconds=320e-6, peak_gflops=1.0,
+                                standard_batch_seconds=reference)
+  assert at_best["vs_best_standard"] == 1.0
+  assert at_best["speedup_vs_standard"] == 1.0
+  at_one = bench.benchmark_row(std, batch_size=1, seconds=100e-6,
+                               standard_seconds=100e-6, peak_gflops=1.0,
+                               standard_batch_seconds=reference)
+  assert at_one["vs_best_standard"] == pytest.approx(0.4)
+
+
+def test_best_standard_breaks_ties_by_the_smaller_batch():
+  assert bench.best_standard({4: 8.0, 2: 4.0, 8: 20.0}) == (2, 2.0)
+  with pytest.raises(ValueError):
+    bench.best_standard({})
+
+
+def test_no_reference_omits_the_best_standard_fields():
+  mc = registry.get("mc").make(_model(), OptimConfig())
+  for reference in (None, {}):
+    row = bench.benchmark_row(mc, batch_size=4, seconds=1e-3,
+                              standard_seconds=2e-3, peak_gflops=1.0,
+                              standard_batch_seconds=reference)
+    assert not {"vs_best_standard", "best_standard_batch_size",
+                "best_standard_us_per_example"} & set(row)
+    assert row["us_per_example"] == pytest.approx(250.0)
+    assert row["examples_per_second"] == pytest.approx(4000.0)
+
+
+def test_benchmark_runs_time_standard_once_per_batch_size():
+  runs = bench.benchmark_runs(["mc", "standard", "dropout"], [4, 8], [1, 4])
+  assert runs == [("standard", 4), ("mc", 4), ("dropout", 4),
+                  ("standard", 8), ("mc", 8), ("dropout", 8),
+                  ("standard", 1)]
+  assert bench.benchmark_runs(["mc"], [2], []) == [("standard", 2),
+                                                   ("mc", 2)]
+
+
+def test_time_train_steps_takes_a_batch_size_per_method():
+  std = registry.get("standard").make(_model(), OptimConfig())
+  secs = bench.time_train_steps([std, std], batch_size=[1, 4],
+                                steps_per_call=2, repeats=2, warmup=1)
+  assert len(secs) == 2 and all(s > 0 for s in secs)
+  with pytest.raises(ValueError):
+    bench.time_train_steps([std], batch_size=[1, 4], steps_per_call=2)
+
+
+def test_sweep_times_standard_once_per_shape(monkeypatch):
+  """STANDARD's reference batch sizes are timed once per (hidden, depth),
+  together with every requested batch size, and shared by its rows."""
+  built = []
+  runner = bench.step_runner
+  standard_type = type(registry.get("standard").make(_model(), OptimConfig()))
+
+  def counting(impl, *, batch_size, **kwargs):
+    built.append((type(impl) is standard_type, impl.model.depth, batch_size))
+    return runner(impl, batch_size=batch_size, **kwargs)
+
+  monkeypatch.setattr(bench, "step_runner", counting)
+  rows = list(bench.sweep(
+      ["standard", "mc"], hidden=[16], depths=[1, 2], batch_sizes=[2, 4],
+      input_dim=12, num_classes=3, activation="relu", optim=OptimConfig(),
+      standard_batch_sizes=[1, 4], steps_per_call=2, repeats=2, warmup=1))
+  standard = [(d, b) for is_std, d, b in built if is_std]
+  assert sorted(standard) == [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (2, 4)]
+  assert sorted((d, b) for is_std, d, b in built if not is_std) == [
+      (1, 2), (1, 4), (2, 2), (2, 4)]
+  assert [(r["method"], r["depth"], r["batch_size"]) for r in rows] == [
+      ("standard", 1, 2), ("mc", 1, 2), ("standard", 1, 4), ("mc", 1, 4),
+      ("standard", 2, 2), ("mc", 2, 2), ("standard", 2, 4), ("mc", 2, 4)]
+  for depth in (1, 2):
+    shape = [r for r in rows if r["depth"] == depth]
+    # One reference per shape, whatever the row's batch size.
+    assert len({(r["best_standard_batch_size"],
+                 r["best_standard_us_per_example"]) for r in shape}) == 1
+    assert shape[0]["best_standard_batch_size"] in (1, 4)
+    for r in shape:
+      assert r["vs_best_standard"] == pytest.approx(
+          r["best_standard_us_per_example"] / r["us_per_example"])
+    # STANDARD at 4 is the same timing as its reference at 4.
+    std4 = next(r for r in shape
+                if r["method"] == "standard" and r["batch_size"] == 4)
+    assert std4["vs_best_standard"] <= 1.0
+    if shape[0]["best_standard_batch_size"] == 4:
+      assert std4["vs_best_standard"] == 1.0
+
+
 def test_step_runner_advances_the_state():
   std = registry.get("standard").make(_model(), OptimConfig())
   call = bench.step_runner(std, batch_size=4, steps_per_call=3)
@@ -61,7 +164,8 @@ def test_benchmark_entry_point_prints_json_lines(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark", "--methods=standard,mc",
        "--hidden=32", "--depth=2", "--batch_size=1,8", "--repeats=2",
-       "--steps_per_call=2", "--breakdown", f"--out_dir={tmp_path}"],
+       "--steps_per_call=2", "--breakdown", "--standard_batch_sizes=1,4",
+       f"--out_dir={tmp_path}"],
       capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
@@ -69,10 +173,39 @@ def test_benchmark_entry_point_prints_json_lines(tmp_path):
       ("standard", 1), ("mc", 1), ("standard", 8), ("mc", 8)]
   for r in rows:
     for key in ("step_ms", "speedup_vs_standard", "flops_fraction", "gflops",
-                "matmul_peak_gflops", "traffic_fraction"):
+                "matmul_peak_gflops", "traffic_fraction",
+                "examples_per_second", "us_per_example", "vs_best_standard",
+                "best_standard_us_per_example"):
       assert r[key] > 0
+    assert r["examples_per_second"] == pytest.approx(
+        r["batch_size"] / (r["step_ms"] / 1e3))
+    assert r["us_per_example"] == pytest.approx(
+        r["step_ms"] * 1e3 / r["batch_size"])
+    assert r["vs_best_standard"] == pytest.approx(
+        r["best_standard_us_per_example"] / r["us_per_example"])
+    assert r["best_standard_batch_size"] in (1, 4)
     assert "update" in r["breakdown_ms"], r["breakdown_ms"]
+  # One reference for the shape: the same on every line.
+  assert len({(r["best_standard_batch_size"],
+               r["best_standard_us_per_example"]) for r in rows}) == 1
+  # STANDARD at batch size 1 is its reference timing at 1.
+  assert rows[0]["vs_best_standard"] <= 1.0
   assert (tmp_path / "benchmark" / "benchmark.jsonl").exists()
+
+
+def test_benchmark_entry_point_empty_standard_batch_sizes(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", "--methods=mc",
+       "--hidden=16", "--depth=1", "--batch_size=2", "--repeats=2",
+       "--steps_per_call=2", "--standard_batch_sizes=",
+       f"--out_dir={tmp_path}"],
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  (row,) = [json.loads(l) for l in out.stdout.splitlines()
+            if l.startswith("{")]
+  assert row["method"] == "mc" and row["examples_per_second"] > 0
+  assert not {"vs_best_standard", "best_standard_batch_size",
+              "best_standard_us_per_example"} & set(row)
 
 
 def test_benchmark_rejects_unknown_method(tmp_path):
