@@ -42,7 +42,7 @@ DEFAULT_PARTS = ("forward", "backward", "other")
 
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*[^=]*?\s"
-    r"(?P<opcode>[\w\-]+)\(.*?metadata=\{(?P<meta>[^}]*)\}")
+    r"(?P<opcode>[\w\-]+)\((?:.*?metadata=\{(?P<meta>[^}]*)\})?")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 # Operations that contain others (their time is their children's).
 _CONTAINERS = ("while", "conditional", "call", "async-start", "async-done")
@@ -71,7 +71,8 @@ def op_parts(hlo_text: str) -> dict[str, str]:
     match = _INSTRUCTION.match(line)
     if not match or match["opcode"] in _CONTAINERS:
       continue
-    op_name = _OP_NAME.search(match["meta"])
+    # Operations XLA adds (copies) carry no metadata: 'other'.
+    op_name = _OP_NAME.search(match["meta"] or "")
     out[match["name"]] = part_of(op_name[1] if op_name else "")
   return out
 
