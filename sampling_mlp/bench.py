@@ -278,7 +278,10 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
           standard_seconds=seconds["standard", batch_size],
           peak_gflops=peaks[batch_size], standard_batch_seconds=reference))
       if breakdown:
-        steps = max(2, timing.get("steps_per_call") or 4)
+        # As many steps as a timed call runs, so that grouped steps
+        # (steps_per_call) are profiled as they are timed.
+        steps = timing.get("steps_per_call") or pick_steps_per_call(
+            impl, batch_size=batch_size, seed=timing.get("seed", 0))
         row["breakdown_ms"] = breakdown_lib.step_breakdown(
             step_runner(impl, batch_size=batch_size, steps_per_call=steps,
                         seed=timing.get("seed", 0)), steps=steps)

@@ -40,9 +40,11 @@ PARTS = ("probabilities", "draw", "hash", "select", "gather", "product",
 # Then the parts every step has.
 DEFAULT_PARTS = ("forward", "backward", "other")
 
+# The opcode is the first 'word(' after the '=' (a tuple type's '(' follows
+# a space, and its /*index=N*/ comments hold no '(').
 _INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*[^=]*?\s"
-    r"(?P<opcode>[\w\-]+)\((?:.*?metadata=\{(?P<meta>[^}]*)\})?")
+    r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s.*?(?<![\w\-])"
+    r"(?P<opcode>[a-z][\w\-]*)\((?:.*?metadata=\{(?P<meta>[^}]*)\})?")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 # Operations that contain others (their time is their children's).
 _CONTAINERS = ("while", "conditional", "call", "async-start", "async-done")
