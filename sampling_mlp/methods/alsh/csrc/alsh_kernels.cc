@@ -310,6 +310,8 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
             }
             gb += d;
           }
+          // In address order (see Columns in alsh_step.h).
+          std::sort(cols.begin(), cols.end());
           float* row = w + node * n_in * S;
           for (uint32_t col : cols) opt.Scalar(row + col * S, g[col]);
         }

@@ -129,31 +129,116 @@ struct Block {
   float* slot(int64_t k) { return e.data() + k * count; }
 };
 
-// Copies `len` entries whose slots lie `stride` apart, from `src` at the
-// given offsets (or contiguous when offsets is null), into the planes of
-// `blk` from position `at`; Scatter writes them back.
-inline void Gather(const float* src, const uint32_t* offsets, int64_t len,
-            int64_t stride, int64_t S, Block& blk, int64_t at) {
+// Copies `len` contiguous entries whose slots lie `stride` apart, from
+// `src` into the planes of `blk` from position `at`; Scatter writes them
+// back.
+inline void Gather(const float* src, int64_t len, int64_t stride, int64_t S,
+                   Block& blk, int64_t at) {
   for (int64_t k = 0; k < S; ++k) {
-    float* dst = blk.slot(k) + at;
-    const float* base = src + k * stride;
-    if (offsets) {
-      for (int64_t c = 0; c < len; ++c) dst[c] = base[offsets[c]];
-    } else {
-      std::copy_n(base, len, dst);
+    std::copy_n(src + k * stride, len, blk.slot(k) + at);
+  }
+}
+
+inline void Scatter(Block& blk, int64_t at, int64_t len, int64_t stride,
+                    int64_t S, float* dst) {
+  for (int64_t k = 0; k < S; ++k) {
+    std::copy_n(blk.slot(k) + at, len, dst + k * stride);
+  }
+}
+
+// The columns of a block of a slot-last slab ([n, n_in, S]: a node's row
+// holds each input's S slots side by side): the previous active set in
+// ascending order, so that every row of the block is read and written in
+// address order (a row of a wide layer spans many pages, and visiting
+// them in a random order costs a TLB miss per entry), with `pos` the
+// column of the block each one belongs to.
+struct Columns {
+  std::vector<uint32_t> off, pos;  // slab offsets (index * S), block columns
+  std::vector<uint64_t> keyed;     // scratch
+
+  void Set(const uint32_t* rows, int64_t r, int64_t S) {
+    keyed.resize(r);
+    for (int64_t c = 0; c < r; ++c) {
+      keyed[c] = (static_cast<uint64_t>(rows[c]) << 32) | c;
+    }
+    std::sort(keyed.begin(), keyed.end());
+    off.resize(r);
+    pos.resize(r);
+    for (int64_t c = 0; c < r; ++c) {
+      off[c] = static_cast<uint32_t>(keyed[c] >> 32) * S;
+      pos[c] = static_cast<uint32_t>(keyed[c]);
+    }
+  }
+};
+
+// How many entries ahead GatherBlock and ScatterBlock prefetch: enough
+// misses in flight to cover the memory latency of a wide layer, whose
+// block entries are each in their own cache line, few enough not to
+// exhaust the core's miss buffers.
+constexpr int64_t kPrefetchAhead = 16;
+
+// A cursor over the entries of a block in visiting order (node by node,
+// each node's columns in address order), for prefetching ahead.
+struct BlockCursor {
+  const uint32_t* rows;
+  int64_t s, r, row_len, i = 0, c = 0;
+
+  // The slab offset of the current entry, or -1 past the end; then step.
+  int64_t Next(const uint32_t* off) {
+    if (i >= s) return -1;
+    const int64_t at = rows[i] * row_len + off[c];
+    if (++c == r) c = 0, ++i;
+    return at;
+  }
+};
+
+// Gathers the [s, r] block of the nodes `rows` (slab rows `row_len` floats
+// apart) on the columns `cols` into the planes of `blk` (row-major, block
+// column order), `slots` slots of S, prefetching the entries
+// kPrefetchAhead ahead so that their memory latencies overlap.
+inline void GatherBlock(const float* w, int64_t row_len, const uint32_t* rows,
+                        int64_t s, const Columns& cols, int64_t slots,
+                        Block& blk) {
+  const int64_t r = cols.off.size(), total = s * r;
+  const uint32_t* off = cols.off.data();
+  const uint32_t* pos = cols.pos.data();
+  BlockCursor ahead{rows, s, r, row_len};
+  for (int64_t j = 0; j < kPrefetchAhead; ++j) {
+    const int64_t at = ahead.Next(off);
+    if (at >= 0) __builtin_prefetch(w + at, 0, 3);
+  }
+  for (int64_t i = 0; i < s; ++i) {
+    const float* row = w + rows[i] * row_len;
+    float* dst = blk.e.data() + i * r;
+    for (int64_t c = 0; c < r; ++c) {
+      const int64_t at = ahead.Next(off);
+      if (at >= 0) __builtin_prefetch(w + at, 0, 3);
+      const float* e = row + off[c];
+      for (int64_t k = 0; k < slots; ++k) dst[k * total + pos[c]] = e[k];
     }
   }
 }
 
-inline void Scatter(Block& blk, int64_t at, const uint32_t* offsets, int64_t len,
-             int64_t stride, int64_t S, float* dst) {
-  for (int64_t k = 0; k < S; ++k) {
-    const float* src = blk.slot(k) + at;
-    float* base = dst + k * stride;
-    if (offsets) {
-      for (int64_t c = 0; c < len; ++c) base[offsets[c]] = src[c];
-    } else {
-      std::copy_n(src, len, base);
+// Writes the block back (GatherBlock's inverse, all S slots).
+inline void ScatterBlock(const Block& blk, const Columns& cols, int64_t S,
+                         float* w, int64_t row_len, const uint32_t* rows,
+                         int64_t s) {
+  const int64_t r = cols.off.size(), total = s * r;
+  const uint32_t* off = cols.off.data();
+  const uint32_t* pos = cols.pos.data();
+  BlockCursor ahead{rows, s, r, row_len};
+  for (int64_t j = 0; j < kPrefetchAhead; ++j) {
+    const int64_t at = ahead.Next(off);
+    if (at >= 0) __builtin_prefetch(w + at, 1, 3);
+  }
+  for (int64_t i = 0; i < s; ++i) {
+    float* row = w + rows[i] * row_len;
+    const float* src = blk.e.data() + i * r;
+    for (int64_t c = 0; c < r; ++c) {
+      const int64_t at = ahead.Next(off);
+      if (at >= 0) __builtin_prefetch(w + at, 1, 3);
+      float* e = row + off[c];
+      for (int64_t k = 0; k < S; ++k) e[k] = src[k * total + pos[c]];
     }
   }
 }
@@ -246,7 +331,7 @@ struct Trace {
   std::vector<Block> blocks;                 // depth + 1; [0] unused
   std::vector<float> dl;                     // [C]
   std::vector<int32_t> colliding;            // [depth]
-  std::vector<uint32_t> offs;                // scratch
+  std::vector<Columns> cols;                 // depth; [0] unused
   float loss = 0.f;
 };
 
@@ -258,6 +343,7 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
   t->z.resize(depth);
   t->a.resize(depth);
   t->blocks.resize(depth + 1);
+  t->cols.resize(depth);
   t->colliding.resize(depth);
   const float* in = x;
   const uint32_t* in_rows = nullptr;
@@ -281,16 +367,13 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
              &zk[i + 1]);
       }
       if (i < s) zk[i] = Dot(w + rows[i] * row_len, in, D);
-    } else {  // the [s, r] block, gathered (slot-last layout: offsets r * S)
-      t->offs.resize(r);
-      for (int64_t c = 0; c < r; ++c) t->offs[c] = in_rows[c] * S;
+    } else {  // the [s, r] block, gathered (slot-last layout)
+      Columns& cols = t->cols[k];
+      cols.Set(in_rows, r, S);
       Block& blk = t->blocks[k];
       blk.Resize(slots, s * r);
-      for (int64_t i = 0; i < s; ++i) {
-        Gather(w + rows[i] * row_len, t->offs.data(), r, 1, slots, blk,
-               i * r);
-        zk[i] = Dot(blk.slot(0) + i * r, in, r);
-      }
+      GatherBlock(w, row_len, rows, s, cols, slots, blk);
+      for (int64_t i = 0; i < s; ++i) zk[i] = Dot(blk.slot(0) + i * r, in, r);
     }
     for (int64_t i = 0; i < s; ++i) {
       zk[i] += b[rows[i] * S];
@@ -309,7 +392,7 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
   logits.resize(C);
   for (int64_t c = 0; c < C; ++c) logits[c] = ob[c * S];
   for (int64_t i = 0; i < r; ++i) {
-    Gather(ow + in_rows[i] * S * C, nullptr, C, C, slots, out, i * C);
+    Gather(ow + in_rows[i] * S * C, C, C, slots, out, i * C);
     const float* row = out.slot(0) + i * C;
     for (int64_t c = 0; c < C; ++c) logits[c] += in[i] * row[c];
   }
@@ -364,7 +447,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
   opt.Flat(out.slot(0), out.slot(S > 1 ? 1 : 0), out.slot(S - 1), grad.data(),
            r * C);
   for (int64_t i = 0; i < r; ++i) {
-    Scatter(out, i * C, nullptr, C, C, S, ow + in_rows[i] * S * C);
+    Scatter(out, i * C, C, C, S, ow + in_rows[i] * S * C);
   }
   for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, dl[c]);
 
@@ -402,12 +485,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
       }
       opt.Flat(blk.slot(0), blk.slot(S > 1 ? 1 : 0), blk.slot(S - 1),
                grad.data(), s * rp);
-      t.offs.resize(rp);
-      for (int64_t c = 0; c < rp; ++c) t.offs[c] = t.idx[k - 1][c] * S;
-      for (int64_t i = 0; i < s; ++i) {
-        Scatter(blk, i * rp, t.offs.data(), rp, 1, S,
-                w + t.idx[k][i] * row_len);
-      }
+      ScatterBlock(blk, t.cols[k], S, w, row_len, t.idx[k].data(), s);
     }
     for (int64_t i = 0; i < s; ++i) opt.Scalar(b + t.idx[k][i] * S, dz[i]);
   }
