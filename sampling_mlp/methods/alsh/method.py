@@ -156,8 +156,20 @@ class ALSH(registry.MethodImpl):
     del key  # rebuilding is deterministic
     model = state.view()
     for layer in model.layers[:-1]:
-      layer.table[...] = layer.build_table()
+      layer.table[...] = self._build_table(layer)
     return state.replace(model=nnx.state(model))
+
+  def _build_table(self, layer: ActiveLayer) -> jax.Array:
+    """The layer's table of its current weights: ``layer.build_table()``
+    (the definition), or the native kernel reading the slab in place where
+    the native kernels run (the same codes up to float32 rounding)."""
+    if not self._use_native():
+      return layer.build_table()
+    from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
+    return native.build_tables(layer.hashes, layer.w[...],
+                               slot_axis=layer.slot_axis,
+                               transform=layer.transform, m=layer.m,
+                               U=layer.U, threads=self.threads)
 
   # -- training ---------------------------------------------------------------
   def step_randomness(self, key, batch_size):
@@ -229,7 +241,7 @@ class ALSH(registry.MethodImpl):
     # copies the parameters.
     with jax.named_scope("rebuild"):
       tables = jax.lax.cond(
-          due, lambda: tuple(l.build_table() for l in hidden),
+          due, lambda: tuple(self._build_table(l) for l in hidden),
           lambda: tuple(l.table[...] for l in hidden))
     for layer, t in zip(hidden, tables):
       layer.table[...] = t

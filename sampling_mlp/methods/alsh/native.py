@@ -45,7 +45,8 @@ LIBRARY = _native.Library(
     {"sampling_mlp_alsh_select": "AlshSelectActive",
      "sampling_mlp_alsh_train_step": "AlshTrainStep",
      "sampling_mlp_alsh_train_hogwild": "AlshTrainHogwild",
-     "sampling_mlp_alsh_train_batch": "AlshTrainBatch"},
+     "sampling_mlp_alsh_train_batch": "AlshTrainBatch",
+     "sampling_mlp_alsh_build_tables": "AlshBuildTables"},
     fallback="use --alsh_kernel=xla (or auto) to run the pure-XLA path "
     "instead.")
 status, available, require = LIBRARY.status, LIBRARY.available, LIBRARY.require
@@ -87,6 +88,48 @@ def select_active(qh, vals: jax.Array, rows: jax.Array | None,
            empty if qh.offsets is None else qh.offsets,
            jnp.float32(1.0) if qh.bucket_width is None else qh.bucket_width,
            qh.multipliers, tables.astype(jnp.int32), seed.astype(jnp.uint32))
+
+
+# kernels.TRANSFORMS by the code the table kernel switches on.
+TRANSFORM_CODES = {"l2_alsh": 0, "sign_alsh": 1, "simple_lsh": 2}
+
+
+def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
+                 m: int, U: float, threads: int) -> jax.Array:
+  """Native ``kernels.build_tables`` of a hidden layer, read from its slab.
+
+  The same codes as the definition up to float32 rounding: the projections
+  sum in another order (and the common scale is applied after the dot
+  rather than before), so a projection within rounding of a bucket
+  boundary can land in the other bucket.  The slab is read in place (no
+  copy of its weights), by up to ``threads`` threads.
+
+  Args:
+    hp: the layer's ``kernels.HashParams`` (projections [L, K, d]).
+    w: the weight slab, [n, S, n_in] (``slot_axis`` 1, the first hidden
+      layer) or [n, n_in, S] (``slot_axis`` 2); slot 0 holds the weights.
+    slot_axis: 1 or 2.
+    transform: a key of TRANSFORM_CODES; m, U: its parameters (resolved).
+    threads: at most this many threads.
+
+  Returns:
+    int32 [L, n], as ``kernels.build_tables(hp, weights [n_in, n], ...)``.
+  """
+  require()
+  if transform not in TRANSFORM_CODES:
+    raise ValueError(f"unknown transform {transform!r}; choose one of "
+                     f"{', '.join(TRANSFORM_CODES)}")
+  L, _, _ = hp.projections.shape
+  return jax.ffi.ffi_call(
+      "sampling_mlp_alsh_build_tables",
+      jax.ShapeDtypeStruct((L, w.shape[0]), jnp.int32))(
+          w.astype(jnp.float32), hp.projections,
+          jnp.zeros((0,), jnp.float32) if hp.offsets is None
+          else hp.offsets,
+          jnp.float32(1.0) if hp.bucket_width is None else hp.bucket_width,
+          hp.multipliers, slot_axis=np.int64(slot_axis),
+          transform=np.int32(TRANSFORM_CODES[transform]), m=np.int64(m),
+          U=np.float32(U), threads=np.int64(threads))
 
 
 # layers.ACTIVATIONS by the code the kernel switches on.
