@@ -7,14 +7,25 @@ nodes).  Backpropagation reaches only the gathered blocks, and the
 optimizer updates only them: a lazy Adam whose untouched weights keep their
 moments.
 
-Batch size 1 (the paper's setting) runs, by default, as one fused C++ step
-(``--alsh_kernel``, :mod:`.native`): hashing, selection, the sparse forward
-and backward passes and the update of every touched weight in one call, in
-place.  The pure-XLA step computes the same numbers up to float32 rounding
-and is what mini-batches, analysis and machines without a compiler use.
-Mini-batches keep one active set per example (as SLIDE does); their blocks
-overlap, so the per-example gradients are scatter-added and applied by a
-masked update of dense cost.
+With the native kernels (``--alsh_kernel``, :mod:`.native`), which update
+the slabs in place:
+
+* batch size 1 (the paper's setting) is one fused C++ step: hashing,
+  selection, the sparse forward and backward passes and the update of every
+  touched weight in one call; with ``--alsh_threads`` above 1, groups of
+  ``hogwild_group`` steps run as one call on several threads that update
+  the shared weights without locks (HOGWILD), so results then depend on
+  the threads' timing (one thread: the sequential steps, bit for bit);
+* a mini-batch keeps one active set per example (as SLIDE does), computes
+  every example's gradients from the weights before the step, and applies
+  one lazy update to the union of the touched weights, at a cost that grows
+  with the batch times the active set; the result does not depend on the
+  number of threads;
+* the tables are rebuilt from the slabs in place (:func:`.native.build_tables`).
+
+The pure-XLA step computes the same numbers up to float32 rounding and is
+the definition, and what analysis and machines without a compiler use; its
+mini-batch update is masked, of dense cost.
 """
 
 from __future__ import annotations

@@ -1,25 +1,35 @@
-"""Native CPU kernels for ALSH-APPROX at batch size 1 (XLA FFI).
+"""Native CPU kernels for ALSH-APPROX (XLA FFI).
 
 At batch size 1 an ALSH step touches a few dozen rows of each weight matrix.
 XLA's CPU backend runs a gather, an update and a scatter of those rows as
 three element-by-element loops, sorts a whole layer to pick its active set,
 and pays a dispatch for each of the step's dozens of small operations; at
 one hidden layer that overhead, not arithmetic, sets the step time.
-``csrc/alsh_kernels.cc`` does the work in one call, in place:
+``csrc/alsh_kernels.cc`` does the work in few calls, in place:
 
 * :func:`train_step`: a whole batch-size-1 step of any depth -- every
   layer's query hashing and active set, the sparse forward pass, the exact
   output layer and its loss, backpropagation through the active nodes, and
   lazy Adam (or SGD) of every touched weight;
-* :func:`select_active`: its selection alone -- the query's hash codes, its
+* :func:`train_hogwild`: N such steps on several threads sharing the
+  weights without locks (HOGWILD);
+* :func:`train_batch`: one mini-batch step, its update applied once to the
+  union of the weights its examples touched;
+* :func:`build_tables`: the tables' rebuild, reading the slabs in place;
+* :func:`select_active`: the selection alone -- the query's hash codes, its
   collision counts, and the tie-breaking and top-``budget`` selection of
   :func:`sampling_mlp.methods.alsh.kernels.select_active` -- which the tests
   compare with the XLA path's bit for bit.
 
+The hidden blocks after the first layer are gathered and written back in
+address order with prefetching: in a wide layer each of their entries is in
+its own cache line, and their memory latency, not arithmetic, sets the
+step time.
+
 The JAX functions (``kernels``, ``layer.active_layer``, the method's XLA
 step) are the definition; the tests hold this kernel equal to them.
 
-The source is compiled on first use -- the first batch-size-1 step, or
+The source is compiled on first use -- the first step traced, or
 ``python -m sampling_mlp.native --build`` (every method's kernels) ahead of
 time -- and cached, as ``sampling_mlp.native`` describes.  Any failure to
 build, load or register the kernels is caught: :func:`status` says why, and
