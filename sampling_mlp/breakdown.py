@@ -16,13 +16,20 @@ stack that XLA keeps in its metadata (``op_name``):
 
 XLA fuses operations; a fusion is charged to the part of the operation it
 was named after (its root), so the parts are an attribution, not an exact
-partition.  Parts are milliseconds per step; ``unattributed`` is the call's
+partition.
+
+A native kernel is one operation to XLA; where its library times its own
+phases (``csrc/profile.h``: ALSH's hash, select, forward, backward and
+update), the ``native`` part is split among them as ``native.<phase>``, in
+proportion to the time each took summed over the kernel's threads, and
+``native.other`` is what no phase timed (parsing, bookkeeping).  Parts are milliseconds per step; ``unattributed`` is the call's
 time outside any operation (dispatch, the loop's own control).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import gzip
 import json
@@ -88,14 +95,16 @@ def _trace_events(log_dir: str) -> list[dict]:
     return json.load(f)["traceEvents"]
 
 
-def profile_call(call: Callable[[], object], parts: dict[str, str]
-                 ) -> tuple[dict[str, float], float]:
-  """Runs ``call`` once under the profiler.
+def profile_call(call: Callable[[], object], parts: dict[str, str], *,
+                 warm: bool = True) -> tuple[dict[str, float], float]:
+  """Runs ``call`` once under the profiler (after one untimed call, unless
+  ``warm`` is False).
 
   Returns:
     (seconds by part, the call's wall-clock seconds).
   """
-  jax.block_until_ready(call())  # compiled and warm
+  if warm:
+    jax.block_until_ready(call())  # compiled and warm
   with tempfile.TemporaryDirectory() as log_dir:
     with jax.profiler.trace(log_dir):
       t0 = time.perf_counter()
@@ -113,9 +122,43 @@ def step_breakdown(call: Callable[[], object], *, steps: int
                    ) -> dict[str, float]:
   """Milliseconds per step by part for a ``bench.step_runner`` call of
   ``steps`` steps (its ``compiled`` executable names the operations)."""
+  from sampling_mlp import native  # pylint: disable=import-outside-toplevel
   parts = op_parts(call.compiled.as_text())
-  seconds, wall = profile_call(call, parts)
-  order = [p for p in PARTS + DEFAULT_PARTS if p in seconds]
-  out = {p: seconds[p] * 1e3 / steps for p in order}
+  jax.block_until_ready(call())  # compiled and warm
+  with contextlib.ExitStack() as stack:
+    phases = [stack.enter_context(lib.profiling())
+              for lib in native.LIBRARIES]
+    seconds, wall = profile_call(call, parts, warm=False)
+  out = {}
+  for p in PARTS + DEFAULT_PARTS:
+    if p == "native" and p in seconds:
+      out.update({k: v / steps for k, v in split_native(
+          seconds[p] * 1e3, phases).items()})
+    elif p in seconds:
+      out[p] = seconds[p] * 1e3 / steps
   out["unattributed"] = max(0.0, wall - sum(seconds.values())) * 1e3 / steps
+  return out
+
+
+def split_native(native_ms: float, phases: list[dict[str, float]]
+                 ) -> dict[str, float]:
+  """The ``native`` part's milliseconds split among the phases the
+  libraries timed (seconds, summed over threads, as ``Library.profiling``
+  gives them).
+
+  Where the phases add up to less than the kernels' time (one thread),
+  each phase gets its own time and ``native.other`` the rest; where they
+  add up to more (several threads at once), each gets its share of the
+  kernels' time.  ``{'native': native_ms}`` if no phase was timed.
+  """
+  timed = collections.Counter()
+  for p in phases:
+    timed.update(p)
+  total_ms = sum(timed.values()) * 1e3
+  if total_ms <= 0:
+    return {"native": native_ms}
+  scale = min(1.0, native_ms / total_ms)
+  out = {f"native.{name}": t * 1e3 * scale for name, t in timed.items()}
+  if total_ms < native_ms:
+    out["native.other"] = native_ms - total_ms
   return out

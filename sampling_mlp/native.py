@@ -22,6 +22,7 @@ path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -98,6 +99,11 @@ def _sources(*dirs: pathlib.Path) -> list[pathlib.Path]:
           if f.suffix in (".cc", ".h")]
 
 
+# Every Library made, in order (the benchmark's breakdown asks the loaded
+# ones for their phases).
+LIBRARIES: list["Library"] = []
+
+
 class Library:
   """One shared library of FFI kernels, built, loaded and registered once.
 
@@ -116,6 +122,8 @@ class Library:
     self.targets = dict(targets)
     self._status: Status | None = None
     self._lock = threading.Lock()
+    self._lib = None
+    LIBRARIES.append(self)
 
   def _build(self, cxx: str) -> pathlib.Path:
     """Compiles the library (or finds it in the cache); returns its path."""
@@ -161,6 +169,7 @@ class Library:
           "no C++ compiler found (set $CXX, or install g++ or clang++)")
     path = self._build(cxx)
     lib = ctypes.cdll.LoadLibrary(str(path))
+    self._lib = lib
     for target, symbol in self.targets.items():
       if not hasattr(lib, symbol):
         raise NativeUnavailable(f"{path} has no symbol {symbol}")
@@ -180,6 +189,34 @@ class Library:
               False, reason=str(e) if isinstance(e, NativeUnavailable)
               else f"{type(e).__name__}: {e}")
       return self._status
+
+  def phases(self) -> tuple[str, ...]:
+    """The phases a loaded library times for ``--breakdown``
+    (``csrc/profile.h``); () if it is not loaded or times none."""
+    lib = self._lib
+    if lib is None or not hasattr(lib, "sampling_mlp_phase_names"):
+      return ()
+    lib.sampling_mlp_phase_names.restype = ctypes.c_char_p
+    names = lib.sampling_mlp_phase_names().decode()
+    return tuple(n.strip().strip('"') for n in names.split(","))
+
+  @contextlib.contextmanager
+  def profiling(self):
+    """Times the library's phases while the block runs; yields a dict that
+    then holds seconds by phase, summed over threads (empty if the library
+    times none)."""
+    phases, out = self.phases(), {}
+    if not phases:
+      yield out
+      return
+    self._lib.sampling_mlp_profile(ctypes.c_int32(1))
+    try:
+      yield out
+    finally:
+      ns = (ctypes.c_uint64 * 8)()
+      self._lib.sampling_mlp_phase_ns(ns)
+      self._lib.sampling_mlp_profile(ctypes.c_int32(0))
+      out.update({name: ns[i] * 1e-9 for i, name in enumerate(phases)})
 
   def available(self) -> bool:
     """``status().ok``."""

@@ -256,3 +256,40 @@ def test_breakdown_of_a_sampled_step():
   assert {"draw", "product", "update", "unattributed"} <= set(out)
   assert all(v >= 0 for v in out.values())
   assert out["update"] > 0 and out["product"] > 0
+
+
+def test_split_native_by_timed_phases():
+  """One thread: each phase keeps its time and the rest is native.other;
+  several threads (phases summing past the kernel's time): shares of it."""
+  from sampling_mlp.breakdown import split_native  # pylint: disable=import-outside-toplevel
+  one = split_native(10.0, [{"hash": 0.002, "update": 0.006}, {}])
+  assert one == pytest.approx({"native.hash": 2.0, "native.update": 6.0,
+                               "native.other": 2.0})
+  two = split_native(10.0, [{"hash": 0.005, "update": 0.015}])
+  assert two == pytest.approx({"native.hash": 2.5, "native.update": 7.5})
+  assert split_native(3.0, [{}, {"hash": 0.0}]) == {"native": 3.0}
+
+
+def test_breakdown_splits_alsh_native_step():
+  """ALSH's native step times its phases: the breakdown shows hash, select,
+  forward and update inside the kernel, and they add up to no more than
+  the profiled step."""
+  from sampling_mlp import breakdown  # pylint: disable=import-outside-toplevel
+  from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
+  if not native.status().ok:
+    pytest.skip(f"native kernels unavailable: {native.status().reason}")
+  assert native.LIBRARY.phases() == ("hash", "select", "forward",
+                                     "backward", "update")
+  impl = registry.get("alsh").make(_model(), OptimConfig(),
+                                   {"alsh_threads": 1})
+  call = bench.step_runner(impl, batch_size=1, steps_per_call=20)
+  out = breakdown.step_breakdown(call, steps=20)
+  assert "native" not in out
+  for phase in ("hash", "select", "forward", "update"):
+    assert out[f"native.{phase}"] > 0, out
+  assert all(v >= 0 for v in out.values())
+  # Nothing runs, nothing is timed.
+  with native.LIBRARY.profiling() as timed:
+    pass
+  assert set(timed) == set(native.LIBRARY.phases())
+  assert all(v == 0 for v in timed.values())

@@ -34,6 +34,7 @@
 #include "alsh_step.h"
 #include "optimizer.h"
 #include "parallel.h"
+#include "profile.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -171,6 +172,7 @@ ffi::Error TrainHogwildImpl(
 void Backward(const Model& m, const Activation& act, float inv_batch,
               Trace* t) {
   const int64_t depth = m.depth, C = m.C;
+  PhaseTimer timer(kBackward);
   thread_local std::vector<float> da, next;
   for (float& v : t->dl) v *= inv_batch;
   int64_t r = m.budgets[depth - 1];
@@ -270,6 +272,7 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
     float* b = m.slabs[k].b;
     ParallelFor(pool, tk.nodes.size(), threads, 8,
                 [&](int64_t begin, int64_t end) {
+      PhaseTimer timer(kUpdate);
       thread_local std::vector<float> g;
       thread_local std::vector<uint32_t> mark, cols;
       thread_local uint32_t stamp = 0;
@@ -322,6 +325,7 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
     });
   }
   // The output bias: every example's dl.
+  PhaseTimer timer(kUpdate);
   for (int64_t c = 0; c < C; ++c) {
     float gc = 0.f;
     for (const Trace& t : traces) gc += t.dl[c];
@@ -536,6 +540,9 @@ ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
 }
 
 }  // namespace
+
+// The names of alsh_select.h's Phase, in order.
+SAMPLING_MLP_DEFINE_PROFILE("hash", "select", "forward", "backward", "update")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     AlshSelectActive, SelectActiveImpl,

@@ -15,11 +15,18 @@
 #include <functional>
 #include <vector>
 
+#include "profile.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 namespace sampling_mlp_alsh {
+
+// The phases of a step that --breakdown reports (profile.h; their names
+// are defined once, in alsh_kernels.cc, in this order).
+enum Phase { kHash, kSelect, kForward, kBackward, kUpdate };
+using sampling_mlp::PhaseTimer;
 
 
 // MurmurHash3 finaliser of (index * golden ratio) ^ seed, top 24 bits scaled
@@ -323,8 +330,10 @@ struct LayerHash {
                  uint32_t seed, int64_t budget, uint32_t* out) const {
     thread_local std::vector<int32_t> q;
     q.resize(L);
+    PhaseTimer timer(kHash);
     QueryCodes(vals, rows, r, proj, n_in, tail, offsets, bucket_width, mult, L,
                K, q.data());
+    timer.Switch(kSelect);
     return SelectTop(q.data(), tables, L, n, seed, budget, out);
   }
 };

@@ -355,6 +355,7 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
     t->a[k].resize(s);
     t->colliding[k] = m.hashes[k].Select(in, in_rows, r, seeds[k], s,
                                          t->idx[k].data());
+    PhaseTimer timer(kForward);
     const float* w = m.slabs[k].w;
     const float* b = m.slabs[k].b;
     const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
@@ -384,6 +385,7 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
     r = s;
   }
   // The output layer: logits, loss and dlogits.
+  PhaseTimer timer(kForward);
   const float* ow = m.slabs[depth].w;
   const float* ob = m.slabs[depth].b;
   Block& out = t->blocks[depth];
@@ -433,6 +435,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
   float* ow = m.slabs[depth].w;
   float* ob = m.slabs[depth].b;
   Block& out = t.blocks[depth];
+  PhaseTimer timer(kBackward);
   da.resize(r);
   grad.resize(r * C);
   for (int64_t i = 0; i < r; ++i) {
@@ -444,6 +447,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
     }
     da[i] = acc;
   }
+  timer.Switch(kUpdate);
   opt.Flat(out.slot(0), out.slot(S > 1 ? 1 : 0), out.slot(S - 1), grad.data(),
            r * C);
   for (int64_t i = 0; i < r; ++i) {
@@ -455,6 +459,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
   // gradient has been read from its weights.
   for (int64_t k = depth - 1; k >= 0; --k) {
     const int64_t s = m.budgets[k];
+    timer.Switch(kBackward);
     dz.resize(s);
     for (int64_t i = 0; i < s; ++i) {
       dz[i] = da[i] * act.Grad(t.z[k][i], t.a[k][i]);
@@ -462,7 +467,8 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
     float* w = m.slabs[k].w;
     float* b = m.slabs[k].b;
     const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
-    if (k == 0) {
+    if (k == 0) {  // gradient and update in one pass over each row
+      timer.Switch(kUpdate);
       const uint32_t* rows = t.idx[0].data();
       int64_t i = 0;
       for (; i + 2 <= s; i += 2) {
@@ -483,6 +489,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
           grad[i * rp + c] = dz[i] * ap[c];
         }
       }
+      timer.Switch(kUpdate);
       opt.Flat(blk.slot(0), blk.slot(S > 1 ? 1 : 0), blk.slot(S - 1),
                grad.data(), s * rp);
       ScatterBlock(blk, t.cols[k], S, w, row_len, t.idx[k].data(), s);
