@@ -43,6 +43,10 @@ def interleaved_medians(calls: Sequence[Callable[[], object]], *,
   return [statistics.median(ts) for ts in times]
 
 
+# The fewest steps --breakdown profiles (see benchmark).
+BREAKDOWN_MIN_STEPS = 100
+
+
 def step_runner(impl: registry.MethodImpl, *, batch_size: int,
                 steps_per_call: int = 10, seed: int = 0
                 ) -> Callable[[], object]:
@@ -251,7 +255,9 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
     breakdown: also profile each listed method's step and add
       ``breakdown_ms``, milliseconds per step by part
       (:func:`sampling_mlp.breakdown.step_breakdown`; profiled calls run
-      after the timed ones and are not part of ``step_ms``).
+      after the timed ones and are not part of ``step_ms``, and run at
+      least ``BREAKDOWN_MIN_STEPS`` steps, so that work done every 100
+      steps gets its share).
     **timing: passed to :func:`time_train_steps`.
 
   Returns:
@@ -279,9 +285,12 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
           peak_gflops=peaks[batch_size], standard_batch_seconds=reference))
       if breakdown:
         # As many steps as a timed call runs, so that grouped steps
-        # (steps_per_call) are profiled as they are timed.
-        steps = timing.get("steps_per_call") or pick_steps_per_call(
-            impl, batch_size=batch_size, seed=timing.get("seed", 0))
+        # (steps_per_call) are profiled as they are timed, and at least
+        # BREAKDOWN_MIN_STEPS, so that periodic work (the paper's table
+        # rebuild every 100 steps) gets its share.
+        steps = max(BREAKDOWN_MIN_STEPS, timing.get("steps_per_call") or
+                    pick_steps_per_call(impl, batch_size=batch_size,
+                                        seed=timing.get("seed", 0)))
         row["breakdown_ms"] = breakdown_lib.step_breakdown(
             step_runner(impl, batch_size=batch_size, steps_per_call=steps,
                         seed=timing.get("seed", 0)), steps=steps)
