@@ -27,12 +27,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from sampling_mlp import layers, optim
 from sampling_mlp import model as model_lib
 from sampling_mlp.layers import LayerOut, LayerParams
-from sampling_mlp.methods.alsh import kernels
+from sampling_mlp.methods.alsh import kernels, schedule
 
 
 # -- the per-layer function ------------------------------------------------------
@@ -145,6 +146,11 @@ class Table(nnx.Variable):
   """Every node's bucket code in every table, int32 [L, n]."""
 
 
+class Snapshot(nnx.Variable):
+  """A fixed sample of nodes' weights at the layer's last rebuild, [s, n_in]
+  (the adaptive rebuild schedule's reference)."""
+
+
 class ActiveLayer(model_lib.Layer):
   """A hidden layer of ALSH-APPROX: slabs, hash functions and table."""
 
@@ -153,9 +159,11 @@ class ActiveLayer(model_lib.Layer):
   def __init__(self, params: LayerParams, hashes: kernels.HashParams, *,
                reads: int | None, budget: int, activation: str,
                transform: str, m: int, U: float,
-               optim_cfg: optim.OptimConfig):
+               optim_cfg: optim.OptimConfig, drift_sample: int = 0):
     """``reads``: inputs per example, the previous layer's budget (None for
-    the first hidden layer, which reads the whole input)."""
+    the first hidden layer, which reads the whole input); ``drift_sample``:
+    nodes whose weights the layer keeps a snapshot of at every rebuild, for
+    the adaptive schedule (0: none)."""
     n_in = params.w.shape[0]
     first = reads is None
     self.reads = n_in if first else reads
@@ -169,6 +177,22 @@ class ActiveLayer(model_lib.Layer):
     self.first, self.budget, self.activation = first, budget, activation
     self.transform, self.m, self.U = transform, m, U
     self.table = Table(self.build_table())
+    n_out = params.w.shape[1]
+    count = min(drift_sample, n_out)
+    # Evenly spaced nodes: a fixed sample, the same in every run.
+    self.drift_nodes = tuple(int(i) for i in np.linspace(
+        0, n_out - 1, count).round()) if count else None
+    self.snapshot = Snapshot(self.sampled_weights()) if count else None
+
+  def sampled_weights(self) -> jax.Array:
+    """The drift sample's weights now, [s, n_in] (slot 0)."""
+    w = self.w[...][jnp.asarray(self.drift_nodes)]
+    return jnp.take(w, 0, axis=self.slot_axis)
+
+  def drift(self) -> jax.Array:
+    """How far the sampled nodes' weights moved since the last rebuild
+    (``schedule.drift``)."""
+    return schedule.drift(self.sampled_weights(), self.snapshot[...])
 
   def weights(self) -> jax.Array:
     """Node-major weights [n_out, n_in] (slot 0)."""

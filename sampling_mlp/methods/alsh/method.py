@@ -99,8 +99,10 @@ class ALSHConfig(registry.MethodConfig):
       check=lambda v: None if v >= 0 else "must be >= 0 (0: every core)")
   rebuild: str = registry.option(
       "paper", "Table rebuild schedule: 'paper' (every 100 steps for the "
-      "first 10,000, then every 1,000), 'epoch', 'N' (every N steps) or "
-      "'E:U:L'; tables are also rebuilt at every epoch's end.",
+      "first 10,000, then every 1,000), 'epoch', 'N' (every N steps), "
+      "'E:U:L', or 'adaptive[:DRIFT[:N]]' (every N=100 steps, rebuild the "
+      "layers whose sampled weights moved by more than DRIFT=0.01); tables "
+      "are also rebuilt at every epoch's end.",
       check=_check_schedule)
 
   def __post_init__(self):
@@ -153,7 +155,8 @@ class ALSH(registry.MethodImpl):
           p, hp, reads=self.budgets[k - 1] if k else None,
           budget=self.budgets[k],
           activation=self.model.activation, transform=c.transform, m=self.m,
-          U=self.U, optim_cfg=self.optim))
+          U=self.U, optim_cfg=self.optim,
+          drift_sample=schedule.DRIFT_SAMPLE if self.schedule.drift else 0))
     reads = self.budgets[-1] if self.budgets else sizes[0]
     return model_lib.MLP(hidden + [SparseOutput(params[-1],
                                                 optim_cfg=self.optim,
@@ -168,6 +171,8 @@ class ALSH(registry.MethodImpl):
     model = state.view()
     for layer in model.layers[:-1]:
       layer.table[...] = self._build_table(layer)
+      if layer.snapshot is not None:
+        layer.snapshot[...] = layer.sampled_weights()
     return state.replace(model=nnx.state(model))
 
   def _build_table(self, layer: ActiveLayer) -> jax.Array:
@@ -248,6 +253,10 @@ class ALSH(registry.MethodImpl):
                 jnp.maximum(budgets - coll, 0) / budgets, axis=0)}
 
   def _rebuild_if(self, hidden, due):
+    """Rebuilds the tables where ``due`` (the adaptive schedule: those of
+    the layers that drifted); returns how many layers it rebuilt, int32."""
+    if self.schedule.drift:
+      return self._rebuild_drifted(hidden, due)
     # Only the small tables pass through the conditional, so neither branch
     # copies the parameters.
     with jax.named_scope("rebuild"):
@@ -256,6 +265,25 @@ class ALSH(registry.MethodImpl):
           lambda: tuple(l.table[...] for l in hidden))
     for layer, t in zip(hidden, tables):
       layer.table[...] = t
+    return jnp.int32(len(hidden)) * due.astype(jnp.int32)
+
+  def _rebuild_drifted(self, hidden, due):
+    """The adaptive schedule: where ``due``, each layer whose sampled
+    weights drifted past the threshold is rebuilt and its snapshot
+    renewed."""
+    count = jnp.int32(0)
+    with jax.named_scope("rebuild"):
+      for layer in hidden:
+        rebuild = jax.lax.cond(
+            due, lambda l=layer: l.drift() > self.schedule.drift,
+            lambda: jnp.bool_(False))
+        table, snap = jax.lax.cond(
+            rebuild, lambda l=layer: (self._build_table(l),
+                                      l.sampled_weights()),
+            lambda l=layer: (l.table[...], l.snapshot[...]))
+        layer.table[...], layer.snapshot[...] = table, snap
+        count = count + rebuild.astype(jnp.int32)
+    return count
 
   def train_step(self, state, x, y, rand):
     seeds, batch = rand, x.shape[0]
@@ -286,9 +314,11 @@ class ALSH(registry.MethodImpl):
       coll = jnp.stack([a.colliding for a in aux[:-1]], axis=1) if depth \
           else None
     step = state.step + 1
-    self._rebuild_if(hidden, schedule.should_rebuild(step,
-                                                     schedule=self.schedule))
+    rebuilt = self._rebuild_if(hidden, schedule.should_rebuild(
+        step, schedule=self.schedule))
     metrics = {"loss": loss}
+    if depth:  # layers rebuilt after this step
+      metrics["alsh_rebuilds"] = rebuilt.astype(jnp.float32)
     if depth:  # per hidden layer, averaged over the batch's examples
       metrics.update(self._collision_metrics(coll))
     return state.replace(model=nnx.state(model), opt_state=count,
@@ -310,8 +340,9 @@ class ALSH(registry.MethodImpl):
     steps = state.step + 1 + jnp.arange(k, dtype=state.step.dtype)
     due = jnp.any(jax.vmap(lambda t: schedule.should_rebuild(
         t, schedule=self.schedule))(steps))
-    self._rebuild_if(model.layers[:-1], due)
-    metrics = {"loss": loss}
+    rebuilt = self._rebuild_if(model.layers[:-1], due)
+    metrics = {"loss": loss,  # the group's rebuilds, after its last step
+               "alsh_rebuilds": jnp.zeros(k).at[-1].set(rebuilt)}
     metrics.update(jax.vmap(lambda c: self._collision_metrics(c[None]))(coll))
     return state.replace(model=nnx.state(model), opt_state=state.opt_state + k,
                          step=state.step + k), metrics

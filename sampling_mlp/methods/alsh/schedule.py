@@ -3,6 +3,13 @@
 The paper's schedule (the authors' code): every 100 steps during the first
 10,000, then every 1,000, and at the end of every epoch.  Between rebuilds
 the tables describe weights that have since moved.
+
+The adaptive schedule, in the manner of Mongoose (Chen et al., ICLR 2021),
+checks at every due step whether a layer's weights have moved enough to be
+worth rehashing, with a cheap signature: the relative change of a fixed
+sample of its nodes' weights since the layer's last rebuild
+(:func:`drift`).  A layer is rebuilt only when that change exceeds the
+threshold.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ class RebuildSchedule(NamedTuple):
 
   Rebuild at ``step`` if ``step < early_until`` and ``step % early_every ==
   0``, or if ``step >= early_until`` and ``(step - early_until) % late_every
-  == 0``. An ``*_every`` of 0 means never in that phase. The default is the
+  == 0``. An ``*_every`` of 0 means never in that phase.  With ``drift``
+  above 0 (the adaptive schedule) those steps are checks: a layer is
+  rebuilt there only if its :func:`drift` exceeds ``drift``. The default is the
   paper's: every 100 steps during the first 10,000, then every 1,000. The
   rebuild at the end of each epoch is the caller's job, and so is the initial
   build (``should_rebuild(0)`` is True, like ``i % 100 == 0``, which simply
@@ -28,14 +37,21 @@ class RebuildSchedule(NamedTuple):
     early_every: rebuild period in the early phase (0: never).
     early_until: first step of the late phase.
     late_every: rebuild period in the late phase (0: never).
+    drift: 0, or the adaptive schedule's threshold of relative change.
   """
 
   early_every: int = 100
   early_until: int = 10_000
   late_every: int = 1_000
+  drift: float = 0.0
 
 
 PAPER_SCHEDULE = RebuildSchedule()
+# The adaptive schedule's defaults: check every 100 steps; rebuild a layer
+# whose sampled nodes' weights moved by more than 1% since its last rebuild.
+ADAPTIVE_EVERY, ADAPTIVE_DRIFT = 100, 0.01
+# Nodes per layer whose weights make the drift signature.
+DRIFT_SAMPLE = 16
 EPOCH_ONLY = RebuildSchedule(early_every=0, early_until=0, late_every=0)
 
 
@@ -43,8 +59,11 @@ def parse_schedule(spec: str) -> RebuildSchedule:
   """Parses a rebuild schedule from a flag string.
 
   Accepted forms: ``"EARLY_EVERY:EARLY_UNTIL:LATE_EVERY"`` (the paper's is
-  ``"100:10000:1000"``), ``"N"`` (every N steps throughout), ``"paper"``, and
-  ``"epoch"`` (never by step; only the caller's epoch-end rebuilds).
+  ``"100:10000:1000"``), ``"N"`` (every N steps throughout), ``"paper"``,
+  ``"epoch"`` (never by step; only the caller's epoch-end rebuilds), and
+  ``"adaptive"``, ``"adaptive:DRIFT"`` or ``"adaptive:DRIFT:N"`` (check every
+  N steps, default 100, and rebuild the layers whose weights drifted by
+  more than DRIFT, default 0.01).
 
   Args:
     spec: the string.
@@ -57,9 +76,23 @@ def parse_schedule(spec: str) -> RebuildSchedule:
     return EPOCH_ONLY
   if s == "paper":
     return PAPER_SCHEDULE
-  parts = s.split(":")
   help_ = ('use "EARLY_EVERY:EARLY_UNTIL:LATE_EVERY" (e.g. the paper\'s '
-           '"100:10000:1000"), "N" (every N steps), "paper" or "epoch"')
+           '"100:10000:1000"), "N" (every N steps), "paper", "epoch" or '
+           '"adaptive[:DRIFT[:N]]"')
+  if s.split(":")[0] == "adaptive":
+    fields = s.split(":")[1:]
+    try:
+      thr = float(fields[0]) if fields else ADAPTIVE_DRIFT
+      every = int(fields[1]) if len(fields) > 1 else ADAPTIVE_EVERY
+    except ValueError:
+      raise ValueError(f"Bad rebuild schedule {spec!r}: DRIFT must be a "
+                       f"number and N an integer; {help_}.") from None
+    if len(fields) > 2 or not thr > 0 or every < 1:
+      raise ValueError(f"Bad rebuild schedule {spec!r}: need DRIFT > 0 and "
+                       f"N >= 1; {help_}.")
+    return RebuildSchedule(early_every=every, early_until=0,
+                           late_every=every, drift=thr)
+  parts = s.split(":")
   if len(parts) not in (1, 3):
     raise ValueError(f"Bad rebuild schedule {spec!r}: {help_}.")
   try:
@@ -83,7 +116,8 @@ def parse_schedule(spec: str) -> RebuildSchedule:
 def should_rebuild(
     step: jax.Array | int, *, schedule: RebuildSchedule = PAPER_SCHEDULE
 ) -> jax.Array:
-  """Whether to rebuild the tables before the update of ``step``.
+  """Whether the tables are due for a rebuild (under the adaptive schedule,
+  for a check) before the update of ``step``.
 
   Args:
     step: number of updates done so far; an int or a traced int scalar.
@@ -100,3 +134,20 @@ def should_rebuild(
   early = every(step, schedule.early_every)
   late = every(step - schedule.early_until, schedule.late_every)
   return jnp.where(step < schedule.early_until, early, late)
+
+
+def drift(sample: jax.Array, snapshot: jax.Array) -> jax.Array:
+  """The adaptive schedule's signature of how far a layer's weights moved:
+  ``||sample - snapshot|| / ||snapshot||`` (Frobenius; 0 when both are 0).
+
+  Args:
+    sample: [s, n_in] the sampled nodes' weights now.
+    snapshot: [s, n_in] the same nodes' weights at the layer's last rebuild.
+
+  Returns:
+    float32 [].
+  """
+  ref = jnp.linalg.norm(snapshot)
+  change = jnp.linalg.norm(sample - snapshot)
+  return jnp.where(ref > 0, change / jnp.where(ref > 0, ref, 1.0),
+                   jnp.where(change > 0, jnp.inf, 0.0))
