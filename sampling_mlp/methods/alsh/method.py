@@ -101,7 +101,7 @@ class ALSHConfig(registry.MethodConfig):
       "paper", "Table rebuild schedule: 'paper' (every 100 steps for the "
       "first 10,000, then every 1,000), 'epoch', 'N' (every N steps), "
       "'E:U:L', or 'adaptive[:DRIFT[:N]]' (every N=100 steps, rebuild the "
-      "layers whose sampled weights moved by more than DRIFT=0.01); tables "
+      "layers whose sampled weights moved by more than DRIFT=0.05); tables "
       "are also rebuilt at every epoch's end.",
       check=_check_schedule)
 

@@ -48,8 +48,8 @@ class RebuildSchedule(NamedTuple):
 
 PAPER_SCHEDULE = RebuildSchedule()
 # The adaptive schedule's defaults: check every 100 steps; rebuild a layer
-# whose sampled nodes' weights moved by more than 1% since its last rebuild.
-ADAPTIVE_EVERY, ADAPTIVE_DRIFT = 100, 0.01
+# whose sampled nodes' weights moved by more than 5% since its last rebuild.
+ADAPTIVE_EVERY, ADAPTIVE_DRIFT = 100, 0.05
 # Nodes per layer whose weights make the drift signature.
 DRIFT_SAMPLE = 16
 EPOCH_ONLY = RebuildSchedule(early_every=0, early_until=0, late_every=0)
@@ -63,7 +63,7 @@ def parse_schedule(spec: str) -> RebuildSchedule:
   ``"epoch"`` (never by step; only the caller's epoch-end rebuilds), and
   ``"adaptive"``, ``"adaptive:DRIFT"`` or ``"adaptive:DRIFT:N"`` (check every
   N steps, default 100, and rebuild the layers whose weights drifted by
-  more than DRIFT, default 0.01).
+  more than DRIFT, default 0.05).
 
   Args:
     spec: the string.
