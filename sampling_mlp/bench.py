@@ -184,7 +184,7 @@ def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
     traffic), ``gflops``, ``matmul_peak_gflops``, ``saves_compute``.
   """
   flops = impl.step_flops(batch_size)
-  exact = registry.exact_step_flops(impl.model.sizes, batch_size)
+  exact = impl.exact_flops(batch_size)
   traffic = impl.step_traffic(batch_size)
   per_example = seconds / batch_size
   row = {
