@@ -24,6 +24,20 @@ from sampling_mlp.cnn.models import (  # noqa: F401
 MODELS = ("mlp",) + ARCHS
 
 
+def image_shape_of(dataset) -> tuple[int, int, int]:
+  """(H, W, C) of a :class:`sampling_mlp.data.Dataset`'s flat examples:
+  ``data.IMAGE_SHAPES`` for the known datasets, else square and
+  single-channel."""
+  from sampling_mlp import data  # pylint: disable=import-outside-toplevel
+  if dataset.name in data.IMAGE_SHAPES:
+    return data.IMAGE_SHAPES[dataset.name]
+  side = math.isqrt(dataset.input_dim)
+  if side * side != dataset.input_dim:
+    raise ValueError(f"dataset {dataset.name!r}: cannot tell the image shape "
+                     f"of {dataset.input_dim} inputs; CNNs need images")
+  return (side, side, 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class CNNConfig:
   """Shape of a CNN: a trunk and an MLP head of ``depth`` hidden layers of

@@ -89,6 +89,9 @@ class Conv(nnx.Module):
                train: bool) -> jax.Array:
     w = self.w[...]
     if self.sampled and train:
+      if key is None:
+        raise ValueError("a sampled convolution draws its channels in "
+                         "training: pass a key (or train=False, exact)")
       y = mconv.mc_conv(key, x, w, num_samples=self.num_samples,
                         sampler=self.sampler, mode=self.mode,
                         stride=self.stride, padding=self.padding)
