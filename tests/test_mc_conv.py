@@ -175,3 +175,31 @@ def test_mismatched_channels_are_a_clear_error():
   with pytest.raises(ValueError, match="NHWC"):
     mconv.mc_conv(jax.random.key(0), x[..., :5], w, num_samples=2,
                   sampler="crs")
+
+
+def test_bernoulli_is_convolved_in_the_smallest_bucket_that_holds_it():
+  """The bucketed convolution is the whole buffer's estimate (the kept
+  channels come first, zero-scale slots after them), and the forward pass
+  holds one convolution per bucket size under a switch."""
+  x, w = _operands(n=64, m=4)
+  c = 6
+  buckets = mconv.bernoulli_buckets(64, c)
+  assert buckets == (9, 11, 14, 29)  # c + ceil(j sqrt(6)); the buffer 29
+  for seed in range(5):
+    key = jax.random.key(seed)
+    idx, scale, count = mconv.sample_channels(key, x, w, num_samples=c,
+                                              sampler="bernoulli",
+                                              with_count=True)
+    assert idx.shape == (29,)
+    np.testing.assert_array_equal(np.asarray(scale)[int(count):], 0.0)
+    full = mconv.gathered_conv(x, w, idx, scale)
+    got = mconv.mc_conv(key, x, w, num_samples=c, sampler="bernoulli")
+    chex.assert_trees_all_close(got, full, rtol=1e-5, atol=1e-3)
+  jaxpr = jax.make_jaxpr(lambda k: mconv.mc_conv(
+      k, x, w, num_samples=c, sampler="bernoulli"))(jax.random.key(0))
+  (switch,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond"]
+  sizes = []
+  for branch in switch.params["branches"]:
+    sizes += [e.invars[1].aval.shape[2] for e in branch.jaxpr.eqns
+              if e.primitive.name == "conv_general_dilated"]
+  assert sorted(sizes) == list(buckets)

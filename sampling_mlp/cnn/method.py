@@ -45,6 +45,7 @@ from sampling_mlp import layers, optim, registry
 from sampling_mlp import model as model_lib
 from sampling_mlp.cnn import CNNConfig
 from sampling_mlp.cnn import models
+from sampling_mlp.methods.mc import conv as mconv
 from sampling_mlp.methods.mc import kernels as mc_kernels
 from sampling_mlp.methods.mc.method import MC, MCDense
 from sampling_mlp.methods.standard import DenseStep
@@ -226,8 +227,9 @@ class CNN(registry.MethodImpl):
     convolution ``F = B H' W' m kh kw n`` forward, ``F`` for the weight
     gradient and ``F`` for the input gradient (not the stem's, whose input
     needs none); a sampled one as MC-APPROX's matrix product counts
-    (``MC.step_flops``), with ``s`` of the ``n`` input channels, and the
-    norms its sampler reads.  Batch norm, pooling and activations are not
+    (``MC.step_flops``), with ``s`` of the ``n`` input channels (a
+    Bernoulli sample in forward mode at its second bucket), and the norms
+    its sampler reads.  Batch norm, pooling and activations are not
     counted (no products)."""
     total = 0
     sampler = self.config.sampler if self.kind == "mc" else None
@@ -241,6 +243,11 @@ class CNN(registry.MethodImpl):
         total += full * products
         continue
       s = mc_kernels.num_slots(n, num_samples=cs.num_samples, sampler=sampler)
+      if mode == "forward" and sampler == "bernoulli":
+        # Counted at the bucket holding c + 2 sqrt(c) kept channels (about
+        # 98% of draws; mc.conv.bernoulli_buckets).
+        buckets = mconv.bernoulli_buckets(n, cs.num_samples)
+        s = buckets[min(1, len(buckets) - 1)]
       x_norms = cs.x[0] * cs.x[1] * cs.x[2] * n
       if mode == "forward":
         total += per_channel * s * products + x_norms + k * k * s * m

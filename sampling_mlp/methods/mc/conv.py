@@ -12,8 +12,9 @@ the batch and spatial positions), in the same three modes:
   and ``w[:, :, idx, :]``, and one smaller ``lax.conv_general_dilated``
   runs on them: the product, its input gradient and its weight gradient all
   cost ``s / n`` of the exact ones (``s`` the sample's static size, see
-  ``kernels.num_slots``).  Backpropagation goes through the sampled
-  channels only.
+  ``kernels.num_slots``; a Bernoulli sample is convolved in the smallest of
+  a few static sizes that holds its kept channels, :func:`bucketed_conv`).
+  Backpropagation goes through the sampled channels only.
 * ``backward``: exact forward convolution; the input gradient is sampled
   over output channels and the weight gradient over the batch.
 * ``blackbox``: sampled forward convolution, exact backward.
@@ -32,6 +33,7 @@ those of the general sampled sum with the per-channel outputs computed
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence, Union
 
 import jax
@@ -87,8 +89,8 @@ def channel_weights(x: jax.Array, w: jax.Array,
 
 
 def sample_channels(key: jax.Array, x: jax.Array, w: jax.Array, *,
-                    num_samples: int, sampler: str
-                    ) -> tuple[jax.Array, jax.Array]:
+                    num_samples: int, sampler: str, with_count: bool = False
+                    ) -> tuple[jax.Array, ...]:
   """Samples input channels for the estimate
   ``conv(x[..., idx] * scale, w[:, :, idx, :])``.
 
@@ -98,6 +100,9 @@ def sample_channels(key: jax.Array, x: jax.Array, w: jax.Array, *,
     w: [kh, kw, n, m].
     num_samples: c, a Python int in [1, n].
     sampler: one of ``kernels.SAMPLERS``.
+
+    with_count: also return the kept count (int32 []; c but for
+      ``bernoulli``).
 
   Returns:
     ``(idx, scale)``: int32 [s] and [s] in x's dtype, s =
@@ -117,8 +122,10 @@ def sample_channels(key: jax.Array, x: jax.Array, w: jax.Array, *,
       weights = channel_weights(jax.lax.stop_gradient(x),
                                 jax.lax.stop_gradient(w))
   with jax.named_scope("draw"):
-    idx, scale, _ = kernels.sample_from_weights(key, weights, n=n,
-                                                num_samples=c, sampler=sampler)
+    idx, scale, count = kernels.sample_from_weights(
+        key, weights, n=n, num_samples=c, sampler=sampler)
+  if with_count:
+    return idx, scale.astype(x.dtype), count
   return idx, scale.astype(x.dtype)
 
 
@@ -131,6 +138,41 @@ def gathered_conv(x: jax.Array, w: jax.Array, idx: jax.Array,
     ws = w[:, :, idx, :]
   with jax.named_scope("product"):
     return conv(xs, ws, **conv_kw)
+
+
+def bernoulli_buckets(n: int, num_samples: int) -> tuple[int, ...]:
+  """Static channel counts a Bernoulli sample is convolved in: ``c +
+  ceil(j sqrt(c))`` for j = 1, 2, 3, and the whole buffer
+  (``kernels.bernoulli_buffer_size``), each at most n, ascending.
+
+  The kept count K has mean c and variance at most c, so the first holds it
+  about 84% of the time and the second about 98% (normal approximation);
+  convolving the buffer's s slots every time (s = c + 6 sqrt(c) + 8) would
+  cost several times c when c is small, as it is in a CNN's first stages
+  (c = 4 of 32 channels gives s = 24).
+  """
+  c = num_samples
+  s = kernels.bernoulli_buffer_size(n, c)
+  return tuple(sorted({min(s, c + math.ceil(j * math.sqrt(c)))
+                       for j in (1, 2, 3)} | {s}))
+
+
+def bucketed_conv(x: jax.Array, w: jax.Array, idx: jax.Array,
+                  scale: jax.Array, count: jax.Array, *,
+                  buckets: Sequence[int], **conv_kw) -> jax.Array:
+  """:func:`gathered_conv` of the first ``k`` slots, ``k`` the smallest of
+  ``buckets`` holding ``count`` (the last one if none does): a Bernoulli
+  buffer holds its kept channels first and zero-scale slots after them
+  (``kernels.sample_from_weights``), so this is the same estimate at the
+  cost of k channels.  ``lax.switch`` runs only the chosen size's
+  convolution (and its gradient)."""
+  sizes = jnp.asarray(buckets, jnp.int32)
+  branch = jnp.minimum(jnp.searchsorted(sizes, count), len(buckets) - 1)
+  branches = [functools.partial(
+      lambda x, w, idx, scale, k: gathered_conv(x, w, idx[:k], scale[:k],
+                                                **conv_kw), k=k)
+              for k in buckets]
+  return jax.lax.switch(branch, branches, x, w, idx, scale)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -272,6 +314,11 @@ def mc_conv(key: jax.Array, x: jax.Array, w: jax.Array, *, num_samples: int,
   if c >= n:
     return conv(x, w, **kw)
   if mode == "forward":
+    if sampler == "bernoulli":
+      idx, scale, count = sample_channels(key, x, w, num_samples=c,
+                                          sampler=sampler, with_count=True)
+      return bucketed_conv(x, w, idx, scale, count,
+                           buckets=bernoulli_buckets(n, c), **kw)
     idx, scale = sample_channels(key, x, w, num_samples=c, sampler=sampler)
     return gathered_conv(x, w, idx, scale, **kw)
   return _blackbox(key, x, w, c, sampler, conv_kw)
