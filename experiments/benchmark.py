@@ -32,6 +32,19 @@ each shape):
   python -m experiments.benchmark --methods=standard --hidden=1000,4096 \
       --depth=3 --batch_size=1,128,1024
 
+CNNs (``--model=lenet|resnet18``, :mod:`sampling_mlp.cnn`): the same fields
+for a CNN's training step, with ``model``, ``cnn_width`` and
+``image_shape``; ``hidden`` and ``depth`` are the head's (``--head_hidden``,
+``--head_depth``), ``flops_fraction`` counts the convolutions' multiply-adds
+(``B H' W' m kh kw n`` per product; a sampled one with its ``s`` of ``n``
+input channels) and the head's, and ``traffic_fraction`` is omitted.  The
+images are ``--dataset``'s shape when it is given, else 28x28x1 for lenet
+and 32x32x3 (CIFAR-10) for resnet18; ``--standard_batch_sizes`` defaults to
+none (STANDARD at batch 1024 would take minutes a step):
+
+  python -m experiments.benchmark --model=resnet18 --cnn_width=32 \
+      --methods=standard,mc --batch_size=64 --mc_ratio=0.1
+
 Machines are shared and noisy: compare ratios from one run, not across runs.
 """
 
@@ -67,17 +80,45 @@ common.check_int_list("standard_batch_sizes")
 FLAGS = flags.FLAGS
 
 
+CNN_IMAGES = {"lenet": (28, 28, 1), "resnet18": (32, 32, 3)}
+
+
+def cnn_model_config():
+  """``model_config(hidden=, depth=)`` of ``bench.sweep`` for ``--model``,
+  or None for the MLP."""
+  if FLAGS.model == "mlp":
+    return None
+  from sampling_mlp import cnn, data  # pylint: disable=import-outside-toplevel
+  shape = (data.IMAGE_SHAPES[FLAGS.dataset] if FLAGS["dataset"].present
+           else CNN_IMAGES[FLAGS.model])
+  head_depth, head_hidden = common.cnn_head()
+
+  def make(*, hidden, depth):
+    del hidden, depth  # the MLP's --hidden and --depth; a CNN has its head's
+    return cnn.CNNConfig(arch=FLAGS.model, image_shape=shape,
+                         num_classes=FLAGS.num_classes, width=FLAGS.cnn_width,
+                         depth=head_depth, hidden=head_hidden,
+                         activation=FLAGS.activation)
+  return make
+
+
 def main(argv):
   del argv
+  model_config = cnn_model_config()
+  standard_batch_sizes = common.ints(FLAGS.standard_batch_sizes)
+  if model_config is not None and not FLAGS["standard_batch_sizes"].present:
+    standard_batch_sizes = []
   for row in bench.sweep(
-      FLAGS.method, hidden=common.ints(FLAGS.hidden),
-      depths=common.ints(FLAGS.depth),
+      FLAGS.method,
       batch_sizes=common.ints(FLAGS.batch_size), input_dim=FLAGS.input_dim,
       num_classes=FLAGS.num_classes, activation=FLAGS.activation,
       optim=OptimConfig(name=FLAGS.optimizer,
                         learning_rate=FLAGS.learning_rate),
       method_values=common.method_values(),
-      standard_batch_sizes=common.ints(FLAGS.standard_batch_sizes),
+      standard_batch_sizes=standard_batch_sizes,
+      model_config=model_config,
+      hidden=[0] if model_config else common.ints(FLAGS.hidden),
+      depths=[0] if model_config else common.ints(FLAGS.depth),
       log_path=common.runner().path("benchmark", "benchmark.jsonl"),
       steps_per_call=FLAGS.steps_per_call, repeats=FLAGS.repeats,
       seed=FLAGS.seed, breakdown=FLAGS.breakdown):

@@ -100,6 +100,33 @@ flags.DEFINE_bool("keep_checkpoints", False, "Keep finished runs' "
                   "checkpoints (--out_dir/checkpoints/<run_id>/); by default "
                   "a run's checkpoint is deleted once its rows are written.")
 
+# The model (sampling_mlp.cnn): the MLP, or a CNN whose head is an MLP of
+# --head_depth hidden layers of --head_hidden nodes.
+from sampling_mlp import cnn as _cnn  # pylint: disable=wrong-import-position
+flags.DEFINE_enum("model", "mlp", _cnn.MODELS, "Model: 'mlp' (the paper's "
+                  "MLP), or a CNN of the paper's appendix: 'lenet' (LeNet-5 "
+                  "style) or 'resnet18' (the CIFAR ResNet-18).  Read by "
+                  "experiments.cnn and experiments.benchmark.")
+flags.DEFINE_integer("cnn_width", 0, "CNN channels of the first stage (0: "
+                     "the model's default, 6 for lenet, 64 for resnet18).",
+                     lower_bound=0)
+flags.DEFINE_integer("head_depth", -1, "Hidden layers of a CNN's MLP head "
+                     "(-1: the model's default, 2 for lenet, 0 for resnet18, "
+                     "whose head is one layer).", lower_bound=-1)
+flags.DEFINE_integer("head_hidden", 0, "Width of a CNN head's hidden layers "
+                     "(0: the model's default, 128 for lenet, 512 for "
+                     "resnet18).", lower_bound=0)
+
+
+def cnn_head() -> tuple[int, int]:
+  """``(--head_depth, --head_hidden)`` with the model's defaults filled."""
+  model = FLAGS.model
+  depth = (FLAGS.head_depth if FLAGS.head_depth >= 0
+           else _cnn.DEFAULT_HEAD_DEPTH[model])
+  hidden = FLAGS.head_hidden or _cnn.DEFAULT_HEAD_HIDDEN[model]
+  return depth, hidden
+
+
 SCALES = ("quick", "paper")
 flags.DEFINE_enum("scale", "quick", SCALES,
                   "'quick': a reduced setting that finishes in minutes on a "

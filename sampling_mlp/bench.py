@@ -188,7 +188,7 @@ def benchmark_row(impl: registry.MethodImpl, *, batch_size: int,
     traffic), ``gflops``, ``matmul_peak_gflops``, ``saves_compute``.
   """
   flops = impl.step_flops(batch_size)
-  exact = registry.exact_step_flops(impl.model.sizes, batch_size)
+  exact = impl.exact_flops(batch_size)
   traffic = impl.step_traffic(batch_size)
   per_example = seconds / batch_size
   row = {
@@ -279,6 +279,9 @@ def benchmark(methods: Sequence[str], *, model: registry.ModelConfig,
       impl = impls[method]
       row = {"method": method, "hidden": model.hidden, "depth": model.depth,
              "batch_size": batch_size}
+      if hasattr(model, "arch"):  # a CNN (sampling_mlp.cnn.CNNConfig)
+        row = dict(model=model.arch, cnn_width=model.width,
+                   image_shape=list(model.image_shape), **row)
       row.update(benchmark_row(
           impl, batch_size=batch_size, seconds=seconds[method, batch_size],
           standard_seconds=seconds["standard", batch_size],
@@ -305,17 +308,23 @@ def sweep(methods: Sequence[str], *, hidden: Sequence[int],
           method_values: Mapping[str, Any] | None = None,
           standard_batch_sizes: Sequence[int] = (),
           log_path: str | None = None, breakdown: bool = False,
+          model_config: Callable[..., Any] | None = None,
           **timing) -> Iterator[dict]:
   """:func:`benchmark` of every (hidden, depth), one shape at a time, at
   every batch size (STANDARD's reference at ``standard_batch_sizes`` timed
   once per shape), each row also appended to the JSON-lines file
-  ``log_path``."""
+  ``log_path``.  ``model_config(hidden=, depth=)`` gives another model's
+  config (a CNN's, ``sampling_mlp.cnn.CNNConfig``) in place of the MLP's
+  ``registry.ModelConfig``."""
   log = None if log_path is None else report.ResultsLog(log_path)
   for width in hidden:
     for depth in depths:
-      model = registry.ModelConfig(input_dim=input_dim,
-                                   num_classes=num_classes, hidden=width,
-                                   depth=depth, activation=activation)
+      if model_config is not None:
+        model = model_config(hidden=width, depth=depth)
+      else:
+        model = registry.ModelConfig(input_dim=input_dim,
+                                     num_classes=num_classes, hidden=width,
+                                     depth=depth, activation=activation)
       for row in benchmark(methods, model=model, batch_sizes=batch_sizes,
                            optim=optim, method_values=method_values,
                            standard_batch_sizes=standard_batch_sizes,

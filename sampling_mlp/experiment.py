@@ -66,6 +66,10 @@ class RunSpec:
   max_train: int | None = None
   max_test: int | None = None
   method_config: tuple = ()  # sorted (name, value) pairs of the method's options
+  # The model: "mlp", or a CNN of sampling_mlp.cnn (then depth and hidden
+  # are its head's) with its width multiplier (0: the CNN's default).
+  model: str = "mlp"
+  cnn_width: int = 0
 
   @classmethod
   def make(cls, *, method: str, method_values: Mapping[str, Any] | None = None,
@@ -78,6 +82,8 @@ class RunSpec:
   def config(self) -> dict:
     d = dataclasses.asdict(self)
     d["method_config"] = dict(self.method_config)
+    if self.model == "mlp":  # an MLP's config (and run_id) as before CNNs
+      del d["model"], d["cnn_width"]
     return d
 
   @property
@@ -86,7 +92,8 @@ class RunSpec:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
   def label(self) -> str:
-    return (f"{self.method} {self.dataset} depth={self.depth} "
+    model = "" if self.model == "mlp" else f"{self.model} "
+    return (f"{model}{self.method} {self.dataset} depth={self.depth} "
             f"hidden={self.hidden} B={self.batch_size} seed={self.seed}")
 
 
@@ -299,6 +306,16 @@ def train_checkpointed(spec: RunSpec, dataset, *, checkpoint_root: str,
 
 
 def build_impl(spec: RunSpec, dataset) -> registry.MethodImpl:
+  if spec.model != "mlp":
+    from sampling_mlp import cnn  # pylint: disable=import-outside-toplevel
+    model = cnn.CNNConfig(arch=spec.model,
+                          image_shape=cnn.image_shape_of(dataset),
+                          num_classes=dataset.num_classes,
+                          width=spec.cnn_width, depth=spec.depth,
+                          hidden=spec.hidden, activation=spec.activation)
+    optim = OptimConfig(name=spec.optimizer, learning_rate=spec.learning_rate)
+    return registry.get(spec.method).make(model, optim,
+                                          dict(spec.method_config))
   model = registry.ModelConfig(input_dim=dataset.input_dim,
                                num_classes=dataset.num_classes,
                                hidden=spec.hidden, depth=spec.depth,
@@ -331,6 +348,7 @@ def run_one(spec: RunSpec, dataset, log: ResultsLog | None = None, *,
                           seed=spec.seed)
   base = {"run_id": spec.run_id, "method": spec.method,
           "dataset": spec.dataset, "depth": spec.depth, "hidden": spec.hidden,
+          **({} if spec.model == "mlp" else {"model": spec.model}),
           "batch_size": spec.batch_size, "seed": spec.seed,
           "num_train": int(len(dataset.train.y)), "config": spec.config()}
   if worker is not None:

@@ -307,6 +307,11 @@ class MethodImpl:
     """Multiply-adds of one training step (all its matrix products)."""
     return exact_step_flops(self.model.sizes, batch_size)
 
+  def exact_flops(self, batch_size: int) -> int:
+    """Multiply-adds of the exact step of the same model (the reference
+    of ``flops_fraction``)."""
+    return exact_step_flops(self.model.sizes, batch_size)
+
   def step_traffic(self, batch_size: int) -> int | None:
     """Floats one step moves through memory in weight-sized arrays (see
     :func:`exact_step_traffic`), or None where the method does not count
@@ -362,7 +367,15 @@ class MethodSpec:
   def make(self, model: ModelConfig, optim: OptimConfig,
            values: Mapping[str, Any] | MethodConfig | None = None
            ) -> MethodImpl:
-    return self.build(model, optim, self.make_config(values))
+    """The method built for ``model``: an MLP's :class:`ModelConfig`, or
+    another model's config, which builds the method's variant for itself
+    (its ``build_method(spec, optim, config)``; see
+    :class:`sampling_mlp.cnn.CNNConfig`)."""
+    config = self.make_config(values)
+    build_method = getattr(model, "build_method", None)
+    if build_method is not None:
+      return build_method(self, optim, config)
+    return self.build(model, optim, config)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

