@@ -480,8 +480,11 @@ def test_metrics_and_diagnostics(batch):
   state = train.init_state(impl, train.RunKeys(20))
   x, y = _batch(21, batch)
   state, metrics = step(state, x, y, jax.random.key(22))
-  assert set(metrics) == {"loss", "alsh_colliding", "alsh_random_fraction"}
+  assert set(metrics) == {"loss", "alsh_colliding", "alsh_random_fraction",
+                          "alsh_rebuilds"}
   chex.assert_shape(metrics["loss"], ())
+  # The first step (step 1) is not a rebuild step of the paper's schedule.
+  assert float(metrics["alsh_rebuilds"]) == 0.0
   chex.assert_shape((metrics["alsh_colliding"],
                      metrics["alsh_random_fraction"]), (depth,))
   coll = np.asarray(metrics["alsh_colliding"])
