@@ -92,6 +92,24 @@ ffi::Error CheckLabels(const int32_t* y, int64_t n, int64_t C) {
   return ffi::Error::Success();
 }
 
+// The multi-example kernels' per-example arguments and results: labels
+// [N] in range, seeds [N, depth], loss [N], colliding [N, depth].
+ffi::Error CheckExamples(const ffi::Buffer<ffi::S32>& labels,
+                         const ffi::Buffer<ffi::U32>& seeds,
+                         const ffi::Buffer<ffi::F32>& loss,
+                         const ffi::Buffer<ffi::S32>& colliding, int64_t N,
+                         const Model& m) {
+  if (labels.element_count() != static_cast<size_t>(N) ||
+      seeds.element_count() != static_cast<size_t>(N * m.depth) ||
+      loss.element_count() != static_cast<size_t>(N) ||
+      colliding.element_count() != static_cast<size_t>(N * m.depth)) {
+    return ffi::Error::InvalidArgument(
+        "need labels [N], seeds [N, depth], loss [N], colliding [N, depth] "
+        "for N examples");
+  }
+  return CheckLabels(labels.typed_data(), N, m.C);
+}
+
 // One batch-size-1 step (Step).  Remaining args and results: see
 // ParseModel.
 ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
@@ -142,14 +160,8 @@ ffi::Error TrainHogwildImpl(
   if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
     return e;
   }
-  if (labels.element_count() != static_cast<size_t>(N) ||
-      seeds.element_count() != static_cast<size_t>(N * m.depth) ||
-      loss->element_count() != static_cast<size_t>(N) ||
-      colliding->element_count() != static_cast<size_t>(N * m.depth)) {
-    return ffi::Error::InvalidArgument(
-        "need labels [N], seeds [N, depth], loss [N], colliding [N, depth]");
-  }
-  if (auto e = CheckLabels(labels.typed_data(), N, m.C); e.failure()) {
+  if (auto e = CheckExamples(labels, seeds, *loss, *colliding, N, m);
+      e.failure()) {
     return e;
   }
   const Activation act{activation, slope};
@@ -360,14 +372,8 @@ ffi::Error TrainBatchImpl(
   if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
     return e;
   }
-  if (labels.element_count() != static_cast<size_t>(B) ||
-      seeds.element_count() != static_cast<size_t>(B * m.depth) ||
-      loss->element_count() != static_cast<size_t>(B) ||
-      colliding->element_count() != static_cast<size_t>(B * m.depth)) {
-    return ffi::Error::InvalidArgument(
-        "need labels [B], seeds [B, depth], loss [B], colliding [B, depth]");
-  }
-  if (auto e = CheckLabels(labels.typed_data(), B, m.C); e.failure()) {
+  if (auto e = CheckExamples(labels, seeds, *loss, *colliding, B, m);
+      e.failure()) {
     return e;
   }
   const Activation act{activation, slope};

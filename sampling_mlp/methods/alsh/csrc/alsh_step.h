@@ -190,7 +190,25 @@ struct BlockCursor {
     if (++c == r) c = 0, ++i;
     return at;
   }
+
+  // Prefetches the current entry of `w` (for writing if kWrite); then step.
+  template <int kWrite>
+  void Prefetch(const float* w, const uint32_t* off) {
+    const int64_t at = Next(off);
+    if (at >= 0) __builtin_prefetch(w + at, kWrite, 3);
+  }
 };
+
+// A cursor at the start of a block that has prefetched its first
+// kPrefetchAhead entries.
+template <int kWrite>
+BlockCursor PrefetchedCursor(const float* w, int64_t row_len,
+                             const uint32_t* rows, int64_t s, int64_t r,
+                             const uint32_t* off) {
+  BlockCursor ahead{rows, s, r, row_len};
+  for (int64_t j = 0; j < kPrefetchAhead; ++j) ahead.Prefetch<kWrite>(w, off);
+  return ahead;
+}
 
 // Gathers the [s, r] block of the nodes `rows` (slab rows `row_len` floats
 // apart) on the columns `cols` into the planes of `blk` (row-major, block
@@ -202,17 +220,12 @@ inline void GatherBlock(const float* w, int64_t row_len, const uint32_t* rows,
   const int64_t r = cols.off.size(), total = s * r;
   const uint32_t* off = cols.off.data();
   const uint32_t* pos = cols.pos.data();
-  BlockCursor ahead{rows, s, r, row_len};
-  for (int64_t j = 0; j < kPrefetchAhead; ++j) {
-    const int64_t at = ahead.Next(off);
-    if (at >= 0) __builtin_prefetch(w + at, 0, 3);
-  }
+  BlockCursor ahead = PrefetchedCursor<0>(w, row_len, rows, s, r, off);
   for (int64_t i = 0; i < s; ++i) {
     const float* row = w + rows[i] * row_len;
     float* dst = blk.e.data() + i * r;
     for (int64_t c = 0; c < r; ++c) {
-      const int64_t at = ahead.Next(off);
-      if (at >= 0) __builtin_prefetch(w + at, 0, 3);
+      ahead.Prefetch<0>(w, off);
       const float* e = row + off[c];
       for (int64_t k = 0; k < slots; ++k) dst[k * total + pos[c]] = e[k];
     }
@@ -226,17 +239,12 @@ inline void ScatterBlock(const Block& blk, const Columns& cols, int64_t S,
   const int64_t r = cols.off.size(), total = s * r;
   const uint32_t* off = cols.off.data();
   const uint32_t* pos = cols.pos.data();
-  BlockCursor ahead{rows, s, r, row_len};
-  for (int64_t j = 0; j < kPrefetchAhead; ++j) {
-    const int64_t at = ahead.Next(off);
-    if (at >= 0) __builtin_prefetch(w + at, 1, 3);
-  }
+  BlockCursor ahead = PrefetchedCursor<1>(w, row_len, rows, s, r, off);
   for (int64_t i = 0; i < s; ++i) {
     float* row = w + rows[i] * row_len;
     const float* src = blk.e.data() + i * r;
     for (int64_t c = 0; c < r; ++c) {
-      const int64_t at = ahead.Next(off);
-      if (at >= 0) __builtin_prefetch(w + at, 1, 3);
+      ahead.Prefetch<1>(w, off);
       float* e = row + off[c];
       for (int64_t k = 0; k < S; ++k) e[k] = src[k * total + pos[c]];
     }
