@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -123,6 +124,7 @@ class Library:
     self._status: Status | None = None
     self._lock = threading.Lock()
     self._lib = None
+    self.warned = False  # the 'auto' fallback is logged once per process
     LIBRARIES.append(self)
 
   def _build(self, cxx: str) -> pathlib.Path:
@@ -217,6 +219,24 @@ class Library:
       self._lib.sampling_mlp_phase_ns(ns)
       self._lib.sampling_mlp_profile(ctypes.c_int32(0))
       out.update({name: ns[i] * 1e-9 for i, name in enumerate(phases)})
+
+  def use(self, kernel: str) -> bool:
+    """Whether a method's ``--*_kernel`` choice runs these kernels, decided
+    when its first step is traced (nothing is compiled before): 'xla'
+    never; 'native' always, raising NativeUnavailable (saying why) where
+    they do not work; 'auto' where they work, logging once why not."""
+    if kernel == "xla":
+      return False
+    if kernel == "native":
+      self.require()
+      return True
+    status = self.status()
+    if not status.ok and not self.warned:
+      self.warned = True
+      logging.warning("%s: native kernels unavailable (%s); using the "
+                      "pure-XLA path, which computes the same numbers up to "
+                      "float32 rounding.", self.name, status.reason)
+    return status.ok
 
   def available(self) -> bool:
     """``status().ok``."""

@@ -162,13 +162,13 @@ def test_kernel_choice_without_native(monkeypatch):
   saying how to go on, and 'auto' trains with the XLA update."""
   monkeypatch.setattr(native.LIBRARY, "_status",
                       native.Status(False, "no C++ compiler found"))
-  monkeypatch.setattr(mc_method.MC, "_warned", False)
+  monkeypatch.setattr(native.LIBRARY, "warned", False)
   with pytest.raises(native.NativeUnavailable,
                      match="no C.. compiler found.*--mc_kernel=xla"):
     _train(_mc("native"), steps=1)
   state, loss = _train(_mc("auto"), steps=2)
   assert np.isfinite(loss) and int(state.step) == 2
-  assert mc_method.MC._warned  # pylint: disable=protected-access
+  assert native.LIBRARY.warned
 
 
 def test_build_every_library_command_line(kernels):

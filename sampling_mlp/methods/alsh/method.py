@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -130,7 +129,6 @@ class ALSH(registry.MethodImpl):
   """
 
   saves_compute = "yes: gathers only the active blocks and updates only them"
-  _warned = False
   recall_k = 10
 
   def __init__(self, model, optim_cfg, config):
@@ -195,23 +193,15 @@ class ALSH(registry.MethodImpl):
     return jax.random.bits(key, (batch_size, max(depth, 1)), jnp.uint32)
 
   def _use_native(self) -> bool:
-    """Whether batch-size-1 steps run the fused C++ step (decided when the
-    first one is traced, so nothing is compiled before it is needed)."""
+    """Whether steps run the native kernels (``Library.use``: decided when
+    the first one is traced, so nothing is compiled before it is
+    needed)."""
     if self.config.kernel == "xla":
       return False
     # Imported here: importing the package must not load the kernels'
     # module (``python -m ...alsh.native --build`` runs it as __main__).
     from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
-    if self.config.kernel == "native":
-      native.require()
-      return True
-    status = native.status()
-    if not status.ok and not ALSH._warned:
-      ALSH._warned = True
-      logging.warning("ALSH: native kernels unavailable (%s); using the "
-                      "slower pure-XLA path, which computes the same "
-                      "numbers.", status.reason)
-    return status.ok
+    return native.LIBRARY.use(self.config.kernel)
 
   # Consecutive batch-size-1 steps one HOGWILD call takes: a divisor of
   # the paper's rebuild periods (100, 1,000), so that grouped steps rebuild

@@ -29,7 +29,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 from flax import nnx
 
 from sampling_mlp import layers, optim, registry
@@ -249,25 +248,14 @@ class MC(registry.MethodImpl):
     self.loss = (batch_axis_cross_entropy if c.loss_axis == "batch"
                  else registry.cross_entropy)
 
-  _warned = False  # the 'auto' fallback is logged once per process
-
   def _use_native(self) -> bool:
-    """Whether forward-mode row updates run the C++ kernel (decided when
-    the first step is traced, so nothing is compiled before it is
-    needed)."""
+    """Whether forward-mode row updates run the C++ kernel
+    (``Library.use``: decided when the first step is traced, so nothing is
+    compiled before it is needed)."""
     if self.config.kernel == "xla":
       return False
     from sampling_mlp.methods.mc import native  # pylint: disable=import-outside-toplevel
-    if self.config.kernel == "native":
-      native.require()
-      return True
-    status = native.status()
-    if not status.ok and not MC._warned:
-      MC._warned = True
-      logging.warning("MC: native row update unavailable (%s); using the "
-                      "XLA update, which computes the same numbers.",
-                      status.reason)
-    return status.ok
+    return native.LIBRARY.use(self.config.kernel)
 
   def _active(self, k: int) -> bool:
     """Whether layer k is sampled (c < n; c >= n is the exact product)."""
