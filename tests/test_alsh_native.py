@@ -363,6 +363,15 @@ def test_build_tables_of_zero_weights_and_bad_input(kernels):
                             U=0.83, threads=1)
   ref = alsh.build_tables(hp, w, transform="l2_alsh", m=3, U=0.83)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+  # Many appended norm powers (any m >= 1 is valid).
+  w = jax.random.normal(jax.random.key(2), (40, 30)) * 0.05
+  hp40 = alsh.init_hash(jax.random.key(3), dim=40 + 40, K=6, L=5,
+                        family="srp")
+  got = native.build_tables(hp40, optim.init_slab(OptimConfig(), w.T, 2),
+                            slot_axis=2, transform="l2_alsh", m=40, U=0.83,
+                            threads=1)
+  ref = alsh.build_tables(hp40, w, transform="l2_alsh", m=40, U=0.83)
+  assert float(jnp.mean(got == ref)) >= 0.999
   with pytest.raises(Exception, match="slab"):
     native.build_tables(hp, slab[:, :, 0], slot_axis=2, transform="l2_alsh",
                         m=3, U=0.83, threads=1)

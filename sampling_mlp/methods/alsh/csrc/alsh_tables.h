@@ -137,7 +137,7 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
   const int32_t* mu = mult.typed_data();
   int32_t* out = tables->typed_data();
   ParallelFor(pool, n, threads, 256, [&](int64_t begin, int64_t end) {
-    float ext[32];
+    std::vector<float> ext(extra);  // the node's appended terms
     for (int64_t j = begin; j < end; ++j) {
       const float s2 = sq[j] * scale * scale;
       if (transform == 2) {
