@@ -7,8 +7,9 @@ take lists (``--hidden=1000,4096``) in every entry point.
 
 Scale: every reproduction entry point takes ``--scale=quick`` (default: a
 reduced setting that finishes in minutes on a 2-core CPU) or
-``--scale=paper`` (the paper's sizes: 50 epochs, full data, width 1000).  An
-entry point declares its presets (:func:`presets`) and builds its ``main``
+``--scale=paper`` (the paper's sizes: 50 epochs, full data, width 1000);
+the time-to-accuracy and scaling entry points also have ``--scale=default``,
+their own default, larger than ``quick``.  An entry point declares its presets (:func:`presets`) and builds its ``main``
 with :func:`study`, which applies the preset and makes the entry point's one
 call into the library; a preset sets a flag only if the command line did
 not, so ``--scale=paper --epochs=5`` runs 5 epochs.  :func:`grid` and
@@ -127,13 +128,16 @@ def cnn_head() -> tuple[int, int]:
   return depth, hidden
 
 
-SCALES = ("quick", "paper")
+SCALES = ("quick", "default", "paper")
 flags.DEFINE_enum("scale", "quick", SCALES,
                   "'quick': a reduced setting that finishes in minutes on a "
                   "2-core CPU (each entry point's docstring gives it); "
-                  "'paper': the paper's sizes (50 epochs, full data, width "
-                  "1000).  Flags given on the command line win over the "
-                  "scale's values.")
+                  "'default': the setting of entry points whose own default "
+                  "is larger than 'quick' (experiments.frontier, "
+                  "experiments.scaling); 'paper': the paper's sizes (50 "
+                  "epochs, full data, width 1000), or a bigger machine's.  "
+                  "Flags given on the command line win over the scale's "
+                  "values.")
 
 # The paper's sizes (Ebrahimi et al. 2025): 50 epochs, the full splits,
 # hidden layers of 1000 nodes.

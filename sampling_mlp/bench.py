@@ -89,6 +89,46 @@ def pick_steps_per_call(impl: registry.MethodImpl, *, batch_size: int,
   return int(min(500, max(2, target_call_seconds / max(per_step, 1e-9))))
 
 
+def time_one(impl: registry.MethodImpl, *, batch_size: int,
+             repeats: int = 3, warmup: int = 1, seed: int = 0,
+             target_call_seconds: float = 0.2) -> float:
+  """Median seconds per training step of one method alone, for shapes too
+  large to keep several methods' states in memory at once.
+
+  A first call of one step sets the steps per call (enough for about
+  ``target_call_seconds``, 1 to 500); then ``warmup`` untimed and
+  ``repeats`` timed calls of :func:`step_runner`.
+  """
+  probe = step_runner(impl, batch_size=batch_size, steps_per_call=1,
+                      seed=seed)
+  jax.block_until_ready(probe())
+  t0 = time.perf_counter()
+  jax.block_until_ready(probe())
+  per_step = time.perf_counter() - t0
+  del probe
+  steps = int(min(500, max(1, target_call_seconds / max(per_step, 1e-9))))
+  call = step_runner(impl, batch_size=batch_size, steps_per_call=steps,
+                     seed=seed)
+  return interleaved_medians([call], repeats=repeats,
+                             warmup=warmup)[0] / steps
+
+
+def state_bytes(impl: registry.MethodImpl) -> tuple[int, int]:
+  """``(parameter bytes, training-state bytes)`` of ``impl``'s state,
+  computed from shapes alone (nothing is allocated): the weights and
+  biases, and everything the state holds (weights, optimizer moments,
+  the method's own arrays such as hash tables)."""
+  shapes = jax.eval_shape(lambda: train.init_state(impl, train.RunKeys(0)))
+  total = sum(leaf.size * leaf.dtype.itemsize
+              for leaf in jax.tree.leaves(shapes)
+              if hasattr(leaf, "dtype")
+              and not jax.dtypes.issubdtype(leaf.dtype,
+                                            jax.dtypes.prng_key))
+  sizes = impl.model.sizes
+  params = sum((a * b + b) * 4 for a, b in zip(sizes[:-1], sizes[1:]))
+  return params, int(total)
+
+
 def time_train_steps(impls: Sequence[registry.MethodImpl], *,
                      batch_size: int | Sequence[int], steps_per_call: int = 0,
                      repeats: int = 7, warmup: int = 2,

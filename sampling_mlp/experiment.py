@@ -70,6 +70,9 @@ class RunSpec:
   # are its head's) with its width multiplier (0: the CNN's default).
   model: str = "mlp"
   cnn_width: int = 0
+  # A budget run (sampling_mlp.budget): train until this many training
+  # seconds, evaluating at fixed points of time; ``epochs`` is then unused.
+  budget_seconds: float | None = None
 
   @classmethod
   def make(cls, *, method: str, method_values: Mapping[str, Any] | None = None,
@@ -84,7 +87,31 @@ class RunSpec:
     d["method_config"] = dict(self.method_config)
     if self.model == "mlp":  # an MLP's config (and run_id) as before CNNs
       del d["model"], d["cnn_width"]
+    if self.budget_seconds is None:  # likewise before budget runs
+      del d["budget_seconds"]
+    else:
+      del d["epochs"]
     return d
+
+  @property
+  def num_rows(self) -> int:
+    """Rows of a finished run: one per epoch, or per point of a budget
+    run's :func:`sampling_mlp.budget.eval_schedule`."""
+    if self.budget_seconds is None:
+      return self.epochs
+    from sampling_mlp import budget  # pylint: disable=import-outside-toplevel
+    return len(budget.eval_schedule(self.budget_seconds))
+
+  @property
+  def row_key(self) -> str:
+    """The field numbering its rows 1, 2, ...: ``epoch`` or ``point``."""
+    return "epoch" if self.budget_seconds is None else "point"
+
+  def length(self) -> str:
+    """How long it trains, in words."""
+    if self.budget_seconds is None:
+      return f"{self.epochs} epoch(s)"
+    return f"{self.budget_seconds:g} training seconds"
 
   @property
   def run_id(self) -> str:
@@ -93,8 +120,11 @@ class RunSpec:
 
   def label(self) -> str:
     model = "" if self.model == "mlp" else f"{self.model} "
+    budget = ("" if self.budget_seconds is None
+              else f" lr={self.learning_rate:g} budget={self.budget_seconds:g}s")
     return (f"{model}{self.method} {self.dataset} depth={self.depth} "
-            f"hidden={self.hidden} B={self.batch_size} seed={self.seed}")
+            f"hidden={self.hidden} B={self.batch_size} seed={self.seed}"
+            f"{budget}")
 
 
 class DryRun(Exception):
@@ -112,8 +142,18 @@ class SweepRuns(list):
     self.failures = list(failures)
 
 
-def _label(spec: RunSpec) -> str:
+def describe(spec: RunSpec) -> str:
+  """``run <run_id> (<label>)``, as logs name a run."""
   return f"run {spec.run_id} ({spec.label()})"
+
+
+_label = describe
+
+
+def complete_run(spec: RunSpec, rows: Sequence[dict]) -> list[dict]:
+  """``rows`` if they make ``spec``'s finished run, else []
+  (:func:`sampling_mlp.report.complete_rows` with its row count and key)."""
+  return complete_rows(rows, spec.num_rows, key=spec.row_key)
 
 
 def _checkpoint(spec: RunSpec, root: str) -> checkpoint.RunCheckpoint:
@@ -173,7 +213,8 @@ def run_specs(specs: Sequence[RunSpec], *, results_path: str,
   jobs_dir = os.path.abspath(jobs_dir or os.path.join(base, "jobs"))
   log = ResultsLog(results_path)
   rows = log.read()
-  done = {s.run_id: log.finished(s.run_id, s.epochs, rows) for s in specs}
+  done = {s.run_id: log.finished(s.run_id, s.num_rows, rows, key=s.row_key)
+          for s in specs}
   pending = list({s.run_id: s for s in specs if not done[s.run_id]}.values())
   if dry_run:
     _print_plan(specs, pending, root, executor)
@@ -198,7 +239,7 @@ def run_specs(specs: Sequence[RunSpec], *, results_path: str,
 
     todo = []
     for spec in pending:
-      saved = complete_rows(_checkpoint(spec, root).rows() or [], spec.epochs)
+      saved = complete_run(spec, _checkpoint(spec, root).rows() or [])
       if saved:
         logging.info("%s finished in its checkpoint; copying its rows",
                      _label(spec))
@@ -231,13 +272,13 @@ def run_specs(specs: Sequence[RunSpec], *, results_path: str,
       spec = todo[i]
       bar.update(1)
       if not isinstance(outcome, executors.Failure):
-        got = complete_rows(outcome, spec.epochs)
+        got = complete_run(spec, outcome)
         if got:
           record(spec, got)
           continue
         outcome = executors.Failure(
             _label(spec), f"it returned {len(outcome)} row(s) of "
-            f"{spec.epochs} epochs", None, "")
+            f"{spec.num_rows}", None, "")
       failures.append(outcome)
       logging.error("%s", outcome.message())
     bar.close()
@@ -256,8 +297,8 @@ def _print_plan(specs, pending, root, executor) -> None:
         f"finished) in {executor.describe()}:")
   for spec in pending:
     epoch = _checkpoint(spec, root).latest_epoch()
-    resume = f", resumes after epoch {epoch}" if epoch else ""
-    print(f"  {spec.run_id}  {spec.label()}, {spec.epochs} epoch(s){resume}")
+    resume = f", resumes after {spec.row_key} {epoch}" if epoch else ""
+    print(f"  {spec.run_id}  {spec.label()}, {spec.length()}{resume}")
   print(f"{len(pending)} run(s)")
 
 
@@ -324,6 +365,19 @@ def build_impl(spec: RunSpec, dataset) -> registry.MethodImpl:
   return registry.get(spec.method).make(model, optim, dict(spec.method_config))
 
 
+def base_row(spec: RunSpec, dataset,
+             worker: Mapping[str, Any] | None = None) -> dict:
+  """The fields every result row of ``spec`` starts with."""
+  base = {"run_id": spec.run_id, "method": spec.method,
+          "dataset": spec.dataset, "depth": spec.depth, "hidden": spec.hidden,
+          **({} if spec.model == "mlp" else {"model": spec.model}),
+          "batch_size": spec.batch_size, "seed": spec.seed,
+          "num_train": int(len(dataset.train.y)), "config": spec.config()}
+  if worker is not None:
+    base["worker"] = dict(worker)
+  return base
+
+
 def run_one(spec: RunSpec, dataset, log: ResultsLog | None = None, *,
             checkpoint_dir: str | None = None,
             worker: Mapping[str, Any] | None = None,
@@ -341,18 +395,21 @@ def run_one(spec: RunSpec, dataset, log: ResultsLog | None = None, *,
     progress: a progress bar over epochs.
 
   A run whose loss becomes NaN or infinite stops after that epoch, with a
-  warning naming the run, the epoch and the step.
+  warning naming the run, the epoch and the step.  A budget run
+  (``spec.budget_seconds``) is trained by
+  :func:`sampling_mlp.budget.run_budget` (rows per point of time).
   """
+  if spec.budget_seconds is not None:
+    if log is not None:
+      raise ValueError("a budget run's rows are returned, not logged as "
+                       "they come; pass log=None")
+    from sampling_mlp import budget  # pylint: disable=import-outside-toplevel
+    return budget.run_budget(spec, dataset, checkpoint_dir=checkpoint_dir,
+                             worker=worker, progress=progress)
   impl = build_impl(spec, dataset)
   cfg = train.TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size,
                           seed=spec.seed)
-  base = {"run_id": spec.run_id, "method": spec.method,
-          "dataset": spec.dataset, "depth": spec.depth, "hidden": spec.hidden,
-          **({} if spec.model == "mlp" else {"model": spec.model}),
-          "batch_size": spec.batch_size, "seed": spec.seed,
-          "num_train": int(len(dataset.train.y)), "config": spec.config()}
-  if worker is not None:
-    base["worker"] = dict(worker)
+  base = base_row(spec, dataset, worker)
   rows: list[dict] = []
   state = None
   ckpt = (checkpoint.RunCheckpoint(checkpoint_dir, run_id=spec.run_id)

@@ -53,16 +53,19 @@ class ResultsLog:
     return rows
 
   def finished(self, run_id: str, epochs: int,
-               rows: Iterable[dict] | None = None) -> list[dict]:
+               rows: Iterable[dict] | None = None, *,
+               key: str = "epoch") -> list[dict]:
     """The rows of run ``run_id`` if it finished, else [].
 
     A run is finished when it has a row for every epoch, or for every epoch
-    up to the one where it diverged (``diverged: true``, its last).
+    up to the one where it diverged (``diverged: true``, its last).  A
+    budget run's rows count ``point`` (``key="point"``) in place of
+    ``epoch``.
     """
     rows = self.read() if rows is None else rows
-    mine = {r["epoch"]: r for r in rows if r["run_id"] == run_id}
+    mine = {r.get(key): r for r in rows if r["run_id"] == run_id}
     return complete_rows([mine[e] for e in range(1, epochs + 1) if e in mine],
-                         epochs)
+                         epochs, key=key)
 
   def drop_runs(self, run_ids: set[str]) -> None:
     """Atomically removes the rows of ``run_ids`` and any torn line."""
@@ -96,13 +99,15 @@ class ResultsLog:
       os.fsync(f.fileno())
 
 
-def complete_rows(rows: Sequence[dict], epochs: int) -> list[dict]:
+def complete_rows(rows: Sequence[dict], epochs: int, *,
+                  key: str = "epoch") -> list[dict]:
   """``rows`` (epochs 1, 2, ... in order) if they make a finished run of
   ``epochs`` epochs -- every epoch, or every epoch up to a diverged one --,
-  else []."""
+  else [].  ``key`` names the field that numbers the rows (``point`` for a
+  budget run's)."""
   out = []
   for e, row in enumerate(rows, start=1):
-    if row.get("epoch") != e:
+    if row.get(key) != e:
       return []
     out.append(row)
     if row.get("diverged"):

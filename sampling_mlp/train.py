@@ -346,3 +346,110 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
     yield row
     if row["diverged"]:
       return
+
+
+class Chunk(NamedTuple):
+  """Steps trained by :func:`timed_chunks` in one jitted call.
+
+  Attributes:
+    state: the training state after them (valid until the next chunk).
+    steps: how many steps the call ran.
+    loss_sum: the sum of their training losses.
+    seconds: the call's training time (plus the end-of-epoch work when the
+      chunk ended an epoch).
+    nonfinite_step: the global index (0-based) of the first step with a
+      NaN or infinite loss, or None.
+  """
+
+  state: registry.TrainState
+  steps: int
+  loss_sum: float
+  seconds: float
+  nonfinite_step: int | None = None
+
+
+def chunk_steps(step_seconds: float, *, chunk_seconds: float,
+                limit: int) -> int:
+  """Steps per chunk for calls of about ``chunk_seconds``: a power of two,
+  from 1 to ``limit``, given one step's measured ``step_seconds``."""
+  want = max(1.0, chunk_seconds / max(step_seconds, 1e-9))
+  return int(min(limit, 2 ** int(np.floor(np.log2(want)))))
+
+
+def timed_chunks(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
+                 keys: RunKeys, batch_size: int, state: registry.TrainState,
+                 chunk_seconds: float = 0.25) -> Iterator[Chunk]:
+  """Trains without end in short timed calls, for training to a
+  wall-clock budget; the caller stops when its budget is spent.
+
+  The steps are exactly those of :func:`epochs` (the same permutations,
+  step keys and end-of-epoch work, at the same global steps), only cut
+  into calls of ``K`` steps that never straddle an epoch's end, so that a
+  run can be evaluated and checkpointed every ``chunk_seconds`` or so.
+  Where it starts is read off ``state.step`` (epoch ``step // N`` at batch
+  ``step % N`` of ``N`` per epoch), so resuming from a saved state
+  continues the same sequence.  ``K`` is picked from a first call of one
+  step, then once more from the first call of ``K`` steps (a power of two;
+  :func:`chunk_steps`); each call size is compiled once, before it is
+  timed.
+
+  Args:
+    impl: the built method.
+    x: [N, D] and y: [N], the training split.
+    keys: the run's keys.
+    batch_size: examples per step (the last partial batch of each epoch is
+      dropped, as in :func:`epochs`).
+    state: the state to train from (``init_state`` for a new run).  Each
+      call donates it: copy what is to be kept.
+    chunk_seconds: the target duration of one call.
+
+  Yields:
+    One :class:`Chunk` per call, its ``seconds`` timed around the call
+    alone (compilation, slicing the permutation and the caller's own work
+    between chunks are outside).
+  """
+  n = x.shape[0]
+  per_epoch = n // batch_size
+  if per_epoch == 0:
+    raise ValueError(f"batch_size {batch_size} is larger than the {n} "
+                     "training examples; lower --batch_size or raise "
+                     "--max_train")
+  compiled: dict[int, Callable] = {}
+  end_fn = jax.jit(impl.end_epoch, donate_argnums=0)
+  end_c = end_fn.lower(state, keys.end_epoch).compile()
+  perm_cache: dict[int, jax.Array] = {}
+
+  def perm_for(epoch):
+    if epoch not in perm_cache:
+      perm_cache.clear()
+      perm_cache[epoch] = jax.random.permutation(
+          jax.random.fold_in(keys.shuffle, epoch), n)
+    return perm_cache[epoch]
+
+  def call_for(k, state, perm):
+    if k not in compiled:
+      fn = make_epoch_fn(impl, batch_size=batch_size, num_batches=k)
+      compiled[k] = fn.lower(state, x, y, perm, keys.train).compile()
+    return compiled[k]
+
+  k, calibrated = 1, 0
+  while True:
+    step = int(state.step)
+    epoch, offset = divmod(step, per_epoch)
+    size = min(k, per_epoch - offset)
+    perm = jax.block_until_ready(jax.lax.dynamic_slice_in_dim(
+        perm_for(epoch), offset * batch_size, size * batch_size))
+    fn = call_for(size, state, perm)
+    t0 = time.perf_counter()
+    state, metrics = fn(state, x, y, perm, keys.train)
+    if offset + size == per_epoch:
+      state = end_c(state, jax.random.fold_in(keys.end_epoch, epoch))
+    jax.block_until_ready((state, metrics))
+    seconds = time.perf_counter() - t0
+    bad = int(metrics.get(NONFINITE_KEY, -1))
+    yield Chunk(state, size, float(metrics["loss"]) * size, seconds,
+                None if bad < 0 else bad)
+    if calibrated < 2 and size == k:
+      k = chunk_steps(seconds / size, chunk_seconds=chunk_seconds,
+                      limit=per_epoch)
+      calibrated += 1
