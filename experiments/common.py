@@ -270,10 +270,11 @@ def apply_scale(presets: Mapping[str, Mapping[str, Any]],
 def seeds() -> tuple[int, ...]:
   """``--seeds``, else ``(--seed,)``."""
   if FLAGS.seeds:
-    if FLAGS["seed"].present:
+    if FLAGS["seed"].present and FLAGS["seeds"].present:
       raise app.UsageError("give --seeds or --seed, not both "
                            "(--seeds=0,1,2 runs every seed listed)")
-    return tuple(dict.fromkeys(ints(FLAGS.seeds)))
+    if not FLAGS["seed"].present:
+      return tuple(dict.fromkeys(ints(FLAGS.seeds)))
   return (FLAGS.seed,)
 
 
@@ -343,7 +344,10 @@ def study(presets_: Mapping[str, Mapping[str, Any]], call):
 
   def main(argv):
     del argv
-    apply_scale(presets_)
+    try:
+      apply_scale(presets_)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
     _RUNNERS.clear()
     try:
       print(call())
@@ -354,7 +358,7 @@ def study(presets_: Mapping[str, Mapping[str, Any]], call):
       print(f"error: {len(failures)} run(s) failed (their logs are quoted "
             "above): " + "; ".join(f.label for f in failures) + ".  Rerun "
             "the same command to retry them; finished runs are kept and the "
-            "failed ones resume from their last checkpointed epoch.",
+            "failed ones resume from their last checkpoint.",
             file=sys.stderr)
       sys.exit(1)
 

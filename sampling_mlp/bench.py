@@ -95,9 +95,9 @@ def time_one(impl: registry.MethodImpl, *, batch_size: int,
   """Median seconds per training step of one method alone, for shapes too
   large to keep several methods' states in memory at once.
 
-  A first call of one step sets the steps per call (enough for about
-  ``target_call_seconds``, 1 to 500); then ``warmup`` untimed and
-  ``repeats`` timed calls of :func:`step_runner`.
+  A call of one step, timed after an untimed one, sets the steps per call
+  (enough for about ``target_call_seconds``, 1 to 500); then ``warmup``
+  untimed and ``repeats`` timed calls of :func:`step_runner`.
   """
   probe = step_runner(impl, batch_size=batch_size, steps_per_call=1,
                       seed=seed)

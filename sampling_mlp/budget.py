@@ -25,7 +25,8 @@ the budget, and evaluates the network at fixed points of training time,
 Evaluation, checkpointing and compilation are outside the timed calls.
 The run is checkpointed at its points (at most one save per
 ``CHECKPOINT_SECONDS`` of wall time, and always at the last), so a kill
-loses at most that much training; resuming continues the same steps.
+loses the training since the last saved point (at a 60 s budget, at most
+about 30 s of it); resuming continues the same steps from there.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def run_budget(spec, dataset, *, checkpoint_dir: str | None = None,
     chunk_seconds: the target duration of one timed call.
   """
   from sampling_mlp import experiment  # pylint: disable=import-outside-toplevel
+  if not len(dataset.dev.y):
+    raise ValueError(f"{experiment.describe(spec)}: the dataset has no dev "
+                     "split, and a budget run is read by its dev accuracy")
   impl = experiment.build_impl(spec, dataset)
   keys = train.RunKeys(spec.seed)
   schedule = eval_schedule(spec.budget_seconds)
@@ -141,16 +145,16 @@ def run_budget(spec, dataset, *, checkpoint_dir: str | None = None,
            if cumulative >= schedule[i]]
     if not due and not diverged:
       continue
-    if diverged:
-      due = due or [len(rows)]
+    if diverged:  # one row, the last
+      due = due[:1] or [len(rows)]
     steps = int(state.step)
     dev = (math.nan if diverged else
            _accuracy(predict, state, dataset.dev, 1000))
     test = None
     last = due and due[-1] == len(schedule) - 1
-    if not diverged and (new_percent(dev, best_dev) or last):
+    if not math.isnan(dev) and (new_percent(dev, best_dev) or last):
       test = _accuracy(predict, state, dataset.test, 1000)
-    if not diverged:
+    if not math.isnan(dev):
       best_dev = max(best_dev, dev)
     for i in due:
       rows.append(dict(

@@ -3,7 +3,9 @@ with epoch checkpoints (:func:`run_one`, :func:`run_worker`), and running a
 list of them resumably into a JSON-lines file (:func:`run_specs`), in this
 process or farmed out to workers (:mod:`sampling_mlp.executors`).
 
-Results format: one JSON object per line and per (run, epoch), with the run's
+Results format: one JSON object per line and per (run, epoch) -- per
+(run, point of time) for a budget run (``RunSpec.budget_seconds``; its rows
+are :mod:`sampling_mlp.budget`'s, numbered by ``point``) --, with the run's
 identity (``run_id``, a hash of its full config), the headline fields
 (``method``, ``dataset``, ``depth``, ``hidden``, ``batch_size``, ``seed``,
 ``epoch``, ``train_loss``, ``dev_accuracy``, ``test_accuracy``,
@@ -90,6 +92,7 @@ class RunSpec:
     if self.budget_seconds is None:  # likewise before budget runs
       del d["budget_seconds"]
     else:
+      d["budget_seconds"] = float(self.budget_seconds)  # 60 and 60.0 alike
       del d["epochs"]
     return d
 
@@ -278,7 +281,7 @@ def run_specs(specs: Sequence[RunSpec], *, results_path: str,
           continue
         outcome = executors.Failure(
             _label(spec), f"it returned {len(outcome)} row(s) of "
-            f"{spec.num_rows}", None, "")
+            f"{spec.num_rows} ({spec.row_key}s)", None, "")
       failures.append(outcome)
       logging.error("%s", outcome.message())
     bar.close()
@@ -286,7 +289,7 @@ def run_specs(specs: Sequence[RunSpec], *, results_path: str,
     logging.error(
         "%d of %d run(s) failed: %s.  Rerun the same command to retry them "
         "(finished runs are kept; the failed ones resume from their last "
-        "checkpointed epoch).", len(failures), len(todo),
+        "checkpointed epoch, or point of a budget run).", len(failures), len(todo),
         "; ".join(f.label for f in failures))
   return SweepRuns([done[s.run_id] for s in specs], failures)
 

@@ -370,8 +370,9 @@ class Chunk(NamedTuple):
 
 def chunk_steps(step_seconds: float, *, chunk_seconds: float,
                 limit: int) -> int:
-  """Steps per chunk for calls of about ``chunk_seconds``: a power of two,
-  from 1 to ``limit``, given one step's measured ``step_seconds``."""
+  """Steps per chunk for calls of about ``chunk_seconds``, given one
+  step's measured ``step_seconds``: a power of two from 1 up, or ``limit``
+  (an epoch's steps) if that is fewer."""
   want = max(1.0, chunk_seconds / max(step_seconds, 1e-9))
   return int(min(limit, 2 ** int(np.floor(np.log2(want)))))
 

@@ -171,10 +171,11 @@ def parse_config(text: str) -> Config:
 def parse_configs(items: str | Iterable[str]) -> list[Config]:
   """Configurations from a list flag's items or one string.
 
-  A comma separates configurations and a configuration's options alike,
-  so an item without ``@`` that is ``key=value`` continues the
-  configuration before it: ``standard@b=32,mc@b=128,ratio=0.3`` is two.
-  A semicolon always separates.  Duplicates are dropped.
+  A comma or a semicolon separates configurations and a configuration's
+  options alike, so an item without ``@`` that is ``key=value`` continues
+  the configuration before it: ``standard@b=32,mc@b=128,ratio=0.3`` and
+  ``standard@b=32;mc@b=128;ratio=0.3`` are both two.  Duplicates are
+  dropped.
 
   Raises:
     ValueError: a bad configuration (:func:`parse_config`), an option
@@ -289,16 +290,18 @@ class Result:
 
   @property
   def best_dev(self) -> float:
-    bests = [max((r["dev_accuracy"] for r in rows
-                  if not math.isnan(r["dev_accuracy"])), default=math.nan)
-             for rows in self.runs]
-    finite = [b for b in bests if not math.isnan(b)]
-    return statistics.fmean(finite) if finite else -math.inf
+    """The mean over seeds of each seed's best dev accuracy, a seed that
+    diverged before any finite point counting 0."""
+    return statistics.fmean(
+        max((r["dev_accuracy"] for r in rows
+             if not math.isnan(r["dev_accuracy"])), default=0.0)
+        for rows in self.runs)
 
   def reach(self, target: float) -> dict | None:
-    """Mean (and spread of) seconds to ``target`` and test accuracy there,
-    if every seed reached it; else None (``seeds_reached`` is in the
-    returned dict when some did)."""
+    """``{"seconds", "seconds_std", "test": (mean, std)}``: the mean (and
+    spread) of the seconds to ``target`` and of the test accuracy there, if
+    every seed reached it; ``{"partial": seeds that did, "of": seeds}`` if
+    only some did; None if none did."""
     hits = [budget.time_to_target(rows, target) for rows in self.runs]
     got = [h for h in hits if h is not None]
     if len(got) < len(hits):

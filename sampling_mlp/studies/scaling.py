@@ -22,9 +22,10 @@ memory available is reported as not fitting and not timed; one that fails
 for lack of memory while timed is reported so too.
 
 Writes under ``<out_dir>/scaling/``: ``timings.jsonl`` (one row per
-method, width, depth and batch size, appended as each is measured; a
-rerun skips what the file has, so a killed sweep resumes), ``scaling.md``
-and ``scaling.png``.
+method, width, depth and batch size, appended as each is measured, with
+what else it depends on: ``setting``; a rerun skips what the file has --
+except a width that did not fit the memory then and would now --, so a
+killed sweep resumes), ``scaling.md`` and ``scaling.png``.
 """
 
 from __future__ import annotations
@@ -111,9 +112,18 @@ class Scaling:
             for b in self.batches_of(m)]
 
 
+  def setting(self) -> dict:
+    """What, besides method, shape and batch size, a measurement depends
+    on (kept in every row and in the key a rerun looks rows up by)."""
+    return {"input_dim": self.input_dim, "num_classes": self.num_classes,
+            "activation": self.activation, "optimizer": self.optim.name,
+            "learning_rate": self.optim.learning_rate}
+
+
 def _key(row: Mapping[str, Any]) -> str:
   return json.dumps([row["method"], row["hidden"], row["depth"],
-                     row["batch_size"], row["config"]], sort_keys=True)
+                     row["batch_size"], row["config"], row.get("setting")],
+                    sort_keys=True)
 
 
 def measure(scaling: Scaling, hidden: int, method: str, batch_size: int,
@@ -131,7 +141,7 @@ def measure(scaling: Scaling, hidden: int, method: str, batch_size: int,
   row = {"method": method, "hidden": hidden, "depth": scaling.depth,
          "batch_size": batch_size, "params_bytes": params,
          "state_bytes": state, "peak_bytes_estimate": peak,
-         "config": impl.config.flags()}
+         "config": impl.config.flags(), "setting": scaling.setting()}
   if peak > memory:
     return dict(row, fits=False, reason=(
         f"needs about {peak / 2**30:.1f} GiB, {memory / 2**30:.1f} GiB "
@@ -163,8 +173,13 @@ def run_measurements(runner: Runner, scaling: Scaling,
     bar.set_postfix(hidden=hidden, method=method, b=batch)
     cfg = registry.get(method).make_config(scaling.method_values).flags()
     probe = {"method": method, "hidden": hidden, "depth": scaling.depth,
-             "batch_size": batch, "config": cfg}
+             "batch_size": batch, "config": cfg,
+             "setting": scaling.setting()}
     row = have.get(_key(probe))
+    if row is not None and not row["fits"] and (
+        row["peak_bytes_estimate"] <= memory
+        and not row["reason"].startswith("out of memory")):
+      row = None  # it did not fit then, and would now: measure it
     if row is None:
       row = measure(scaling, hidden, method, batch, memory)
       log.append(dict(row, run_id="scaling"))
