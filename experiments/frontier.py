@@ -22,10 +22,13 @@ Scale (``--scale``; flags given on the command line win):
 
 * ``default``: the 16 configurations of ``studies.frontier.DEFAULT_CONFIGS``
   at widths 1000 and 4096, 3 hidden layers, 60 training seconds each, one
-  seed: 32 runs, about 55 minutes on the project's 2-core CPU (the budget
-  was chosen for that: each run also spends a few seconds compiling and,
-  at width 4096, about 4 s per dev evaluation, of which it makes about 11);
-* ``quick``: width 1000 only, 30 training seconds: about 12 minutes;
+  seed: 32 runs, 67 minutes on the project's 2-core CPU (measured
+  2026-12-02; the budget was chosen for that: each run also spends a few
+  seconds compiling and, at width 4096, about 4 s per dev pass and 8 s per
+  test pass, of 9 points, outside the clock: 80 s of wall time per run at
+  width 1000, 170 s at 4096);
+* ``quick``: width 1000 only, 30 training seconds: about 13 minutes (16
+  runs of 30 s plus about 20 s each of compilation and evaluation);
 * ``paper``: widths 1000 and 4096, 600 training seconds, seeds 0, 1 and 2
   and learning rates 3e-4, 1e-3 and 3e-3 (each configuration keeps its
   best): for a bigger machine or a cluster (``--executor=slurm``, one node

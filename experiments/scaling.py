@@ -15,10 +15,11 @@ Command:
 Scale (``--scale``; flags given on the command line win):
 
 * ``default``: widths 512 to 16,384 (doubling), 3 hidden layers, every
-  method at batch sizes 1, 32 and 128, STANDARD also at 512: about 15 minutes
-  on the project's 2-core CPU (most of it STANDARD and the dense methods
-  at 16,384, a few seconds a step);
-* ``quick``: widths 512 to 4,096: about 3 minutes;
+  method at batch sizes 1, 32 and 128, STANDARD also at 512: about 33
+  minutes on the project's 2-core CPU (measured 2026-12-02: 12.5 minutes
+  up to 8,192, then 20 for 16,384, where a dense step at batch 512 takes
+  about 24 s);
+* ``quick``: widths 512 to 4,096: about 6 minutes;
 * ``paper``: as ``default``.
 
 Timing runs one measurement at a time, each alone in the process (the

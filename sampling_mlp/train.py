@@ -196,6 +196,16 @@ def _to_python(tree) -> Any:
   return jax.tree.map(lambda v: np.asarray(v).tolist(), tree)
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  """Steps of an epoch over ``n`` examples (the last partial batch
+  dropped); raises ValueError if there is not one full batch."""
+  if n // batch_size == 0:
+    raise ValueError(f"batch_size {batch_size} is larger than the {n} "
+                     "training examples; lower --batch_size or raise "
+                     "--max_train")
+  return n // batch_size
+
+
 class Epoch(NamedTuple):
   """One trained epoch (see :func:`epochs`).
 
@@ -249,11 +259,7 @@ def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
                      f"{first_epoch}")
   state = init_state(impl, keys) if state is None else state
   n = x.shape[0]
-  num_batches = n // batch_size
-  if num_batches == 0:
-    raise ValueError(f"batch_size {batch_size} is larger than the {n} "
-                     "training examples; lower --batch_size or raise "
-                     "--max_train")
+  num_batches = steps_per_epoch(n, batch_size)
   epoch_fn = make_epoch_fn(impl, batch_size=batch_size,
                            num_batches=num_batches)
   end_fn = jax.jit(impl.end_epoch, donate_argnums=0)
@@ -410,11 +416,7 @@ def timed_chunks(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
     between chunks are outside).
   """
   n = x.shape[0]
-  per_epoch = n // batch_size
-  if per_epoch == 0:
-    raise ValueError(f"batch_size {batch_size} is larger than the {n} "
-                     "training examples; lower --batch_size or raise "
-                     "--max_train")
+  per_epoch = steps_per_epoch(n, batch_size)
   compiled: dict[int, Callable] = {}
   end_fn = jax.jit(impl.end_epoch, donate_argnums=0)
   end_c = end_fn.lower(state, keys.end_epoch).compile()

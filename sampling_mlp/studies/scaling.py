@@ -349,7 +349,8 @@ def plot(result: Mapping[str, Any], path: str, *, title: str) -> None:
   ax.set(xlabel="hidden width", ylabel="µs per example (best batch size)",
          title=title)
   ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize="small")
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small")
   fig.tight_layout()
   report.save_figure(fig, path)
 
