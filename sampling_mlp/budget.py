@@ -77,8 +77,9 @@ def new_percent(dev: float, best: float) -> bool:
   return math.floor(dev * 100 + 1e-9) > math.floor(best * 100 + 1e-9)
 
 
-def _accuracy(predict, state, split, batch: int) -> float:
-  return train.accuracy(predict, state, split.x, split.y, batch=batch)
+def _accuracy(predict, state, split) -> float:
+  return train.accuracy(predict, state, split.x, split.y,
+                        batch=train.TrainConfig.eval_batch)
 
 
 def run_budget(spec, dataset, *, checkpoint_dir: str | None = None,
@@ -149,11 +150,11 @@ def run_budget(spec, dataset, *, checkpoint_dir: str | None = None,
       due = due[:1] or [len(rows)]
     steps = int(state.step)
     dev = (math.nan if diverged else
-           _accuracy(predict, state, dataset.dev, 1000))
+           _accuracy(predict, state, dataset.dev))
     test = None
     last = due and due[-1] == len(schedule) - 1
     if not math.isnan(dev) and (new_percent(dev, best_dev) or last):
-      test = _accuracy(predict, state, dataset.test, 1000)
+      test = _accuracy(predict, state, dataset.test)
     if not math.isnan(dev):
       best_dev = max(best_dev, dev)
     for i in due:

@@ -402,11 +402,11 @@ def method_summary(shape: Sequence[Result], frontier: Frontier
     mine = [r for r in shape if r.config.method == method]
     row: dict[str, Any] = {"method": method, "targets": {}, "within": {}}
     for t in frontier.targets:
-      reached = [(r.reach(t)["seconds"], r) for r in mine
-                 if r.reach(t) and "seconds" in r.reach(t)]
+      hits = [(r.reach(t), r) for r in mine]
+      reached = [(h["seconds"], r) for h, r in hits if h and "seconds" in h]
       row["targets"][t] = min(reached, key=lambda p: p[0]) if reached else None
     for t in _within_times(frontier.budget_seconds):
-      best = [(r.within(t)[0], r) for r in mine if r.within(t)]
+      best = [(w[0], r) for w, r in ((r.within(t), r) for r in mine) if w]
       row["within"][t] = max(best, key=lambda p: p[0]) if best else None
     rows.append(row)
   standard = next((r for r in rows if r["method"] == "standard"), None)
