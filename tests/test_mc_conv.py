@@ -47,6 +47,37 @@ def test_ratio_one_is_the_exact_convolution_and_gradient(mode, settings):
                               atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,kernel,settings", [
+    ((9, 9), (3, 3), dict()),
+    ((9, 8), (3, 3), dict(stride=2)),
+    ((10, 7), (3, 3), dict(stride=2, padding="VALID")),
+    ((8, 8), (1, 1), dict(stride=2, padding="VALID")),
+    ((12, 12), (5, 5), dict(padding="VALID")),
+    ((11, 11), (3, 2), dict(stride=(2, 3), padding=((1, 2), (0, 1)))),
+    ((13, 13), (3, 3), dict(dilation=2)),
+    ((13, 12), (3, 3), dict(stride=2, padding=((2, 0), (1, 1)),
+                            dilation=(2, 1))),
+    ((7, 7), (3, 3), dict(stride=3)),
+])
+def test_exact_convolution_gradients_equal_autodiff_of_lax(shape, kernel,
+                                                           settings):
+  # mconv.conv's custom VJP (conv_input_grad, conv_weight_grad) against
+  # autodiff of lax.conv_general_dilated, the definition: strides that do
+  # not divide the padded size, uneven and explicit padding, dilation.
+  kx, kw, kd = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(kx, (2,) + shape + (3,))
+  w = jax.random.normal(kw, kernel + (3, 4))
+  lax_kw = dict(stride=mconv._pair("stride", settings.get("stride", 1)),
+                padding=settings.get("padding", "SAME"),
+                dilation=mconv._pair("dilation", settings.get("dilation", 1)))
+  y, vjp_ref = jax.vjp(lambda x, w: _lax(x, w, **lax_kw), x, w)
+  y2, vjp = jax.vjp(lambda x, w: mconv.conv(x, w, **settings), x, w)
+  np.testing.assert_array_equal(y2, y)
+  dy = jax.random.normal(kd, y.shape)
+  chex.assert_trees_all_close(vjp(dy), vjp_ref(dy), rtol=1e-5, atol=1e-4)
+  assert vjp(dy)[0].shape == x.shape and vjp(dy)[1].shape == w.shape
+
+
 def test_forward_mode_runs_a_smaller_convolution():
   """The work saved is real: the jitted forward pass convolves only the s
   sampled channels (no convolution over all n)."""
@@ -56,9 +87,21 @@ def test_forward_mode_runs_a_smaller_convolution():
   jaxpr = jax.make_jaxpr(fn)(jax.random.key(0), x, w)
   text = str(jaxpr)
   assert "conv_general_dilated" in text
-  convs = [e for e in jaxpr.jaxpr.eqns[0].params["jaxpr"].eqns
-           if e.primitive.name == "conv_general_dilated"]
-  assert [c.invars[1].aval.shape for c in convs] == [(3, 3, 8, 4)]
+  assert [c.invars[1].aval.shape for c in _convs(jaxpr.jaxpr)] == [
+      (3, 3, 8, 4)]
+
+
+def _convs(jaxpr):
+  """Every conv_general_dilated in ``jaxpr`` and the jaxprs inside it."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      found.append(eqn)
+    for value in eqn.params.values():
+      inner = getattr(value, "jaxpr", value)
+      if hasattr(inner, "eqns"):
+        found += _convs(inner)
+  return found
 
 
 def test_forward_mode_equals_the_gathered_channels():
@@ -200,6 +243,5 @@ def test_bernoulli_is_convolved_in_the_smallest_bucket_that_holds_it():
   (switch,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond"]
   sizes = []
   for branch in switch.params["branches"]:
-    sizes += [e.invars[1].aval.shape[2] for e in branch.jaxpr.eqns
-              if e.primitive.name == "conv_general_dilated"]
+    sizes += [e.invars[1].aval.shape[2] for e in _convs(branch.jaxpr)]
   assert sorted(sizes) == list(buckets)

@@ -67,14 +67,116 @@ def _pair(name: str, value) -> tuple[int, int]:
 def conv(x: jax.Array, w: jax.Array, *, stride=1, padding: Padding = "SAME",
          dilation=1) -> jax.Array:
   """The exact convolution ``x`` [B, H, W, n] * ``w`` [kh, kw, n, m] ->
-  [B, H', W', m] (``lax.conv_general_dilated``, NHWC / HWIO)."""
+  [B, H', W', m]: ``lax.conv_general_dilated`` (NHWC / HWIO), which is the
+  definition, with its two gradients computed by :func:`conv_input_grad`
+  and :func:`conv_weight_grad` (equal to autodiff's, tested).
+
+  Why not autodiff's: XLA's CPU backend runs the convolutions that
+  ``lax.conv_general_dilated``'s transpose rules emit (reversed,
+  transposed kernels; the batch as the contracted dimension) 10-20 times
+  slower inside a ``lax.scan`` than outside one, and the training loop
+  scans over batches.  The forms here are an ordinary convolution and
+  matrix products, fast in both places (``docs/DESIGN.md``).
+  """
   _check_conv(x, w)
-  if isinstance(padding, list):
-    padding = tuple(tuple(p) for p in padding)
+  return _conv(x, w, _conv_kw(stride, padding, dilation))
+
+
+def _lax_conv(x, w, conv_kw):
+  kw = dict(conv_kw)
   return jax.lax.conv_general_dilated(
-      x, w, window_strides=_pair("stride", stride), padding=padding,
-      rhs_dilation=_pair("dilation", dilation),
-      dimension_numbers=DIMENSION_NUMBERS)
+      x, w, window_strides=kw["stride"], padding=kw["padding"],
+      rhs_dilation=kw["dilation"], dimension_numbers=DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, w, conv_kw):
+  return _lax_conv(x, w, conv_kw)
+
+
+def _conv_fwd(x, w, conv_kw):
+  return _lax_conv(x, w, conv_kw), (x, w)
+
+
+def _conv_bwd(conv_kw, res, dy):
+  x, w = res
+  kw = dict(conv_kw)
+  return (conv_input_grad(dy, w, x_shape=x.shape, **kw).astype(x.dtype),
+          conv_weight_grad(x, dy, kernel=w.shape[:2], **kw).astype(w.dtype))
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def explicit_padding(x_shape: Sequence[int], kernel: Sequence[int], *,
+                     stride, padding: Padding, dilation
+                     ) -> tuple[tuple[int, int], tuple[int, int]]:
+  """``padding`` ("SAME", "VALID" or pairs) as ((lo, hi), (lo, hi)) of the
+  two spatial dimensions, as ``lax.conv_general_dilated`` resolves it."""
+  stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
+  if isinstance(padding, str):
+    window = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    return tuple(tuple(p) for p in jax.lax.padtype_to_pads(
+        tuple(x_shape[1:3]), window, stride, padding))
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def conv_input_grad(dy: jax.Array, w: jax.Array, *, x_shape: Sequence[int],
+                    stride=1, padding: Padding = "SAME", dilation=1
+                    ) -> jax.Array:
+  """``d conv(x, w) / d x`` applied to ``dy`` [B, H', W', m]: [B, H, W, n].
+
+  ``dx[i] = sum_j dy~[i + lo - j d] w[j]`` with ``dy~`` the output
+  gradient spread to stride 1 (zeros between), so ``dx`` is a stride-1
+  convolution of ``dy~`` padded by ``lo = d (k - 1) - p_lo`` and ``hi = H
+  + p_lo - (H' - 1) s - 1`` with the kernel reversed in space and its
+  channels swapped (one ``lax.pad`` does the spreading and padding).
+  """
+  stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
+  kernel = w.shape[:2]
+  pads = explicit_padding(x_shape, kernel, stride=stride, padding=padding,
+                          dilation=dilation)
+  spec = [(0, 0, 0)]
+  for a in range(2):
+    (p_lo, _), k, s, d = pads[a], kernel[a], stride[a], dilation[a]
+    size, out = x_shape[1 + a], dy.shape[1 + a]
+    spec.append((d * (k - 1) - p_lo, size + p_lo - (out - 1) * s - 1, s - 1))
+  spec.append((0, 0, 0))
+  spread = jax.lax.pad(dy, jnp.zeros((), dy.dtype), spec)
+  w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
+  return jax.lax.conv_general_dilated(
+      spread, w_t, window_strides=(1, 1), padding="VALID",
+      rhs_dilation=dilation, dimension_numbers=DIMENSION_NUMBERS)
+
+
+def conv_weight_grad(x: jax.Array, dy: jax.Array, *, kernel: Sequence[int],
+                     stride=1, padding: Padding = "SAME", dilation=1
+                     ) -> jax.Array:
+  """``d conv(x, w) / d w`` applied to ``dy`` [B, H', W', m]: [kh, kw, n,
+  m].
+
+  ``dw[i, j] = sum_{b, o} xp[b, o s + (i, j) d] dy[b, o]`` with ``xp`` the
+  padded input: one matrix product of the kh kw strided windows of ``xp``,
+  side by side ([B H' W', kh kw n]), with ``dy`` ([B H' W', m]).
+  """
+  stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
+  kh, kw = kernel
+  b, out_h, out_w, m = dy.shape
+  n = x.shape[3]
+  pads = explicit_padding(x.shape, kernel, stride=stride, padding=padding,
+                          dilation=dilation)
+  xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                   [(0, 0, 0), pads[0] + (0,), pads[1] + (0,), (0, 0, 0)])
+  windows = [
+      jax.lax.slice(xp, (0, i * dilation[0], j * dilation[1], 0),
+                    (b, i * dilation[0] + (out_h - 1) * stride[0] + 1,
+                     j * dilation[1] + (out_w - 1) * stride[1] + 1, n),
+                    (1, stride[0], stride[1], 1))
+      for i in range(kh) for j in range(kw)]
+  cols = jnp.concatenate(windows, axis=3).reshape(-1, kh * kw * n)
+  dw = jnp.dot(cols.T, dy.reshape(-1, m),
+               preferred_element_type=jnp.promote_types(x.dtype, dy.dtype))
+  return dw.reshape(kh, kw, n, m).astype(jnp.result_type(x, dy))
 
 
 def channel_weights(x: jax.Array, w: jax.Array,
