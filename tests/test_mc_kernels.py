@@ -409,6 +409,48 @@ def test_backward_mode_exact_forward_and_documented_keys(sampler):
   assert not np.allclose(da, g @ w.T)  # really sampled
 
 
+@pytest.mark.parametrize("sampler", mc.SAMPLERS)
+@pytest.mark.parametrize("batch", [B, 40])  # c_b = B (exact) and c_b < B
+def test_backward_mode_factors_and_kept_column_norms(sampler, batch):
+  """dw_factors' cotangents (A, D) give the weight gradient, A.T @ D, and
+  w_norms equal to w's column norms changes nothing."""
+  a, w = _operands(batch=batch)
+  g = jax.random.normal(jax.random.key(21), (batch, M))
+  key = jax.random.key(13)
+  c_m, c_b = mc.backward_num_samples(batch, N, M, num_samples=C)
+  s_b = mc.backward_factor_rows(batch, c_b, sampler=sampler)
+  assert s_b == (batch if c_b >= batch else
+                 mc.num_slots(batch, num_samples=c_b, sampler=sampler))
+  zeros = (jnp.zeros((s_b, N)), jnp.zeros((s_b, M)))
+
+  def loss(a, w, factors, w_norms):
+    return _loss(mc.mc_matmul(key, a, w, num_samples=C, sampler=sampler,
+                              mode="backward", w_norms=w_norms,
+                              dw_factors=factors), g)
+
+  da, dw, (fa, fd) = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(
+      a, w, zeros, mc.norms(w, axis=0))
+  ref_da, ref_dw = jax.jit(jax.grad(
+      lambda a, w: loss(a, w, None, None), argnums=(0, 1)))(a, w)
+  np.testing.assert_allclose(da, ref_da, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, ref_dw, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(fa.T @ fd, ref_dw, rtol=1e-5, atol=1e-5)
+  if batch > c_b:  # sampled: rank at most s_b, and not the exact gradient
+    assert not np.allclose(ref_dw, a.T @ (jnp.cos(a @ w) * g), rtol=1e-3)
+
+
+def test_backward_mode_factor_and_norm_shapes_are_checked():
+  a, w = _operands()
+  f = functools.partial(mc.mc_matmul, jax.random.key(0), a, w, num_samples=C,
+                        sampler="crs")
+  with pytest.raises(ValueError, match="dw_factors must be zeros of shapes"):
+    f(mode="backward", dw_factors=(jnp.zeros((3, N)), jnp.zeros((3, M))))
+  with pytest.raises(ValueError, match=r"w_norms must be \[m = 8\]"):
+    f(mode="backward", w_norms=jnp.zeros((N,)))
+  with pytest.raises(ValueError, match="only used in mode 'backward'"):
+    f(mode="forward", w_norms=jnp.zeros((M,)))
+
+
 def test_backward_mode_explicit_full_sizes_are_exact():
   a, w = _operands()
   g = _cotangent()

@@ -9,6 +9,7 @@
 from sampling_mlp.methods.mc.kernels import (  # noqa: F401
     MODES,
     SAMPLERS,
+    backward_factor_rows,
     backward_num_samples,
     bernoulli_buffer_size,
     bernoulli_probs,
@@ -30,6 +31,7 @@ from sampling_mlp.methods.mc.kernels import (  # noqa: F401
 from sampling_mlp.methods.mc.method import (  # noqa: F401
     MC,
     SPEC,
+    ColumnSampledDense,
     Draw,
     MCConfig,
     MCDense,

@@ -447,31 +447,52 @@ def _blackbox_bwd(num_samples, sampler, res, dz):
 _blackbox.defvjp(_blackbox_fwd, _blackbox_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _backward_sampled(key, a, w, num_samples_bwd, sampler):
-  del key, num_samples_bwd, sampler
+def backward_factor_rows(batch: int, num_samples_batch: int, *,
+                         sampler: str) -> int:
+  """Rows s_b of the weight gradient's factors in `backward` mode.
+
+  `dw = a.T @ dz` is sampled over the batch: the gradient is `A.T @ D`
+  with `A = a[idx] * scale` [s_b, n] and `D = dz[idx]` [s_b, m], s_b the
+  sampler's static slot count (`num_slots`), or `batch` when the product is
+  exact (`num_samples_batch >= batch`).
+  """
+  _check_int("batch", batch, minimum=1)
+  _check_int("num_samples_batch", num_samples_batch, minimum=1)
+  if num_samples_batch >= batch:
+    return batch
+  return num_slots(batch, num_samples=num_samples_batch, sampler=sampler)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _backward_sampled(key, a, w, w_norms, factors, num_samples_bwd, sampler):
+  del key, w_norms, factors, num_samples_bwd, sampler
   return a @ w
 
 
-def _backward_sampled_fwd(key, a, w, num_samples_bwd, sampler):
-  return a @ w, (key, a, w)
+def _backward_sampled_fwd(key, a, w, w_norms, factors, num_samples_bwd,
+                          sampler):
+  return a @ w, (key, a, w, w_norms, factors)
 
 
 def _backward_sampled_bwd(num_samples_bwd, sampler, res, dz):
-  key, a, w = res
+  key, a, w, w_norms, factors = res
   batch, m = a.shape[0], w.shape[1]
   c_m, c_b = num_samples_bwd
   key_da, key_dw = jax.random.split(key)
   # da = dz @ w.T from pairs (dz[:, j], w[:, j]) over the m outputs.  The
-  # columns of w are read in place (their norms, then a gather of the
-  # sampled ones): materialising w.T for a row gather cost more than the
-  # exact product it replaces.
+  # columns of w are read in place (their norms unless the caller keeps
+  # them, then a gather of the sampled ones): materialising w.T for a row
+  # gather cost more than the exact product it replaces.
   if c_m >= m:
     da = dz @ w.T
   else:
     with jax.named_scope("probabilities"):
-      weights = (None if sampler == "uniform" else
-                 norms(dz, axis=0) * norms(jax.lax.stop_gradient(w), axis=0))
+      if sampler == "uniform":
+        weights = None
+      else:
+        col = (norms(jax.lax.stop_gradient(w), axis=0) if w_norms is None
+               else jax.lax.stop_gradient(w_norms))
+        weights = norms(dz, axis=0) * col
     with jax.named_scope("draw"):
       idx, scale, _ = sample_from_weights(key_da, weights, n=m,
                                           num_samples=c_m, sampler=sampler)
@@ -485,9 +506,10 @@ def _backward_sampled_bwd(num_samples_bwd, sampler, res, dz):
           w.at[:, idx].get(mode="promise_in_bounds"))
     with jax.named_scope("product"):
       da = (w_cols @ (dz[:, idx] * scale).T).T
-  # dw = a.T @ dz from pairs (a[b, :], dz[b, :]) over the batch.
+  # dw = a.T @ dz from pairs (a[b, :], dz[b, :]) over the batch, as the
+  # factors A = a[idx] * scale [s_b, n] and D = dz[idx] [s_b, m].
   if c_b >= batch:
-    dw = a.T @ dz
+    fa, fd = a, dz
   else:
     with jax.named_scope("probabilities"):
       weights = (None if sampler == "uniform" else
@@ -495,9 +517,16 @@ def _backward_sampled_bwd(num_samples_bwd, sampler, res, dz):
     with jax.named_scope("draw"):
       idx, scale, _ = sample_from_weights(key_dw, weights, n=batch,
                                           num_samples=c_b, sampler=sampler)
-    with jax.named_scope("product"):
-      dw = (a[idx] * scale[:, None]).T @ dz[idx]
-  return None, da.astype(a.dtype), dw.astype(w.dtype)
+    fa, fd = a[idx] * scale[:, None].astype(a.dtype), dz[idx]
+  # Unused (and removed by XLA) when the caller differentiates only the
+  # factors' carriers, as the training step does.
+  with jax.named_scope("product"):
+    dw = fa.T @ fd
+  # The factors' carriers are zeros the caller passes only to receive A
+  # and D as their cotangents (see `mc_matmul`).
+  carried = None if factors is None else (fa.astype(factors[0].dtype),
+                                          fd.astype(factors[1].dtype))
+  return (None, da.astype(a.dtype), dw.astype(w.dtype), None, carried)
 
 
 _backward_sampled.defvjp(_backward_sampled_fwd, _backward_sampled_bwd)
@@ -505,7 +534,9 @@ _backward_sampled.defvjp(_backward_sampled_fwd, _backward_sampled_bwd)
 
 def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
               sampler: str, mode: str = "forward",
-              num_samples_backward: tuple[int, int] | None = None
+              num_samples_backward: tuple[int, int] | None = None,
+              w_norms: jax.Array | None = None,
+              dw_factors: tuple[jax.Array, jax.Array] | None = None
               ) -> jax.Array:
   """Monte-Carlo approximation of `a @ w` with a mode-specific backward pass.
 
@@ -521,7 +552,11 @@ def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
   training step differentiates the same product with respect to the
   gathered rows instead of `w`. `blackbox` uses the exact `dz @ w.T` and `a.T @ dz` at the sampled
   output. `backward` has an exact forward product and unbiased (for the
-  scaled samplers) sampled backward products.
+  scaled samplers) sampled backward products; its weight gradient is
+  `A.T @ D` with `A = a[idx] * scale` and `D = dz[idx]` over the sampled
+  batch rows, and a caller that passes `dw_factors` receives A and D as
+  their cotangents (the training step updates from them, never forming
+  the dense gradient).
 
   Args:
     key: typed PRNG key; its cotangent is None.
@@ -536,6 +571,14 @@ def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
       `da` (over m) and for `dw` (over B); a size >= its dimension makes that
       product exact. Default `backward_num_samples(B, n, m, num_samples=c)`,
       the same fraction c / n of each dimension.
+    w_norms: `backward` mode only: [m] the norms `||w[:, j]||` of w's
+      columns, if the caller keeps them (else the backward pass reads
+      them from w). No cotangent.
+    dw_factors: `backward` mode only: zeros `([s_b, n], [s_b, m])`, s_b =
+      `backward_factor_rows(B, c_b, sampler=sampler)`. The output does not
+      depend on them; their cotangents are A and D (above), not the
+      derivatives of the output. The derivative with respect to `w` is
+      `A.T @ D` either way.
 
   Returns:
     [B, m], the estimate of `a @ w` (exact in `backward` mode).
@@ -561,11 +604,28 @@ def mc_matmul(key: jax.Array, a: jax.Array, w: jax.Array, *, num_samples: int,
   else:
     c_m, c_b = backward_num_samples(batch, n, m, num_samples=c)
 
+  if mode != "backward" and (w_norms is not None or dw_factors is not None):
+    raise ValueError(
+        f"w_norms and dw_factors are only used in mode 'backward', got mode "
+        f"{mode!r}.")
   if mode == "backward":
-    if c_m >= m and c_b >= batch:
+    c_m, c_b = min(c_m, m), min(c_b, batch)
+    if w_norms is not None and w_norms.shape != (m,):
+      raise ValueError(f"w_norms must be [m = {m}], the norms of w's "
+                       f"columns, got shape {tuple(w_norms.shape)}.")
+    if dw_factors is not None:
+      s_b = backward_factor_rows(batch, c_b, sampler=sampler)
+      want = ((s_b, n), (s_b, m))
+      got = tuple(tuple(f.shape) for f in dw_factors)
+      if got != want:
+        raise ValueError(
+            f"dw_factors must be zeros of shapes {want} (backward_factor_rows"
+            f"), got {got}.")
+    elif c_m >= m and c_b >= batch:
       return a @ w
-    return _backward_sampled(key, a, w, (min(c_m, m), min(c_b, batch)),
-                             sampler)
+    return _backward_sampled(key, a, w, w_norms,
+                             None if dw_factors is None else tuple(dw_factors),
+                             (c_m, c_b), sampler)
   if c >= n:
     return a @ w
   if mode == "forward":

@@ -17,9 +17,13 @@ Forward mode saves real work end to end: a sampled layer reads its weights
 only at the sampled rows, the gradient is taken with respect to those rows
 (a zero ``delta`` added to them) and never formed densely, and the
 optimizer updates only them (lazy Adam; repeated draws of a row are summed
-first).  Biases and exact layers get the dense update.  Backward and
-black-box modes produce dense weight gradients by construction
-(``mc_matmul``'s custom VJPs) and update densely.
+first).  Biases and exact layers get the dense update.  Backward mode's
+weight gradient is dense but of low rank, ``A.T @ D`` over the sampled
+batch rows: its layers take A and D from the backward pass and update every
+weight from them in one pass (:class:`ColumnSampledDense`), never forming
+the gradient, and keep their columns' norms, which the next step's draw
+reads.  Black-box mode produces a dense weight gradient by construction
+(``mc_matmul``'s custom VJP) and updates densely.
 """
 
 from __future__ import annotations
@@ -61,10 +65,13 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
     sampler: one of ``kernels.SAMPLERS``.
     mode: one of ``kernels.MODES``.
     activation: the hidden activation, or None for the output layer.
-    delta: forward mode only: zeros [s, m] added to the sampled rows; the
-      gradient with respect to it is the sampled rows' gradient.
-    w_norms: forward mode only: [n] the norms of w's rows, if the caller
-      keeps them (then the draw reads none of w but the sampled rows).
+    delta: forward mode: zeros [s, m] added to the sampled rows; the
+      gradient with respect to it is the sampled rows' gradient.  Backward
+      mode: ``mc_matmul``'s ``dw_factors``, whose cotangents are the weight
+      gradient's factors.
+    w_norms: forward mode: [n] the norms of w's rows; backward mode: [m]
+      those of its columns; if the caller keeps them (then the draw does
+      not read them from w).
 
   Returns:
     LayerOut; in forward mode ``aux`` is the :class:`Draw` (else None).
@@ -81,6 +88,10 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
       rows = layer.w[idx] if delta is None else layer.w[idx] + delta
     z = kernels.sampled_product(a, rows, idx, scale)
     draw = Draw(idx, scale)
+  elif mode == "backward":
+    z = kernels.mc_matmul(key, a, layer.w, num_samples=num_samples,
+                          sampler=sampler, mode=mode, w_norms=w_norms,
+                          dw_factors=delta)
   else:
     z = kernels.mc_matmul(key, a, layer.w, num_samples=num_samples,
                           sampler=sampler, mode=mode)
@@ -92,9 +103,22 @@ class RowNorms(nnx.Variable):
   """The norms ``||w[t, :]||`` of a forward-mode layer's rows, [n]."""
 
 
+class ColumnNorms(nnx.Variable):
+  """The norms ``||w[:, j]||`` of a backward-mode layer's columns, [m]."""
+
+
+class Weight(nnx.Variable):
+  """Weights a layer updates itself (not an ``nnx.Param``: the training
+  step does not differentiate them)."""
+
+
+class Moments(nnx.Variable):
+  """Optimizer moments of a :class:`Weight`, [S - 1, n, m]."""
+
+
 class MCDense(model_lib.Dense):
-  """A layer of :func:`sampled_layer` whose weights are read whole: the
-  exact layers, and the sampled ones of backward and black-box modes."""
+  """A layer of :func:`sampled_layer` whose weights are read whole and
+  updated densely: the exact layers, and black-box mode's sampled ones."""
 
   draws = True  # every layer takes a key, used or not (one key per layer)
 
@@ -176,6 +200,75 @@ class RowSampledDense(model_lib.Layer):
     self.norms[...] = kernels.norms(self.w[...][:, 0], axis=1)
 
 
+class ColumnSampledDense(model_lib.Layer):
+  """A backward-mode sampled layer: exact forward product, sampled backward
+  products (``mc_matmul``), and an update from the weight gradient's
+  factors.
+
+  The weight gradient of a step is ``A.T @ D`` [n, m] with A [s_b, n] and D
+  [s_b, m] the scaled inputs and output gradients of the s_b sampled batch
+  rows.  The layer receives A and D (the cotangents of ``zero_delta``) and
+  updates every weight and its moments from them (``update_factored``),
+  recomputing its columns' norms, which the next step's backward draw reads
+  (``ColumnNorms``), from the updated weights in the same pass.  The kept
+  norms are those of the current weights up to rounding;
+  ``refresh_norms`` recomputes them (every epoch's end).  The bias is an
+  ordinary Param with a dense update.
+  """
+
+  draws = True
+
+  def __init__(self, params, *, activation, num_samples, sampler,
+               optim_cfg):
+    self.w = Weight(params.w)
+    self.moments = Moments(jnp.zeros((optim_cfg.slots - 1,) + params.w.shape,
+                                     params.w.dtype))
+    self.b = nnx.Param(params.b)
+    self.norms = ColumnNorms(kernels.norms(params.w, axis=0))
+    self.activation, self.num_samples, self.sampler = (activation,
+                                                       num_samples, sampler)
+
+  def params(self) -> LayerParams:
+    return LayerParams(self.w[...], self.b[...])
+
+  def __call__(self, rand, a, delta=None):
+    out = sampled_layer(rand, a, self.params(), num_samples=self.num_samples,
+                        sampler=self.sampler, mode="backward",
+                        activation=self.activation, delta=delta,
+                        w_norms=self.norms[...])
+    return out, out.a
+
+  def zero_delta(self, batch_size):
+    n, m = self.w.shape
+    _, c_b = kernels.backward_num_samples(batch_size, n, m,
+                                          num_samples=self.num_samples)
+    s_b = kernels.backward_factor_rows(batch_size, c_b, sampler=self.sampler)
+    return (jnp.zeros((s_b, n), jnp.float32), jnp.zeros((s_b, m), jnp.float32))
+
+  def update_factored(self, cfg: optim.OptimConfig, a: jax.Array,
+                      d: jax.Array, count: jax.Array, *,
+                      native: bool = False) -> None:
+    """The optimizer's update of every weight with gradient ``a.T @ d``
+    (a [s_b, n], d [s_b, m]), and of the column norms; ``native``: by the
+    C++ kernel (``native.factored_update``), in place, without forming the
+    gradient, else with jax.numpy (the definition)."""
+    if native:
+      from sampling_mlp.methods.mc import native as _native  # pylint: disable=import-outside-toplevel
+      self.w[...], self.moments[...], self.norms[...] = (
+          _native.factored_update(self.w[...], self.moments[...], a, d, count,
+                                  optim=cfg))
+      return
+    g = a.T @ d
+    new = optim.slot_update(cfg, (self.w[...], *self.moments[...]), g, count)
+    self.w[...] = new[0]
+    if len(new) > 1:
+      self.moments[...] = jnp.stack(new[1:])
+    self.norms[...] = kernels.norms(new[0], axis=0)
+
+  def refresh_norms(self) -> None:
+    self.norms[...] = kernels.norms(self.w[...], axis=0)
+
+
 def batch_axis_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """The public MC example's loss: log-softmax over the *batch* axis.
 
@@ -215,9 +308,10 @@ class MCConfig(registry.MethodConfig):
       False, "Also sample the input layer's product x @ W1 (its columns are "
       "pixels).")
   kernel: str = registry.option(
-      "auto", "How forward mode updates its sampled rows: 'native' (a C++ "
-      "kernel, in place), 'xla' (jax.numpy, the definition) or 'auto' "
-      "(native where it builds).", choices=("auto", "native", "xla"))
+      "auto", "How forward mode updates its sampled rows and backward mode "
+      "its weights: 'native' (C++ kernels, in place), 'xla' (jax.numpy, the "
+      "definition) or 'auto' (native where it builds).",
+      choices=("auto", "native", "xla"))
   loss_axis: str = registry.option(
       "classes", "Axis of the training loss's log-softmax: 'classes' "
       "(correct) or 'batch' (the public MC example's bug, for the "
@@ -232,7 +326,9 @@ class MC(registry.MethodImpl):
   """
 
   saves_compute = ("yes in forward mode: multiplies only the sampled rows "
-                   "and updates only them")
+                   "and updates only them; backward mode samples both "
+                   "backward products and updates from the weight "
+                   "gradient's factors")
 
   def __init__(self, model, optim_cfg, config):
     super().__init__(model, optim_cfg, config)
@@ -268,10 +364,11 @@ class MC(registry.MethodImpl):
     for k, p in enumerate(params):
       act = None if k == last else self.model.activation
       c = self.num_samples[k] if self._active(k) else None
-      if c is not None and self.config.mode == "forward":
-        out.append(RowSampledDense(p, activation=act, num_samples=c,
-                                   sampler=self.config.sampler,
-                                   optim_cfg=self.optim))
+      if c is not None and self.config.mode in ("forward", "backward"):
+        cls = (RowSampledDense if self.config.mode == "forward"
+               else ColumnSampledDense)
+        out.append(cls(p, activation=act, num_samples=c,
+                       sampler=self.config.sampler, optim_cfg=self.optim))
       else:
         out.append(MCDense(p, activation=act, num_samples=c,
                            sampler=self.config.sampler,
@@ -279,28 +376,29 @@ class MC(registry.MethodImpl):
     return model_lib.MLP(out)
 
   def _dense_part(self, model):
-    """The parameters the lazy optimizer updates densely (the row-sampled
-    layers' weights are in their slabs)."""
-    return tuple(LayerParams(None, l.b[...]) if isinstance(l, RowSampledDense)
+    """The parameters the lazy optimizer updates densely (the sampled
+    layers of forward and backward modes update their own weights)."""
+    return tuple(LayerParams(None, l.b[...]) if isinstance(l, _SELF_UPDATED)
                  else l.params() for l in model.layers)
 
   def init_optimizer(self, model):
     return self.lazy.init(self._dense_part(model))
 
   def end_epoch(self, state, key):
-    """Recomputes every kept row norm from the weights (see
-    ``RowSampledDense``)."""
+    """Recomputes every kept row or column norm from the weights (see
+    ``RowSampledDense``, ``ColumnSampledDense``)."""
     del key
     model = state.view()
     for layer in model.layers:
-      if isinstance(layer, RowSampledDense):
+      if isinstance(layer, _SELF_UPDATED):
         layer.refresh_norms()
     return state.replace(model=nnx.state(model))
 
   def train_step(self, state, x, y, rand):
     model = state.view()
-    # Differentiable: the Params (exact and backward/black-box weights, all
-    # biases); the row-sampled weights get their gradient through deltas.
+    # Differentiable: the Params (exact and black-box weights, all biases);
+    # the forward- and backward-mode sampled weights get their gradient
+    # through deltas (the sampled rows' gradient; the gradient's factors).
     graphdef, diff, rest = nnx.split(model, nnx.Param, ...)
     deltas = model.zero_deltas(x.shape[0])
 
@@ -310,8 +408,9 @@ class MC(registry.MethodImpl):
 
     (loss, draws), (g_diff, g_deltas) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(diff, deltas)
-    # The optimizer: sampled rows by the lazy row update, the rest by the
-    # lazy optimizer.
+    # The optimizer: sampled rows by the lazy row update, backward mode's
+    # weights from their gradient's factors, the rest by the lazy
+    # optimizer.
     with jax.named_scope("update"):
       g_model = nnx.merge(graphdef, g_diff, rest)
       count = state.opt_state.count + 1
@@ -323,12 +422,17 @@ class MC(registry.MethodImpl):
           rows, grows = self._rows(draws[k], g_deltas[k], layer.w.shape[0])
           layer.update_rows(self.optim, rows, grows, count, native=native)
           grads.append(LayerParams(None, g.b[...]))
+        elif isinstance(layer, ColumnSampledDense):
+          native = self._use_native() if native is None else native
+          layer.update_factored(self.optim, *g_deltas[k], count,
+                                native=native)
+          grads.append(LayerParams(None, g.b[...]))
         else:
           grads.append(g.params())
       new, opt_state = self.lazy.update(tuple(grads), state.opt_state,
                                         self._dense_part(model))
       for layer, p in zip(model.layers, new):
-        if isinstance(layer, RowSampledDense):
+        if isinstance(layer, _SELF_UPDATED):
           layer.b[...] = p.b
         else:
           layer.set_params(p)
@@ -370,7 +474,8 @@ class MC(registry.MethodImpl):
     """Multiply-adds per step, including the norms the samplers read: the
     batch's column norms, and the weights' row norms -- in forward mode
     only those of the rows a step updates (the rest are kept), in
-    black-box mode all of them, in backward mode the column norms."""
+    black-box mode all of them, in backward mode the column norms (which
+    the update recomputes)."""
     B, sizes, total = batch_size, self.model.sizes, 0
     for k, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
       input_grad = k > 0
@@ -397,10 +502,14 @@ class MC(registry.MethodImpl):
     by the product (and the input gradient), their gradient written, their
     optimizer update and their norms (and, with the XLA update, a gather
     and a scatter of their slab rows); backward mode: w read by the exact
-    forward product, by its column norms and by the column gather (which
-    touches every cache line of w), the dense weight gradient and dense
-    update, and the gathered columns; black-box mode: the sampled rows, the
-    exact backward products, every row's norm and the dense update."""
+    forward product and by the column gather (which touches every cache
+    line of w), the gathered columns, and the update from the gradient's
+    factors -- with the native kernel the optimizer's reads and writes but
+    no gradient, and the one copy of w XLA makes a step (the in-place
+    update follows the gather, which XLA does not order before it); with
+    the XLA update the gradient written, the dense update and the column
+    norms' read; black-box mode: the sampled rows, the exact backward
+    products, every row's norm and the dense update."""
     sizes, total = self.model.sizes, 0
     opt = registry.optimizer_floats(self.optim.name)
     slots = 3 if self.optim.name == "adam" else 1
@@ -420,8 +529,19 @@ class MC(registry.MethodImpl):
       else:
         c_m, _ = kernels.backward_num_samples(
             batch_size, n, m, num_samples=self.num_samples[k])
-        total += n * m * (2 + opt) + (2 * n * m + 2 * n * c_m if k > 0 else 0)
+        gather = n * m + 2 * n * c_m if k > 0 else 0
+        if self._use_native():
+          # Forward read, the update from the factors (the optimizer's
+          # floats but the gradient's), XLA's copy of w.
+          total += n * m * (1 + (opt - 1) + 2) + gather
+        else:
+          # Forward read, the gradient written, the dense update, the
+          # column norms' read.
+          total += n * m * (2 + opt + 1) + gather
     return total
+
+
+_SELF_UPDATED = (RowSampledDense, ColumnSampledDense)
 
 
 SPEC = registry.register(registry.MethodSpec(

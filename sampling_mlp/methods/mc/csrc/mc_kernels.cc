@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "optimizer.h"
 #include "parallel.h"
@@ -90,6 +91,159 @@ ffi::Error UpdateRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> slab,
   return ffi::Error::Success();
 }
 
+
+constexpr int64_t kBlock = 64;  // columns of g held in registers at a time
+constexpr int64_t kRows = 4;    // rows of g computed together
+constexpr int64_t kRowGrain = 32;
+
+// 16 floats, loaded and stored at any alignment.
+typedef float V16 __attribute__((vector_size(64), aligned(4)));
+
+// The factors of g = a^T d restricted to the used slots: at [n, k], and the
+// k rows of d.
+struct Factors {
+  const float* at;
+  const float* const* drows;
+  int64_t k;
+  const float* src;  // the weights before the update (may be the output)
+};
+
+// g[r, 0:len] = sum_u at[i + r, u] d_u[j0 : j0 + len] for r < R, then the
+// optimizer's update of those entries of rows i .. i + R - 1 and their
+// squares added to sq[j0 : j0 + len].  A full block (len = kBlock) keeps
+// its R x kBlock sums in registers, so each load of d serves R rows.
+template <int64_t R>
+void UpdateBlock(const Factors& f, const Optimizer& opt, float* w, float* mom,
+                 int64_t n, int64_t m, int64_t S, int64_t i, int64_t j0,
+                 int64_t len, float* sq) {
+  alignas(64) float g[R][kBlock];
+  const float* at = f.at + i * f.k;
+  if (len == kBlock) {
+    V16 acc[R][kBlock / 16] = {};
+    for (int64_t u = 0; u < f.k; ++u) {
+      const V16* dp = reinterpret_cast<const V16*>(f.drows[u] + j0);
+      V16 dv[kBlock / 16];
+      for (int64_t v = 0; v < kBlock / 16; ++v) dv[v] = dp[v];
+      for (int64_t r = 0; r < R; ++r) {
+        const float cr = at[r * f.k + u];
+        for (int64_t v = 0; v < kBlock / 16; ++v) acc[r][v] += cr * dv[v];
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t v = 0; v < kBlock / 16; ++v) {
+        *reinterpret_cast<V16*>(&g[r][16 * v]) = acc[r][v];
+      }
+    }
+  } else {
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t q = 0; q < len; ++q) g[r][q] = 0.f;
+      for (int64_t u = 0; u < f.k; ++u) {
+        const float cr = at[r * f.k + u];
+        const float* __restrict__ du = f.drows[u] + j0;
+        for (int64_t q = 0; q < len; ++q) g[r][q] += cr * du[q];
+      }
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    float* pi = w + (i + r) * m + j0;
+    if (f.src != w) std::copy_n(f.src + (i + r) * m + j0, len, pi);
+    opt.Flat(pi, S == 3 ? mom + (i + r) * m + j0 : nullptr,
+             S == 3 ? mom + (n + i + r) * m + j0 : nullptr, g[r], len);
+    for (int64_t q = 0; q < len; ++q) sq[j0 + q] += pi[q] * pi[q];
+  }
+}
+
+template <int64_t R>
+void UpdateRows(const Factors& f, const Optimizer& opt, float* w, float* mom,
+                int64_t n, int64_t m, int64_t S, int64_t i, float* sq) {
+  for (int64_t j0 = 0; j0 < m; j0 += kBlock) {
+    UpdateBlock<R>(f, opt, w, mom, n, m, S, i, j0, std::min(kBlock, m - j0),
+                   sq);
+  }
+}
+
+// p [n, m], moments [S - 1, n, m] (Adam's m and v; none for SGD), the
+// gradient's factors a [c, n] and d [c, m]: the optimizer's dense update of
+// p with gradient g = a^T d (g[i, j] = sum_b a[b, i] d[b, j], formed a block
+// of rows at a time and never stored; the zero rows of a, a sampler's
+// unused slots, are skipped), and col_norms[j] = ||p[:, j]|| of the updated
+// weights.  Each range of rows adds its squares into its own partial [m],
+// and the partials are summed in range order, so no result depends on which
+// thread ran which range.  The moments' output aliases moments; p_out may
+// be p's buffer or another.
+ffi::Error FactoredUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
+                              ffi::Buffer<ffi::F32> moments,
+                              ffi::Buffer<ffi::F32> a,
+                              ffi::Buffer<ffi::F32> d,
+                              ffi::BufferR0<ffi::S32> count, float lr,
+                              float b1, float b2, float eps,
+                              ffi::ResultBuffer<ffi::F32> p_out,
+                              ffi::ResultBuffer<ffi::F32> moments_out,
+                              ffi::ResultBuffer<ffi::F32> col_norms) {
+  const auto pd = p.dimensions();
+  const auto md = moments.dimensions();
+  const auto ad = a.dimensions();
+  const auto dd = d.dimensions();
+  if (pd.size() != 2 || md.size() != 3 || (md[0] != 0 && md[0] != 2) ||
+      md[1] != pd[0] || md[2] != pd[1] || ad.size() != 2 || dd.size() != 2 ||
+      ad[0] != dd[0] || ad[1] != pd[0] || dd[1] != pd[1] ||
+      col_norms->element_count() != static_cast<size_t>(pd[1])) {
+    return ffi::Error::InvalidArgument(
+        "need p [n, m], moments [S - 1, n, m] with S in {1, 3}, factors "
+        "a [c, n] and d [c, m], col_norms [m]");
+  }
+  const int64_t n = pd[0], m = pd[1], c = ad[0], S = md[0] + 1;
+  float* w = p_out->typed_data();
+  float* mom = moments_out->typed_data();
+  if (mom != moments.typed_data()) {
+    std::copy_n(moments.typed_data(), moments.element_count(), mom);
+  }
+  const float* fa = a.typed_data();
+  const float* fd = d.typed_data();
+  const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
+  // The factors' used slots: a sampler's unused slots (scale 0) have zero
+  // rows in a and are left out.  at [n, k] holds their entries of a by
+  // row of p, so that a block of rows reads its coefficients together.
+  std::vector<int64_t> used;
+  for (int64_t b = 0; b < c; ++b) {
+    const float* ab = fa + b * n;
+    if (std::any_of(ab, ab + n, [](float x) { return x != 0.f; })) {
+      used.push_back(b);
+    }
+  }
+  const int64_t k = static_cast<int64_t>(used.size());
+  std::vector<const float*> drows(static_cast<size_t>(k));
+  std::vector<float> at(static_cast<size_t>(n * k));
+  for (int64_t u = 0; u < k; ++u) {
+    drows[u] = fd + used[u] * m;
+    const float* ab = fa + used[u] * n;
+    for (int64_t i = 0; i < n; ++i) at[i * k + u] = ab[i];
+  }
+  const int64_t ranges = (n + kRowGrain - 1) / kRowGrain;
+  std::vector<float> partial(static_cast<size_t>(ranges * m), 0.f);
+  // The weights are read from p and written to p_out, block by block (they
+  // are one buffer when XLA aliases them).
+  const Factors f{at.data(), drows.data(), k, p.typed_data()};
+  sampling_mlp::ParallelFor(
+      pool, n, pool.num_threads() + 1, kRowGrain,
+      [&](int64_t begin, int64_t end) {
+        float* sq = partial.data() + (begin / kRowGrain) * m;
+        int64_t i = begin;
+        for (; i + kRows <= end; i += kRows) {
+          UpdateRows<kRows>(f, opt, w, mom, n, m, S, i, sq);
+        }
+        for (; i < end; ++i) UpdateRows<1>(f, opt, w, mom, n, m, S, i, sq);
+      });
+  float* out = col_norms->typed_data();
+  for (int64_t j = 0; j < m; ++j) out[j] = 0.f;
+  for (int64_t r = 0; r < ranges; ++r) {
+    const float* sq = partial.data() + r * m;
+    for (int64_t j = 0; j < m; ++j) out[j] += sq[j];
+  }
+  for (int64_t j = 0; j < m; ++j) out[j] = std::sqrt(out[j]);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(McUpdateRows, UpdateRowsImpl,
@@ -104,5 +258,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(McUpdateRows, UpdateRowsImpl,
                                   .Attr<float>("b1")
                                   .Attr<float>("b2")
                                   .Attr<float>("eps")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(McFactoredUpdate, FactoredUpdateImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::BufferR0<ffi::S32>>()
+                                  .Attr<float>("lr")
+                                  .Attr<float>("b1")
+                                  .Attr<float>("b2")
+                                  .Attr<float>("eps")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
