@@ -118,7 +118,9 @@ class Moments(nnx.Variable):
 
 class MCDense(model_lib.Dense):
   """A layer of :func:`sampled_layer` whose weights are read whole and
-  updated densely: the exact layers, and black-box mode's sampled ones."""
+  updated densely: the MLP's exact layers and black-box mode's sampled
+  ones (and every sampled layer of a CNN's head, whose weights the CNN's
+  optimizer updates, in backward mode from the dense gradient)."""
 
   draws = True  # every layer takes a key, used or not (one key per layer)
 
