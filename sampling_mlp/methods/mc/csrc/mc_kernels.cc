@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "optimizer.h"
@@ -246,33 +247,40 @@ ffi::Error FactoredUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(McUpdateRows, UpdateRowsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::BufferR0<ffi::S32>>()
-                                  .Attr<float>("lr")
-                                  .Attr<float>("b1")
-                                  .Attr<float>("b2")
-                                  .Attr<float>("eps")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+// Both kernels' bindings: the thread pool, then the buffers, then the
+// optimizer's attributes (sampling_mlp.native.optimizer_attrs) and results.
+template <typename Binding>
+auto OptimizerAttrs(Binding binding) {
+  return std::move(binding)
+      .template Attr<float>("lr")
+      .template Attr<float>("b1")
+      .template Attr<float>("b2")
+      .template Attr<float>("eps");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(McFactoredUpdate, FactoredUpdateImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::BufferR0<ffi::S32>>()
-                                  .Attr<float>("lr")
-                                  .Attr<float>("b1")
-                                  .Attr<float>("b2")
-                                  .Attr<float>("eps")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+using F32 = ffi::Buffer<ffi::F32>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    McUpdateRows, UpdateRowsImpl,
+    OptimizerAttrs(ffi::Ffi::Bind()
+                       .Ctx<ffi::ThreadPool>()
+                       .Arg<F32>()  // slab
+                       .Arg<F32>()  // norms
+                       .Arg<ffi::Buffer<ffi::S32>>()  // rows
+                       .Arg<F32>()  // grads
+                       .Arg<ffi::BufferR0<ffi::S32>>())  // count
+        .Ret<F32>()    // slab
+        .Ret<F32>());  // norms
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    McFactoredUpdate, FactoredUpdateImpl,
+    OptimizerAttrs(ffi::Ffi::Bind()
+                       .Ctx<ffi::ThreadPool>()
+                       .Arg<F32>()  // p
+                       .Arg<F32>()  // moments
+                       .Arg<F32>()  // a
+                       .Arg<F32>()  // d
+                       .Arg<ffi::BufferR0<ffi::S32>>())  // count
+        .Ret<F32>()    // p
+        .Ret<F32>()    // moments
+        .Ret<F32>());  // col_norms
