@@ -188,7 +188,7 @@ def _column_layer(optim, n, m, seed=0):
 
 
 def _factored(layer, cfg, factors, native_):
-  """The layer's (w, moments, norms) after one factored update per
+  """The layer's (w, m, v, norms) after one factored update per
   ``(a, d)`` in ``factors`` (counts 1, 2, ...)."""
   graphdef, state = nnx.split(layer)
 
@@ -201,8 +201,8 @@ def _factored(layer, cfg, factors, native_):
   for t, (a, d) in enumerate(factors, start=1):
     state = step(state, a, d, jnp.int32(t))
   layer = nnx.merge(graphdef, state)
-  return tuple(np.asarray(v) for v in (layer.w[...], layer.moments[...],
-                                       layer.norms[...]))
+  return tuple(np.asarray(v) for v in (layer.w[...], layer.m1[...],
+                                       layer.m2[...], layer.norms[...]))
 
 
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
@@ -227,19 +227,21 @@ def test_factored_update_matches_xla(kernels, optim, n, m):
   for x, y in zip(got, ref):
     assert x.shape == y.shape
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-  assert got[1].shape == ((2, n, m) if optim == "adam" else (0, n, m))
+  assert got[1].shape == got[2].shape == ((n, m) if optim == "adam"
+                                          else (0,))
   # Every weight moved (the gradient is dense) ...
   assert np.all(got[0] != w0)
   # ... and the norms are the updated columns'.
-  np.testing.assert_allclose(got[2], np.linalg.norm(got[0], axis=0),
+  np.testing.assert_allclose(got[3], np.linalg.norm(got[0], axis=0),
                              rtol=1e-5)
 
 
 def test_factored_update_rejects_bad_shapes(kernels):
   with pytest.raises(Exception, match=r"factors a \[c, n\] and d \[c, m\]"):
     jax.block_until_ready(native.factored_update(
-        jnp.zeros((10, 4)), jnp.zeros((2, 10, 4)), jnp.zeros((3, 10)),
-        jnp.zeros((2, 4)), jnp.int32(1), optim=OptimConfig()))
+        jnp.zeros((10, 4)), jnp.zeros((10, 4)), jnp.zeros((10, 4)),
+        jnp.zeros((3, 10)), jnp.zeros((2, 4)), jnp.int32(1),
+        optim=OptimConfig()))
 
 
 def test_kernel_choice_without_native(monkeypatch):

@@ -113,7 +113,8 @@ class Weight(nnx.Variable):
 
 
 class Moments(nnx.Variable):
-  """Optimizer moments of a :class:`Weight`, [S - 1, n, m]."""
+  """An optimizer moment of a :class:`Weight` (Adam's m or v), [n, m];
+  empty ([0]) for SGD."""
 
 
 class MCDense(model_lib.Dense):
@@ -223,8 +224,9 @@ class ColumnSampledDense(model_lib.Layer):
   def __init__(self, params, *, activation, num_samples, sampler,
                optim_cfg):
     self.w = Weight(params.w)
-    self.moments = Moments(jnp.zeros((optim_cfg.slots - 1,) + params.w.shape,
-                                     params.w.dtype))
+    shape = params.w.shape if optim_cfg.name == "adam" else (0,)
+    self.m1 = Moments(jnp.zeros(shape, params.w.dtype))
+    self.m2 = Moments(jnp.zeros(shape, params.w.dtype))
     self.b = nnx.Param(params.b)
     self.norms = ColumnNorms(kernels.norms(params.w, axis=0))
     self.activation, self.num_samples, self.sampler = (activation,
@@ -256,15 +258,17 @@ class ColumnSampledDense(model_lib.Layer):
     gradient, else with jax.numpy (the definition)."""
     if native:
       from sampling_mlp.methods.mc import native as _native  # pylint: disable=import-outside-toplevel
-      self.w[...], self.moments[...], self.norms[...] = (
-          _native.factored_update(self.w[...], self.moments[...], a, d, count,
-                                  optim=cfg))
+      self.w[...], self.m1[...], self.m2[...], self.norms[...] = (
+          _native.factored_update(self.w[...], self.m1[...], self.m2[...], a,
+                                  d, count, optim=cfg))
       return
     g = a.T @ d
-    new = optim.slot_update(cfg, (self.w[...], *self.moments[...]), g, count)
+    slots = ((self.w[...], self.m1[...], self.m2[...]) if cfg.name == "adam"
+             else (self.w[...],))
+    new = optim.slot_update(cfg, slots, g, count)
     self.w[...] = new[0]
     if len(new) > 1:
-      self.moments[...] = jnp.stack(new[1:])
+      self.m1[...], self.m2[...] = new[1:]
     self.norms[...] = kernels.norms(new[0], axis=0)
 
   def refresh_norms(self) -> None:

@@ -64,36 +64,36 @@ def update_rows(slab: jax.Array, norms: jax.Array, rows: jax.Array,
           count.astype(jnp.int32), **_native.optimizer_attrs(optim))
 
 
-def factored_update(w: jax.Array, moments: jax.Array, a: jax.Array,
+def factored_update(w: jax.Array, m: jax.Array, v: jax.Array, a: jax.Array,
                     d: jax.Array, count: jax.Array, *, optim
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Dense update of ``w`` with the gradient ``a.T @ d``, never formed,
-  and the updated weights' column norms, in place.
+  and the updated weights' column norms.
 
   Args:
     w: float32 [n, m] weights.
-    moments: float32 [S - 1, n, m] their optimizer moments (Adam: m and v;
-      SGD: none, [0, n, m]).
+    m, v: float32 [n, m] each, Adam's moments; for SGD empty ([0]).
     a, d: float32 [c, n] and [c, m], the gradient's factors.
     count: int32 [] the update count after this step (Adam's t).
     optim: the :class:`sampling_mlp.optim.OptimConfig`.
 
   Returns:
-    (w, moments, col_norms [m]); moments alias the input's buffer.  The
+    (w, m, v, col_norms [m]); the moments alias the inputs' buffers.  The
     weights are written to a new buffer: the backward pass's column gathers
     read the old ones, and an in-place update made XLA copy them twice.
   """
   require()
-  n, m = w.shape
   return jax.ffi.ffi_call(
       "sampling_mlp_mc_factored_update",
       (jax.ShapeDtypeStruct(w.shape, jnp.float32),
-       jax.ShapeDtypeStruct(moments.shape, jnp.float32),
-       jax.ShapeDtypeStruct((m,), jnp.float32)),
-      input_output_aliases={1: 1})(
-          w.astype(jnp.float32), moments.astype(jnp.float32),
-          a.astype(jnp.float32), d.astype(jnp.float32),
-          count.astype(jnp.int32), **_native.optimizer_attrs(optim))
+       jax.ShapeDtypeStruct(m.shape, jnp.float32),
+       jax.ShapeDtypeStruct(v.shape, jnp.float32),
+       jax.ShapeDtypeStruct((w.shape[1],), jnp.float32)),
+      input_output_aliases={1: 1, 2: 2})(
+          w.astype(jnp.float32), m.astype(jnp.float32),
+          v.astype(jnp.float32), a.astype(jnp.float32),
+          d.astype(jnp.float32), count.astype(jnp.int32),
+          **_native.optimizer_attrs(optim))
 
 
 def main(argv=None) -> int:

@@ -114,8 +114,8 @@ struct Factors {
 // squares added to sq[j0 : j0 + len].  A full block (len = kBlock) keeps
 // its R x kBlock sums in registers, so each load of d serves R rows.
 template <int64_t R>
-void UpdateBlock(const Factors& f, const Optimizer& opt, float* w, float* mom,
-                 int64_t n, int64_t m, int64_t S, int64_t i, int64_t j0,
+void UpdateBlock(const Factors& f, const Optimizer& opt, float* w, float* m1,
+                 float* m2, int64_t m, int64_t S, int64_t i, int64_t j0,
                  int64_t len, float* sq) {
   alignas(64) float g[R][kBlock];
   const float* at = f.at + i * f.k;
@@ -148,57 +148,60 @@ void UpdateBlock(const Factors& f, const Optimizer& opt, float* w, float* mom,
   for (int64_t r = 0; r < R; ++r) {
     float* pi = w + (i + r) * m + j0;
     if (f.src != w) std::copy_n(f.src + (i + r) * m + j0, len, pi);
-    opt.Flat(pi, S == 3 ? mom + (i + r) * m + j0 : nullptr,
-             S == 3 ? mom + (n + i + r) * m + j0 : nullptr, g[r], len);
+    opt.Flat(pi, S == 3 ? m1 + (i + r) * m + j0 : nullptr,
+             S == 3 ? m2 + (i + r) * m + j0 : nullptr, g[r], len);
     for (int64_t q = 0; q < len; ++q) sq[j0 + q] += pi[q] * pi[q];
   }
 }
 
 template <int64_t R>
-void UpdateRows(const Factors& f, const Optimizer& opt, float* w, float* mom,
-                int64_t n, int64_t m, int64_t S, int64_t i, float* sq) {
+void UpdateRows(const Factors& f, const Optimizer& opt, float* w, float* m1,
+                float* m2, int64_t m, int64_t S, int64_t i, float* sq) {
   for (int64_t j0 = 0; j0 < m; j0 += kBlock) {
-    UpdateBlock<R>(f, opt, w, mom, n, m, S, i, j0, std::min(kBlock, m - j0),
+    UpdateBlock<R>(f, opt, w, m1, m2, m, S, i, j0, std::min(kBlock, m - j0),
                    sq);
   }
 }
 
-// p [n, m], moments [S - 1, n, m] (Adam's m and v; none for SGD), the
+// p [n, m], moments m and v [n, m] (Adam's; empty for SGD), the
 // gradient's factors a [c, n] and d [c, m]: the optimizer's dense update of
 // p with gradient g = a^T d (g[i, j] = sum_b a[b, i] d[b, j], formed a block
 // of rows at a time and never stored; the zero rows of a, a sampler's
 // unused slots, are skipped), and col_norms[j] = ||p[:, j]|| of the updated
 // weights.  Each range of rows adds its squares into its own partial [m],
 // and the partials are summed in range order, so no result depends on which
-// thread ran which range.  The moments' output aliases moments; p_out may
-// be p's buffer or another.
+// thread ran which range.  The moments' outputs alias their inputs; p_out
+// may be p's buffer or another.
 ffi::Error FactoredUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
-                              ffi::Buffer<ffi::F32> moments,
+                              ffi::Buffer<ffi::F32> mom1,
+                              ffi::Buffer<ffi::F32> mom2,
                               ffi::Buffer<ffi::F32> a,
                               ffi::Buffer<ffi::F32> d,
                               ffi::BufferR0<ffi::S32> count, float lr,
                               float b1, float b2, float eps,
                               ffi::ResultBuffer<ffi::F32> p_out,
-                              ffi::ResultBuffer<ffi::F32> moments_out,
+                              ffi::ResultBuffer<ffi::F32> mom1_out,
+                              ffi::ResultBuffer<ffi::F32> mom2_out,
                               ffi::ResultBuffer<ffi::F32> col_norms) {
   const auto pd = p.dimensions();
-  const auto md = moments.dimensions();
   const auto ad = a.dimensions();
   const auto dd = d.dimensions();
-  if (pd.size() != 2 || md.size() != 3 || (md[0] != 0 && md[0] != 2) ||
-      md[1] != pd[0] || md[2] != pd[1] || ad.size() != 2 || dd.size() != 2 ||
+  const size_t moments = mom1.element_count();
+  if (pd.size() != 2 || ad.size() != 2 || dd.size() != 2 ||
       ad[0] != dd[0] || ad[1] != pd[0] || dd[1] != pd[1] ||
+      mom2.element_count() != moments ||
+      (moments != 0 && moments != p.element_count()) ||
       col_norms->element_count() != static_cast<size_t>(pd[1])) {
     return ffi::Error::InvalidArgument(
-        "need p [n, m], moments [S - 1, n, m] with S in {1, 3}, factors "
-        "a [c, n] and d [c, m], col_norms [m]");
+        "need p [n, m], moments m and v [n, m] each (Adam) or empty (SGD), "
+        "factors a [c, n] and d [c, m], col_norms [m]");
   }
-  const int64_t n = pd[0], m = pd[1], c = ad[0], S = md[0] + 1;
+  const int64_t n = pd[0], m = pd[1], c = ad[0], S = moments ? 3 : 1;
   float* w = p_out->typed_data();
-  float* mom = moments_out->typed_data();
-  if (mom != moments.typed_data()) {
-    std::copy_n(moments.typed_data(), moments.element_count(), mom);
-  }
+  float* m1 = mom1_out->typed_data();
+  float* m2 = mom2_out->typed_data();
+  if (m1 != mom1.typed_data()) std::copy_n(mom1.typed_data(), moments, m1);
+  if (m2 != mom2.typed_data()) std::copy_n(mom2.typed_data(), moments, m2);
   const float* fa = a.typed_data();
   const float* fd = d.typed_data();
   const Optimizer opt(S, *count.typed_data(), lr, b1, b2, eps);
@@ -231,9 +234,9 @@ ffi::Error FactoredUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
         float* sq = partial.data() + (begin / kRowGrain) * m;
         int64_t i = begin;
         for (; i + kRows <= end; i += kRows) {
-          UpdateRows<kRows>(f, opt, w, mom, n, m, S, i, sq);
+          UpdateRows<kRows>(f, opt, w, m1, m2, m, S, i, sq);
         }
-        for (; i < end; ++i) UpdateRows<1>(f, opt, w, mom, n, m, S, i, sq);
+        for (; i < end; ++i) UpdateRows<1>(f, opt, w, m1, m2, m, S, i, sq);
       });
   float* out = col_norms->typed_data();
   for (int64_t j = 0; j < m; ++j) out[j] = 0.f;
@@ -277,10 +280,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     OptimizerAttrs(ffi::Ffi::Bind()
                        .Ctx<ffi::ThreadPool>()
                        .Arg<F32>()  // p
-                       .Arg<F32>()  // moments
+                       .Arg<F32>()  // m
+                       .Arg<F32>()  // v
                        .Arg<F32>()  // a
                        .Arg<F32>()  // d
                        .Arg<ffi::BufferR0<ffi::S32>>())  // count
         .Ret<F32>()    // p
-        .Ret<F32>()    // moments
+        .Ret<F32>()    // m
+        .Ret<F32>()    // v
         .Ret<F32>());  // col_norms
