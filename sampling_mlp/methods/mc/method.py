@@ -254,8 +254,9 @@ class ColumnSampledDense(model_lib.Layer):
                       native: bool = False) -> None:
     """The optimizer's update of every weight with gradient ``a.T @ d``
     (a [s_b, n], d [s_b, m]), and of the column norms; ``native``: by the
-    C++ kernel (``native.factored_update``), in place, without forming the
-    gradient, else with jax.numpy (the definition)."""
+    C++ kernel (``native.factored_update``: the moments in place, the
+    weights into a new buffer), without forming the gradient, else with
+    jax.numpy (the definition)."""
     if native:
       from sampling_mlp.methods.mc import native as _native  # pylint: disable=import-outside-toplevel
       self.w[...], self.m1[...], self.m2[...], self.norms[...] = (
@@ -315,7 +316,7 @@ class MCConfig(registry.MethodConfig):
       "pixels).")
   kernel: str = registry.option(
       "auto", "How forward mode updates its sampled rows and backward mode "
-      "its weights: 'native' (C++ kernels, in place), 'xla' (jax.numpy, the "
+      "its weights: 'native' (C++ kernels, one pass), 'xla' (jax.numpy, the "
       "definition) or 'auto' (native where it builds).",
       choices=("auto", "native", "xla"))
   loss_axis: str = registry.option(
@@ -351,7 +352,8 @@ class MC(registry.MethodImpl):
                  else registry.cross_entropy)
 
   def _use_native(self) -> bool:
-    """Whether forward-mode row updates run the C++ kernel
+    """Whether forward mode's row updates and backward mode's factored
+    updates run the C++ kernels
     (``Library.use``: decided when the first step is traced, so nothing is
     compiled before it is needed)."""
     if self.config.kernel == "xla":
@@ -511,8 +513,9 @@ class MC(registry.MethodImpl):
     forward product and by the column gather (which touches every cache
     line of w), the gathered columns, and the update from the gradient's
     factors -- with the native kernel the optimizer's reads and writes but
-    no gradient, and the one copy of w XLA makes a step (the in-place
-    update follows the gather, which XLA does not order before it); with
+    no gradient, and the one copy of w XLA still makes a step (measured;
+    the update writes w to a new buffer because XLA does not order the
+    gather before it, and copied it twice when it was updated in place); with
     the XLA update the gradient written, the dense update and the column
     norms' read; black-box mode: the sampled rows, the exact backward
     products, every row's norm and the dense update."""

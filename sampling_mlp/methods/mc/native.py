@@ -1,4 +1,7 @@
-"""Native CPU kernel for MC-APPROX's forward mode (XLA FFI).
+"""Native CPU kernels for MC-APPROX (XLA FFI): forward mode's row update
+and backward mode's update from the weight gradient's factors
+(:func:`factored_update`, whose definition is
+``ColumnSampledDense.update_factored`` with jax.numpy).
 
 A forward-mode step updates only the weight rows its draw sampled (with
 their optimizer moments, which ``RowSampledDense`` keeps beside them in one
@@ -30,8 +33,7 @@ LIBRARY = _native.Library(
     "MC", pathlib.Path(__file__).parent / "csrc" / "mc_kernels.cc",
     {"sampling_mlp_mc_update_rows": "McUpdateRows",
      "sampling_mlp_mc_factored_update": "McFactoredUpdate"},
-    fallback="use --mc_kernel=xla (or auto) to update rows with XLA "
-    "instead.")
+    fallback="use --mc_kernel=xla (or auto) to update with XLA instead.")
 status, available, require = LIBRARY.status, LIBRARY.available, LIBRARY.require
 
 

@@ -1,6 +1,8 @@
-// CPU kernel for MC-APPROX's forward mode, called from JAX through the XLA
-// FFI (see sampling_mlp/methods/mc/native.py, which compiles and registers
-// it).
+// CPU kernels for MC-APPROX, called from JAX through the XLA FFI (see
+// sampling_mlp/methods/mc/native.py, which compiles and registers them):
+// McUpdateRows for forward mode (below) and McFactoredUpdate for backward
+// mode (see FactoredUpdateImpl: the dense update from the weight
+// gradient's factors, ColumnSampledDense.update_factored's definition).
 //
 // A forward-mode step updates only the weight rows its draw sampled.
 // Under XLA on a CPU that is a gather of those rows' weights and moments, a
@@ -167,7 +169,8 @@ void UpdateRows(const Factors& f, const Optimizer& opt, float* w, float* m1,
 // gradient's factors a [c, n] and d [c, m]: the optimizer's dense update of
 // p with gradient g = a^T d (g[i, j] = sum_b a[b, i] d[b, j], formed a block
 // of rows at a time and never stored; the zero rows of a, a sampler's
-// unused slots, are skipped), and col_norms[j] = ||p[:, j]|| of the updated
+// unused slots, are skipped: where d holds inf or NaN, a.T @ d would give
+// NaN there and this gives the finite rows' sum), and col_norms[j] = ||p[:, j]|| of the updated
 // weights.  Each range of rows adds its squares into its own partial [m],
 // and the partials are summed in range order, so no result depends on which
 // thread ran which range.  The moments' outputs alias their inputs; p_out
