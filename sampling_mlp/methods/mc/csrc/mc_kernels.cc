@@ -94,7 +94,6 @@ ffi::Error UpdateRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> slab,
   return ffi::Error::Success();
 }
 
-
 constexpr int64_t kBlock = 64;  // columns of g held in registers at a time
 constexpr int64_t kRows = 4;    // rows of g computed together
 constexpr int64_t kRowGrain = 32;
@@ -170,11 +169,11 @@ void UpdateRows(const Factors& f, const Optimizer& opt, float* w, float* m1,
 // p with gradient g = a^T d (g[i, j] = sum_b a[b, i] d[b, j], formed a block
 // of rows at a time and never stored; the zero rows of a, a sampler's
 // unused slots, are skipped: where d holds inf or NaN, a.T @ d would give
-// NaN there and this gives the finite rows' sum), and col_norms[j] = ||p[:, j]|| of the updated
-// weights.  Each range of rows adds its squares into its own partial [m],
-// and the partials are summed in range order, so no result depends on which
-// thread ran which range.  The moments' outputs alias their inputs; p_out
-// may be p's buffer or another.
+// NaN there and this gives the finite rows' sum), and col_norms[j] =
+// ||p[:, j]|| of the updated weights.  Each range of rows adds its squares
+// into its own partial [m], and the partials are summed in range order, so
+// no result depends on which thread ran which range.  The moments' outputs
+// alias their inputs; p_out may be p's buffer or another.
 ffi::Error FactoredUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
                               ffi::Buffer<ffi::F32> mom1,
                               ffi::Buffer<ffi::F32> mom2,
