@@ -52,6 +52,17 @@ flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer.")
 flags.DEFINE_enum("activation", "leaky_relu", layers.ACTIVATIONS,
                   "Hidden activation.")
+flags.DEFINE_enum("network", "default", tuple(registry.NETWORKS),
+                  "The MLP's layers: 'default' (biases, no weight "
+                  "normalisation: this project's), or 'authors' (no bias, "
+                  "every layer weight-normalised, as the authors' code "
+                  "builds them; --scale=paper's).  --bias and "
+                  "--weight_norm, where given, win.")
+flags.DEFINE_bool("bias", None, "Layers with biases (default: as --network "
+                  "has them; true for 'default', false for 'authors').")
+flags.DEFINE_bool("weight_norm", None, "Weight-normalised layers, g * v / "
+                  "||v|| per node with g and v trained (Salimans and Kingma "
+                  "2016; default: as --network has them).")
 flags.DEFINE_integer("seed", 0, "Random seed (one run per configuration); "
                      "--seeds runs several.")
 flags.DEFINE_list("seeds", None, "Seeds, comma-separated (--seeds=0,1,2): "
@@ -140,9 +151,11 @@ flags.DEFINE_enum("scale", "quick", SCALES,
                   "values.")
 
 # The paper's sizes (Ebrahimi et al. 2025): 50 epochs, the full splits,
-# hidden layers of 1000 nodes.
+# hidden layers of 1000 nodes, the authors' network (no bias, weight
+# normalisation); each method at its ``MethodSpec.paper_batch_size`` unless
+# --batch_size is given (see :func:`grid`).
 PAPER_SCALE = {"epochs": 50, "max_train": None, "max_test": None,
-               "hidden": ["1000"]}
+               "hidden": ["1000"], "network": "authors"}
 
 
 def check_int_list(name: str, lower: int = 1) -> None:
@@ -278,6 +291,26 @@ def seeds() -> tuple[int, ...]:
   return (FLAGS.seed,)
 
 
+def network() -> dict[str, bool]:
+  """``bias`` and ``weight_norm`` from ``--network``, ``--bias`` and
+  ``--weight_norm`` (the last two win where given)."""
+  out = dict(registry.NETWORKS[FLAGS.network])
+  for name in out:
+    if FLAGS[name].value is not None:
+      out[name] = FLAGS[name].value
+  return out
+
+
+def method_batch_sizes() -> dict[str, tuple[int, ...]]:
+  """At ``--scale=paper`` without ``--batch_size``: each method's
+  ``paper_batch_size`` (ALSH-APPROX one example at a time, as the paper
+  trained it); else nothing (every method at ``--batch_size``)."""
+  if FLAGS.scale != "paper" or FLAGS["batch_size"].present:
+    return {}
+  return {m: (registry.get(m).paper_batch_size,) for m in FLAGS.method
+          if registry.get(m).paper_batch_size is not None}
+
+
 def grid() -> studies.Grid:
   """The runs the shared flags describe."""
   return studies.Grid(
@@ -287,8 +320,10 @@ def grid() -> studies.Grid:
       settings=dict(dataset=FLAGS.dataset, epochs=FLAGS.epochs,
                     seed=FLAGS.seed, learning_rate=FLAGS.learning_rate,
                     optimizer=FLAGS.optimizer, activation=FLAGS.activation,
-                    max_train=FLAGS.max_train, max_test=FLAGS.max_test),
-      method_values=method_values(), seeds=seeds())
+                    max_train=FLAGS.max_train, max_test=FLAGS.max_test,
+                    **network()),
+      method_values=method_values(), seeds=seeds(),
+      method_batch_sizes=method_batch_sizes())
 
 
 def executor() -> executors.ExecutorConfig:

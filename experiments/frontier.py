@@ -95,7 +95,7 @@ def make_frontier() -> frontier.Frontier:
         seeds=common.seeds(), targets=_floats("targets", FLAGS.targets),
         settings={k: grid.settings[k] for k in
                   ("dataset", "optimizer", "activation", "max_train",
-                   "max_test")},
+                   "max_test", "bias", "weight_norm")},
         method_values=grid.method_values)
   except ValueError as e:
     raise app.UsageError(str(e)) from None

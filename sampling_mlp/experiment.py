@@ -75,6 +75,16 @@ class RunSpec:
   # A budget run (sampling_mlp.budget): train until this many training
   # seconds, evaluating at fixed points of time; ``epochs`` is then unused.
   budget_seconds: float | None = None
+  # The layers (registry.ModelConfig): biases, weight normalisation.
+  bias: bool = True
+  weight_norm: bool = False
+
+  def __post_init__(self):
+    if self.model != "mlp" and not (self.bias and not self.weight_norm):
+      raise ValueError(
+          f"model {self.model!r} supports only the default network (biases, "
+          "no weight normalisation); --bias=false, --weight_norm and "
+          "--network=authors apply to the MLP (--model=mlp)")
 
   @classmethod
   def make(cls, *, method: str, method_values: Mapping[str, Any] | None = None,
@@ -94,6 +104,9 @@ class RunSpec:
     else:
       d["budget_seconds"] = float(self.budget_seconds)  # 60 and 60.0 alike
       del d["epochs"]
+    for name, default in registry.NETWORKS["default"].items():
+      if d[name] == default:  # the default network's run_id as before
+        del d[name]
     return d
 
   @property
@@ -125,9 +138,11 @@ class RunSpec:
     model = "" if self.model == "mlp" else f"{self.model} "
     budget = ("" if self.budget_seconds is None
               else f" lr={self.learning_rate:g} budget={self.budget_seconds:g}s")
+    network = (("" if self.bias else " no-bias")
+               + (" weight-norm" if self.weight_norm else ""))
     return (f"{model}{self.method} {self.dataset} depth={self.depth} "
             f"hidden={self.hidden} B={self.batch_size} seed={self.seed}"
-            f"{budget}")
+            f"{network}{budget}")
 
 
 class DryRun(Exception):
@@ -363,7 +378,8 @@ def build_impl(spec: RunSpec, dataset) -> registry.MethodImpl:
   model = registry.ModelConfig(input_dim=dataset.input_dim,
                                num_classes=dataset.num_classes,
                                hidden=spec.hidden, depth=spec.depth,
-                               activation=spec.activation)
+                               activation=spec.activation, bias=spec.bias,
+                               weight_norm=spec.weight_norm)
   optim = OptimConfig(name=spec.optimizer, learning_rate=spec.learning_rate)
   return registry.get(spec.method).make(model, optim, dict(spec.method_config))
 

@@ -93,16 +93,43 @@ def dense(params: LayerParams, x: jax.Array) -> jax.Array:
 
 
 def init_layer(key: jax.Array, n_in: int, n_out: int,
-               dtype=jnp.float32) -> LayerParams:
+               dtype=jnp.float32, *, bias: bool = True) -> LayerParams:
   """PyTorch's default ``nn.Linear`` initialisation (the paper's code base).
 
-  Both weights and bias are drawn from U(-1/sqrt(n_in), 1/sqrt(n_in)).
+  Both weights and bias are drawn from U(-1/sqrt(n_in), 1/sqrt(n_in)); a
+  bias-free layer (``bias=False``) gets the same weights and a zero bias,
+  which its module does not keep (:class:`sampling_mlp.model.Dense`).
   """
   kw, kb = jax.random.split(key)
   bound = 1.0 / (n_in ** 0.5)
   w = jax.random.uniform(kw, (n_in, n_out), dtype, -bound, bound)
-  b = jax.random.uniform(kb, (n_out,), dtype, -bound, bound)
+  b = (jax.random.uniform(kb, (n_out,), dtype, -bound, bound) if bias
+       else jnp.zeros((n_out,), dtype))
   return LayerParams(w, b)
+
+
+def weight_norm(v: jax.Array, g: jax.Array, *, axis: int = 0) -> jax.Array:
+  """Weight normalisation (Salimans and Kingma 2016): each node's incoming
+  weights as ``g * v / ||v||``.
+
+  Args:
+    v: the direction parameters; node j's incoming weights lie along
+      ``axis`` (``axis=0`` for ``w`` [n_in, n_out], column j is node j;
+      ``axis=1`` for node-major [n_out, n_in]).
+    g: [n_out] each node's length.
+    axis: the axis of the incoming weights.
+
+  Returns:
+    The effective weights, shaped like ``v``.
+  """
+  norm = jnp.sqrt(jnp.sum(v * v, axis=axis, keepdims=True))
+  return v * (jnp.expand_dims(g, axis) / norm)
+
+
+def weight_norm_init(w: jax.Array, *, axis: int = 0) -> jax.Array:
+  """The length ``g`` [n_out] that makes ``weight_norm(w, g) == w``: each
+  node's norm, as ``torch.nn.utils.weight_norm`` initialises it."""
+  return jnp.sqrt(jnp.sum(w * w, axis=axis))
 
 
 def layer_sizes(*, input_dim: int, hidden: int, depth: int,
@@ -115,11 +142,14 @@ def layer_sizes(*, input_dim: int, hidden: int, depth: int,
   return (input_dim,) + (hidden,) * depth + (num_classes,)
 
 
-def init_mlp(key: jax.Array, sizes: Sequence[int]) -> Params:
-  """Initialises an MLP with the given layer sizes; one key per layer."""
+def init_mlp(key: jax.Array, sizes: Sequence[int], *,
+             bias: bool = True) -> Params:
+  """Initialises an MLP with the given layer sizes; one key per layer.
+  ``bias=False``: zero biases, the weights unchanged (same key, same
+  weights)."""
   keys = jax.random.split(key, len(sizes) - 1)
-  return tuple(
-      init_layer(k, n, m) for k, n, m in zip(keys, sizes[:-1], sizes[1:]))
+  return tuple(init_layer(k, n, m, bias=bias)
+               for k, n, m in zip(keys, sizes[:-1], sizes[1:]))
 
 
 def hidden_activations(params: Params, x: jax.Array, *,

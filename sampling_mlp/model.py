@@ -15,13 +15,24 @@ costs nothing at run time.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from sampling_mlp import layers
 from sampling_mlp.layers import LayerOut, LayerParams
+
+
+class NormedParams(NamedTuple):
+  """A weight-normalised layer's trained parameters: the direction ``v``
+  [n_in, n_out], the lengths ``g`` [n_out] and the bias ``b`` [n_out] (None
+  if bias-free); the effective weights are ``layers.weight_norm(v, g)``."""
+
+  v: jax.Array
+  g: jax.Array
+  b: jax.Array | None
 
 
 class Slab(nnx.Variable):
@@ -69,19 +80,49 @@ class Layer(nnx.Module):
 
 
 class Dense(Layer):
-  """An exact affine layer ``z = a @ w + b``; ``w`` is [n_in, n_out]."""
+  """An exact affine layer ``z = a @ w + b``; ``w`` is [n_in, n_out].
 
-  def __init__(self, params: LayerParams, *, activation: str | None):
+  ``bias=False``: no bias parameter (:meth:`params` reports a zero one).
+  ``weight_norm=True``: ``w`` is weight-normalised (``layers.weight_norm``,
+  Salimans and Kingma 2016): the module keeps the direction ``v`` (in
+  ``self.w``) and the lengths ``g`` [n_out], both trained, initialised so
+  that the effective weights are ``params.w``.  :meth:`params` is always
+  the effective layer; :meth:`raw` the trained parameters.
+  """
+
+  def __init__(self, params: LayerParams, *, activation: str | None,
+               bias: bool = True, weight_norm: bool = False):
     self.w = nnx.Param(params.w)
-    self.b = nnx.Param(params.b)
+    self.g = (nnx.Param(layers.weight_norm_init(params.w)) if weight_norm
+              else None)
+    self.b = nnx.Param(params.b) if bias else None
     self.activation = activation
 
   def params(self) -> LayerParams:
-    return LayerParams(self.w[...], self.b[...])
+    w = self.w[...]
+    if self.g is not None:
+      w = layers.weight_norm(w, self.g[...])
+    b = (self.b[...] if self.b is not None
+         else jnp.zeros(w.shape[1], w.dtype))
+    return LayerParams(w, b)
 
-  def set_params(self, params: LayerParams) -> None:
-    self.w[...] = params.w
-    self.b[...] = params.b
+  def raw(self) -> LayerParams | NormedParams:
+    """The trained parameters: ``LayerParams(w, b)``, or
+    :class:`NormedParams` under weight normalisation; ``b`` is None for a
+    bias-free layer."""
+    b = None if self.b is None else self.b[...]
+    if self.g is None:
+      return LayerParams(self.w[...], b)
+    return NormedParams(self.w[...], self.g[...], b)
+
+  def set_raw(self, raw: LayerParams | NormedParams) -> None:
+    """Sets the parameters :meth:`raw` returns."""
+    if self.g is None:
+      self.w[...] = raw.w
+    else:
+      self.w[...], self.g[...] = raw.v, raw.g
+    if self.b is not None:
+      self.b[...] = raw.b
 
   def __call__(self, rand, a, delta=None):
     del rand, delta
@@ -170,8 +211,11 @@ class MLP(nnx.Module):
     return list(self.iterate(rand, x, deltas))
 
 
-def dense_mlp(params: layers.Params, *, activation: str) -> MLP:
-  """An MLP of exact :class:`Dense` layers."""
+def dense_mlp(params: layers.Params, *, activation: str, bias: bool = True,
+              weight_norm: bool = False) -> MLP:
+  """An MLP of exact :class:`Dense` layers (``bias``, ``weight_norm``: see
+  :class:`Dense`)."""
   last = len(params) - 1
-  return MLP([Dense(p, activation=None if k == last else activation)
+  return MLP([Dense(p, activation=None if k == last else activation,
+                    bias=bias, weight_norm=weight_norm)
               for k, p in enumerate(params)])

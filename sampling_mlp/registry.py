@@ -30,13 +30,22 @@ from sampling_mlp.optim import OptimConfig
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Shape of the MLP: ``depth`` hidden layers of width ``hidden``."""
+  """Shape of the MLP: ``depth`` hidden layers of width ``hidden``.
+
+  ``bias``: whether every layer has a bias (this project's default);
+  ``weight_norm``: whether every layer is weight-normalised (Salimans and
+  Kingma 2016; ``layers.weight_norm``), its ``v`` and ``g`` trained by the
+  optimizer.  The authors' code has no bias and weight normalisation
+  (:data:`AUTHORS_NETWORK`).
+  """
 
   input_dim: int
   num_classes: int
   hidden: int = 1000
   depth: int = 3
   activation: str = "leaky_relu"
+  bias: bool = True
+  weight_norm: bool = False
 
   def __post_init__(self):
     layers.check_activation(self.activation)
@@ -47,6 +56,18 @@ class ModelConfig:
   def sizes(self) -> tuple[int, ...]:
     return layers.layer_sizes(input_dim=self.input_dim, hidden=self.hidden,
                               depth=self.depth, num_classes=self.num_classes)
+
+  @property
+  def network(self) -> dict[str, bool]:
+    """``bias`` and ``weight_norm``, the keywords of every layer module."""
+    return {"bias": self.bias, "weight_norm": self.weight_norm}
+
+
+# The layers of this project's default network and of the authors' code
+# (every layer bias-free and wrapped in ``torch.nn.utils.weight_norm``).
+NETWORKS = {"default": {"bias": True, "weight_norm": False},
+            "authors": {"bias": False, "weight_norm": True}}
+AUTHORS_NETWORK = NETWORKS["authors"]
 
 
 # -- typed options --------------------------------------------------------------
@@ -337,6 +358,9 @@ class MethodSpec:
       that), or None if it has no such setting.
     summary: one line for help texts (default: the first paragraph of
       ``build``'s docstring).
+    paper_batch_size: the batch size ``--scale=paper`` trains the method at
+      when ``--batch_size`` is not given (the paper's, where a run here
+      finishes in reasonable time); None: ``--batch_size``.
   """
 
   name: str
@@ -345,6 +369,7 @@ class MethodSpec:
   analysis_grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   keep_all: Mapping[str, Any] | None = None
   summary: str = ""
+  paper_batch_size: int | None = None
 
   def __post_init__(self):
     if not self.summary:

@@ -72,7 +72,8 @@ class RunKeys:
 def init_params(impl: registry.MethodImpl, keys: RunKeys) -> layers.Params:
   """The run's initial weights (``layers.init_mlp``; the key is what
   ``nnx.Rngs(params=keys.init).params()`` draws)."""
-  return layers.init_mlp(jax.random.fold_in(keys.init, 0), impl.model.sizes)
+  return layers.init_mlp(jax.random.fold_in(keys.init, 0), impl.model.sizes,
+                         bias=getattr(impl.model, "bias", True))
 
 
 def init_state(impl: registry.MethodImpl, keys: RunKeys) -> registry.TrainState:

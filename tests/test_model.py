@@ -40,7 +40,7 @@ def test_split_and_merge_round_trip_inside_jit():
     m = nnx.merge(graphdef, state)
     for layer in m.layers:
       p = layer.params()
-      layer.set_params(layers.LayerParams(2 * p.w, 2 * p.b))
+      layer.set_raw(layers.LayerParams(2 * p.w, 2 * p.b))
     return nnx.state(m)
 
   doubled = nnx.merge(graphdef, double(state)).params()

@@ -22,8 +22,8 @@ class TopConfig(registry.MethodConfig):
 
 
 class TopDense(model.Dense):
-  def __init__(self, params, *, activation, keep):
-    super().__init__(params, activation=activation)
+  def __init__(self, params, *, activation, keep, **network):
+    super().__init__(params, activation=activation, **network)
     self.keep = keep
 
   def __call__(self, rand, a, delta=None):
@@ -40,9 +40,10 @@ class Top(DenseStep):
 
   def build_model(self, key, params):
     keep = max(1, round(self.config.fraction * self.model.hidden))
-    return model.MLP([TopDense(p, activation=self.model.activation, keep=keep)
-                      for p in params[:-1]] +
-                     [model.Dense(params[-1], activation=None)])
+    network = self.model.network  # bias, weight_norm (--network)
+    return model.MLP([TopDense(p, activation=self.model.activation, keep=keep,
+                               **network) for p in params[:-1]] +
+                     [model.Dense(params[-1], activation=None, **network)])
 
 
 SPEC = registry.register(registry.MethodSpec(

@@ -196,8 +196,8 @@ class DropoutDense(model_lib.Dense):
 
   draws = True
 
-  def __init__(self, params, *, activation, keep_prob):
-    super().__init__(params, activation=activation)
+  def __init__(self, params, *, activation, keep_prob, **network):
+    super().__init__(params, activation=activation, **network)
     self.keep_prob = keep_prob
 
   def __call__(self, rand, a, delta=None):
@@ -212,8 +212,8 @@ class StandoutDense(model_lib.Dense):
 
   draws = True
 
-  def __init__(self, params, *, activation, alpha, beta):
-    super().__init__(params, activation=activation)
+  def __init__(self, params, *, activation, alpha, beta, **network):
+    super().__init__(params, activation=activation, **network)
     self.alpha, self.beta = alpha, beta
 
   def __call__(self, rand, a, delta=None):
@@ -223,10 +223,12 @@ class StandoutDense(model_lib.Dense):
     return out, out.a
 
 
-def _masked_mlp(params, hidden_layer) -> model_lib.MLP:
-  """Masked hidden layers (``hidden_layer(params)``), exact output layer."""
+def _masked_mlp(params, hidden_layer, network) -> model_lib.MLP:
+  """Masked hidden layers (``hidden_layer(params)``), exact output layer;
+  ``network``: the layers' ``bias`` and ``weight_norm``."""
   return model_lib.MLP([hidden_layer(p) for p in params[:-1]] +
-                       [model_lib.Dense(params[-1], activation=None)])
+                       [model_lib.Dense(params[-1], activation=None,
+                                        **network)])
 
 
 # -- the methods ------------------------------------------------------------------------
@@ -258,9 +260,10 @@ class Dropout(DenseStep):
 
   def build_model(self, key, params):
     del key  # the masks are drawn per step from the step key
+    network = self.model.network
     return _masked_mlp(params, lambda p: DropoutDense(
         p, activation=self.model.activation,
-        keep_prob=float(self.config.keep_prob)))
+        keep_prob=float(self.config.keep_prob), **network), network)
 
 
 class Standout(DenseStep):
@@ -272,9 +275,10 @@ class Standout(DenseStep):
 
   def build_model(self, key, params):
     del key
+    network = self.model.network
     return _masked_mlp(params, lambda p: StandoutDense(
         p, activation=self.model.activation, alpha=float(self.config.alpha),
-        beta=float(self.config.beta)))
+        beta=float(self.config.beta), **network), network)
 
   def _expected(self, state, x):
     return standout_expected(
@@ -296,9 +300,13 @@ class Standout(DenseStep):
             if probs else {})
 
 
+# paper_batch_size: mini-batches, as for STANDARD (a dense step per example
+# is too slow here for the paper's batch size 1).
 DROPOUT_SPEC = registry.register(registry.MethodSpec(
     name="dropout", build=Dropout, config=DropoutConfig,
-    analysis_grid={"keep_prob": (0.05, 0.5)}, keep_all={"keep_prob": 1.0}))
+    analysis_grid={"keep_prob": (0.05, 0.5)}, keep_all={"keep_prob": 1.0},
+    paper_batch_size=128))
 
 STANDOUT_SPEC = registry.register(registry.MethodSpec(
-    name="adaptive_dropout", build=Standout, config=StandoutConfig))
+    name="adaptive_dropout", build=Standout, config=StandoutConfig,
+    paper_batch_size=128))

@@ -37,6 +37,9 @@ class Grid:
       (each run keeps its own method's).
     seeds: the seed axis (``--seeds``); None: the one seed of
       ``settings`` (``--seed``, default 0).
+    method_batch_sizes: per method, batch sizes that replace
+      ``batch_sizes`` for its runs (``--scale=paper``'s
+      ``MethodSpec.paper_batch_size``).
   """
 
   methods: tuple[str, ...]
@@ -46,6 +49,8 @@ class Grid:
   settings: Mapping[str, Any]
   method_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   seeds: tuple[int, ...] | None = None
+  method_batch_sizes: Mapping[str, tuple[int, ...]] = dataclasses.field(
+      default_factory=dict)
 
   @property
   def seed_values(self) -> tuple[int, ...]:
@@ -73,9 +78,14 @@ class Grid:
             "seed": self.seed_values}
     if "seed" not in order and "seed" not in overrides:
       order = tuple(order) + ("seed",)
+    def values(name, o):
+      if name == "batch_size" and "method" in o:
+        return self.method_batch_sizes.get(o["method"], axes[name])
+      return axes[name]
+
     out = [{}]
     for name in order:
-      out = [dict(o, **{name: v}) for o in out for v in axes[name]]
+      out = [dict(o, **{name: v}) for o in out for v in values(name, o)]
     return [self.spec(**dict(o, **overrides)) for o in out]
 
 

@@ -19,6 +19,18 @@ its update gathers whole rows, contiguous per slot); later hidden layers'
 are [n_k, n_{k-1}, S] (slot axis last: their update gathers a scattered
 block, whose three slots then share a cache line); biases are [n_k, S];
 the output layer's weights [n_d, S, C] and bias [C, S].
+
+The authors' network (``ModelConfig.bias``, ``.weight_norm``): a bias-free
+layer has no bias slab; under weight normalisation (Salimans and Kingma
+2016) the weight slab holds the directions ``v`` and a lengths slab ``g``
+([n_k, S], output layer [C, S]) the lengths, the effective weights being
+``layers.weight_norm``.  Each active node's norm ``||v_j||`` reads its whole
+row, so a hidden layer's pass gathers the active nodes' full rows (not only
+the columns of the previous active set), and their update changes the full
+rows: the gradient of ``v_j`` is ``g_j / ||v_j|| (G_j - (G_j . u_j) u_j)``
+with ``u_j = v_j / ||v_j||``, dense along the row even where ``G_j`` (the
+effective weights' gradient) is not.  The output layer, small, is then
+normalised and updated densely.
 """
 
 from __future__ import annotations
@@ -47,9 +59,12 @@ class Active(NamedTuple):
     idx: uint32 [s] the active set, distinct, best-colliding first.
     z: [s] their pre-activations.
     block: the gathered slab entries, to update without gathering again:
-      ``w`` [s, S, D] (first layer) or [s, r, S], ``b`` [s, S].
+      ``w`` [s, S, D] (first layer) or [s, r, S] ([s, n_in, S], the full
+      rows, under weight normalisation), ``b`` [s, S] (None if bias-free).
     colliding: int32 [], nodes colliding with the query in >= 1 table.
     random_fraction: float32 [], the share of the budget filled at random.
+    lengths: under weight normalisation, the gathered lengths slab [s, S];
+      else None.
   """
 
   vals: jax.Array
@@ -58,12 +73,14 @@ class Active(NamedTuple):
   block: LayerParams
   colliding: jax.Array
   random_fraction: jax.Array
+  lengths: jax.Array | None = None
 
 
 def active_layer(seed: jax.Array, vals: jax.Array, rows: jax.Array | None,
                  slabs: LayerParams, query: kernels.QueryHash,
                  table: jax.Array, *, budget: int, activation: str,
-                 delta: LayerParams | None = None) -> Active:
+                 delta: LayerParams | None = None,
+                 lengths: jax.Array | None = None) -> Active:
   """One hidden layer of ALSH-APPROX for one example.
 
   Args:
@@ -71,13 +88,15 @@ def active_layer(seed: jax.Array, vals: jax.Array, rows: jax.Array | None,
     vals: [r] the layer's input on ``rows``: the previous layer's active
       nodes (inactive nodes output 0), or the whole input [D].
     rows: uint32 [r] the previous active set, or None (dense input).
-    slabs: the layer's weight and bias slabs (module docstring).
+    slabs: the layer's weight and bias slabs (module docstring; the bias
+      None for a bias-free layer).
     query: the layer's hash functions laid out for queries.
     table: int32 [L, n] every node's bucket codes.
     budget: static active-set size.
     activation: the hidden activation.
-    delta: in training, zeros [s, r] and [s] added to the block; their
-      gradient is the block's.
+    delta: in training, zeros [s, r] and [s] (None if bias-free) added to
+      the block of effective weights; their gradient is the block's.
+    lengths: the lengths slab [n, S] under weight normalisation, else None.
 
   Returns:
     :class:`Active`.
@@ -86,35 +105,73 @@ def active_layer(seed: jax.Array, vals: jax.Array, rows: jax.Array | None,
   idx, colliding, frac = kernels.select_active(
       seed, kernels.collisions(q, table), budget)
   w, b = slabs
-  bb = b[idx]
+  bb = None if b is None else b[idx]
+  gg = None if lengths is None else lengths[idx]
   if rows is None:
     blk = w[idx]  # [s, S, D]
     # All slots times the input, then slot 0: cheaper than copying the
     # parameter slot out of the gathered rows.
-    z = jnp.einsum("ksd,d->ks", blk, vals)[:, 0] + bb[:, 0]
-  else:
+    z = jnp.einsum("ksd,d->ks", blk, vals)[:, 0]
+    if gg is not None:
+      z = z * _scale(blk[:, 0], gg[:, 0])
+  elif gg is None:
     blk = w[idx[:, None], rows[None, :]]  # [s, r, S]
-    z = blk[..., 0] @ vals + bb[:, 0]
+    z = blk[..., 0] @ vals
+  else:
+    blk = w[idx]  # [s, n_in, S]: the norms read whole rows
+    z = (blk[:, :, 0][:, rows] @ vals) * _scale(blk[..., 0], gg[:, 0])
+  if bb is not None:
+    z = z + bb[:, 0]
   if delta is not None:
-    z = z + delta.w @ vals + delta.b
+    z = z + delta.w @ vals
+    if delta.b is not None:
+      z = z + delta.b
   return Active(layers.activation_fn(activation)(z), idx, z,
-                LayerParams(blk, bb), colliding, frac)
+                LayerParams(blk, bb), colliding, frac, gg)
+
+
+def _scale(v: jax.Array, g: jax.Array) -> jax.Array:
+  """``g / ||v||`` per node: ``v`` [s, n_in] node-major, ``g`` [s]; the
+  effective weights are ``v * _scale(v, g)[:, None]``
+  (``layers.weight_norm(v, g, axis=1)``)."""
+  return g / jnp.sqrt(jnp.sum(v * v, axis=1))
+
+
+def normed_grads(v: jax.Array, g: jax.Array, grad_w: jax.Array, *,
+                 axis: int) -> tuple[jax.Array, jax.Array]:
+  """The gradients of ``v`` and ``g`` from that of the effective weights
+  ``layers.weight_norm(v, g, axis=axis)``: its vector-Jacobian product (the
+  definition; Salimans and Kingma 2016, eq. 3)."""
+  _, vjp = jax.vjp(lambda v, g: layers.weight_norm(v, g, axis=axis), v, g)
+  return vjp(grad_w)
 
 
 def output_layer(vals: jax.Array, rows: jax.Array | None, slabs: LayerParams,
-                 delta: LayerParams | None = None):
+                 delta: LayerParams | None = None,
+                 lengths: jax.Array | None = None):
   """The exact output layer reading the last active set, for one example.
+
+  ``slabs.b`` is None for a bias-free layer; ``lengths`` [C, S] the
+  lengths slab under weight normalisation (the effective weights are then
+  computed whole: the norms read every row).
 
   Returns:
     (logits [C], the gathered block: ``w`` [r, S, C] (all of it at depth
-    0), ``b`` [C, S]).
+    0), ``b`` [C, S] or None).
   """
   w, b = slabs
   blk = w if rows is None else w[rows]
-  wk, bk = blk[:, 0], b[:, 0]
-  if delta is not None:
-    wk, bk = wk + delta.w, bk + delta.b
-  return vals @ wk + bk, LayerParams(blk, b)
+  if lengths is None:
+    wk = blk[:, 0]
+  else:
+    wk = layers.weight_norm(w[:, 0], lengths[:, 0])
+    wk = wk if rows is None else wk[rows]
+  logits = vals @ (wk if delta is None else wk + delta.w)
+  if b is not None:
+    logits = logits + b[:, 0]
+  if delta is not None and delta.b is not None:
+    logits = logits + delta.b
+  return logits, LayerParams(blk, b)
 
 
 # -- modules ----------------------------------------------------------------------------
@@ -159,18 +216,23 @@ class ActiveLayer(model_lib.Layer):
   def __init__(self, params: LayerParams, hashes: kernels.HashParams, *,
                reads: int | None, budget: int, activation: str,
                transform: str, m: int, U: float,
-               optim_cfg: optim.OptimConfig, drift_sample: int = 0):
+               optim_cfg: optim.OptimConfig, drift_sample: int = 0,
+               bias: bool = True, weight_norm: bool = False):
     """``reads``: inputs per example, the previous layer's budget (None for
     the first hidden layer, which reads the whole input); ``drift_sample``:
     nodes whose weights the layer keeps a snapshot of at every rebuild, for
-    the adaptive schedule (0: none)."""
+    the adaptive schedule (0: none); ``bias``, ``weight_norm``: the
+    network's layers (module docstring), initialised so that the effective
+    weights are ``params.w``."""
     n_in = params.w.shape[0]
     first = reads is None
     self.reads = n_in if first else reads
     self.slot_axis = 1 if first else 2
     slab = lambda p, axis: optim.init_slab(optim_cfg, p, axis)
     self.w = model_lib.Slab(slab(params.w.T, self.slot_axis))
-    self.b = model_lib.Slab(slab(params.b[:, None], 1)[:, :, 0])
+    self.b = _vector_slab(optim_cfg, params.b) if bias else None
+    self.g = (_vector_slab(optim_cfg, layers.weight_norm_init(params.w))
+              if weight_norm else None)
     self.hashes = nnx.data(hashes)
     self.query = nnx.data(kernels.query_hash(hashes, n_in,
                                              transform=transform, m=m))
@@ -184,10 +246,20 @@ class ActiveLayer(model_lib.Layer):
         0, n_out - 1, count).round()) if count else None
     self.snapshot = Snapshot(self.sampled_weights()) if count else None
 
+  def _effective(self, v: jax.Array, nodes=None) -> jax.Array:
+    """The effective weights of ``nodes`` (all: None) from their
+    directions ``v`` [s, n_in]: ``v`` itself without weight
+    normalisation."""
+    if self.g is None:
+      return v
+    g = self.g[...][:, 0]
+    return layers.weight_norm(v, g if nodes is None else g[nodes], axis=1)
+
   def sampled_weights(self) -> jax.Array:
-    """The drift sample's weights now, [s, n_in] (slot 0)."""
-    w = self.w[...][jnp.asarray(self.drift_nodes)]
-    return jnp.take(w, 0, axis=self.slot_axis)
+    """The drift sample's effective weights now, [s, n_in] (slot 0)."""
+    nodes = jnp.asarray(self.drift_nodes)
+    w = self.w[...][nodes]
+    return self._effective(jnp.take(w, 0, axis=self.slot_axis), nodes)
 
   def drift(self) -> jax.Array:
     """How far the sampled nodes' weights moved since the last rebuild
@@ -195,18 +267,21 @@ class ActiveLayer(model_lib.Layer):
     return schedule.drift(self.sampled_weights(), self.snapshot[...])
 
   def weights(self) -> jax.Array:
-    """Node-major weights [n_out, n_in] (slot 0)."""
-    return jnp.take(self.w[...], 0, axis=self.slot_axis)
+    """Node-major effective weights [n_out, n_in] (slot 0)."""
+    return self._effective(jnp.take(self.w[...], 0, axis=self.slot_axis))
 
   def params(self) -> LayerParams:
-    return LayerParams(self.weights().T, self.b[...][:, 0])
+    return LayerParams(self.weights().T, _bias(self.b, self.w.shape[0]))
 
   def moments(self) -> tuple[LayerParams, LayerParams]:
-    """Adam's first and second moments in the standard layout."""
-    if self.b.shape[1] < 3:
+    """Adam's first and second moments of the trained weights (``v``
+    under weight normalisation) and bias (None if bias-free), in the
+    standard layout."""
+    w = self.w[...]
+    if w.shape[self.slot_axis] < 3:
       raise ValueError("this layer has no Adam moments (optimizer is sgd)")
-    w, b = self.w[...], self.b[...]
-    return tuple(LayerParams(jnp.take(w, i, axis=self.slot_axis).T, b[:, i])
+    return tuple(LayerParams(jnp.take(w, i, axis=self.slot_axis).T,
+                             None if self.b is None else self.b[...][:, i])
                  for i in (1, 2))
 
   def build_table(self) -> jax.Array:
@@ -215,9 +290,11 @@ class ActiveLayer(model_lib.Layer):
                                 transform=self.transform, m=self.m, U=self.U)
 
   def example(self, seed, vals, rows, delta=None) -> Active:
-    return active_layer(seed, vals, rows, LayerParams(self.w[...], self.b[...]),
+    return active_layer(seed, vals, rows, LayerParams(self.w[...],
+                                                      _value(self.b)),
                         self.query, self.table[...], budget=self.budget,
-                        activation=self.activation, delta=delta)
+                        activation=self.activation, delta=delta,
+                        lengths=_value(self.g))
 
   def __call__(self, rand, carry, delta=None):
     vals, rows = carry if isinstance(carry, Sparse) else (carry, None)
@@ -230,7 +307,8 @@ class ActiveLayer(model_lib.Layer):
 
   def zero_delta(self, batch_size):
     return LayerParams(jnp.zeros((batch_size, self.budget, self.reads)),
-                       jnp.zeros((batch_size, self.budget)))
+                       None if self.b is None
+                       else jnp.zeros((batch_size, self.budget)))
 
 
 class SparseOutput(model_lib.Layer):
@@ -238,31 +316,55 @@ class SparseOutput(model_lib.Layer):
   nodes (all inputs at depth 0)."""
 
   def __init__(self, params: LayerParams, *, optim_cfg: optim.OptimConfig,
-               reads: int):
+               reads: int, bias: bool = True, weight_norm: bool = False):
     self.w = model_lib.Slab(optim.init_slab(optim_cfg, params.w, 1))
-    self.b = model_lib.Slab(
-        optim.init_slab(optim_cfg, params.b[:, None], 1)[:, :, 0])
+    self.b = _vector_slab(optim_cfg, params.b) if bias else None
+    self.g = (_vector_slab(optim_cfg, layers.weight_norm_init(params.w))
+              if weight_norm else None)
     self.reads = reads  # inputs per example: the last budget, or n_in
     self.activation = None
 
   def params(self) -> LayerParams:
-    return LayerParams(self.w[...][:, 0, :], self.b[...][:, 0])
+    w = self.w[...][:, 0, :]
+    if self.g is not None:
+      w = layers.weight_norm(w, self.g[...][:, 0])
+    return LayerParams(w, _bias(self.b, w.shape[1]))
 
   def moments(self) -> tuple[LayerParams, LayerParams]:
-    if self.b.shape[1] < 3:
+    """As :meth:`ActiveLayer.moments`."""
+    w = self.w[...]
+    if w.shape[1] < 3:
       raise ValueError("this layer has no Adam moments (optimizer is sgd)")
-    w, b = self.w[...], self.b[...]
-    return tuple(LayerParams(w[:, i, :], b[:, i]) for i in (1, 2))
+    return tuple(LayerParams(w[:, i, :],
+                             None if self.b is None else self.b[...][:, i])
+                 for i in (1, 2))
 
   def __call__(self, rand, carry, delta=None):
     del rand
-    slabs = LayerParams(self.w[...], self.b[...])
+    slabs = LayerParams(self.w[...], _value(self.b))
+    lengths = _value(self.g)
     vals, rows = carry if isinstance(carry, Sparse) else (carry, None)
-    fn = lambda v, r, d: output_layer(v, r, slabs, d)
+    fn = lambda v, r, d: output_layer(v, r, slabs, d, lengths)
     logits, block = _per_example(fn, vals.shape[0], vals, rows, delta)
     return LayerOut(logits, logits, None, block), logits
 
   def zero_delta(self, batch_size):
     c = self.w.shape[2]
     return LayerParams(jnp.zeros((batch_size, self.reads, c)),
-                       jnp.zeros((batch_size, c)))
+                       None if self.b is None
+                       else jnp.zeros((batch_size, c)))
+
+
+def _vector_slab(optim_cfg: optim.OptimConfig, p: jax.Array) -> model_lib.Slab:
+  """A per-node parameter [n] (bias, lengths) with its moments, [n, S]."""
+  return model_lib.Slab(optim.init_slab(optim_cfg, p[:, None], 1)[:, :, 0])
+
+
+def _value(var):
+  """A variable's value, None for an absent one."""
+  return None if var is None else var[...]
+
+
+def _bias(b, n: int) -> jax.Array:
+  """The bias (slot 0) of a bias slab, zeros [n] for a bias-free layer."""
+  return jnp.zeros((n,), jnp.float32) if b is None else b[...][:, 0]

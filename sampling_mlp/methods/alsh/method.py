@@ -26,6 +26,11 @@ the slabs in place:
 The pure-XLA step computes the same numbers up to float32 rounding and is
 the definition, and what analysis and machines without a compiler use; its
 mini-batch update is masked, of dense cost.
+
+The authors' network (no bias, weight normalisation; see
+:mod:`.layer`) runs on the XLA step only: the native kernels read
+bias slabs and unnormalised weights, so with either option the method
+falls back to XLA and logs why.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -41,7 +47,8 @@ from sampling_mlp import model as model_lib
 from sampling_mlp import registry
 from sampling_mlp.layers import LayerParams
 from sampling_mlp.methods.alsh import kernels, schedule
-from sampling_mlp.methods.alsh.layer import ActiveLayer, SparseOutput
+from sampling_mlp.methods.alsh.layer import (ActiveLayer, SparseOutput,
+                                             normed_grads)
 from sampling_mlp.optim import update_slab, update_slab_masked, update_slots
 
 
@@ -142,6 +149,12 @@ class ALSH(registry.MethodImpl):
   # -- state ------------------------------------------------------------------
   def build_model(self, key, params):
     sizes, c = self.model.sizes, self.config
+    network = self.model.network
+    if not self._default_network() and c.kernel != "xla":
+      logging.info(
+          "alsh: the native kernels support only the default network "
+          "(biases, no weight normalisation); with %s the steps run on the "
+          "XLA path", network)
     keys = jax.random.split(key, max(1, len(sizes) - 2))
     hidden = []
     for k, p in enumerate(params[:-1]):
@@ -154,11 +167,17 @@ class ALSH(registry.MethodImpl):
           budget=self.budgets[k],
           activation=self.model.activation, transform=c.transform, m=self.m,
           U=self.U, optim_cfg=self.optim,
-          drift_sample=schedule.DRIFT_SAMPLE if self.schedule.drift else 0))
+          drift_sample=schedule.DRIFT_SAMPLE if self.schedule.drift else 0,
+          **network))
     reads = self.budgets[-1] if self.budgets else sizes[0]
     return model_lib.MLP(hidden + [SparseOutput(params[-1],
                                                 optim_cfg=self.optim,
-                                                reads=reads)])
+                                                reads=reads, **network)])
+
+  def _default_network(self) -> bool:
+    """Whether the layers have biases and no weight normalisation (what
+    the native kernels compute)."""
+    return self.model.bias and not self.model.weight_norm
 
   def init_optimizer(self, model):
     del model
@@ -196,8 +215,8 @@ class ALSH(registry.MethodImpl):
     """Whether steps run the native kernels (``Library.use``: decided when
     the first one is traced, so nothing is compiled before it is
     needed)."""
-    if self.config.kernel == "xla":
-      return False
+    if self.config.kernel == "xla" or not self._default_network():
+      return False  # the reason is logged by build_model
     # Imported here: importing the package must not load the kernels'
     # module (``python -m ...alsh.native --build`` runs it as __main__).
     from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
@@ -352,24 +371,50 @@ class ALSH(registry.MethodImpl):
     for layer, act, gk in zip(model.layers[:-1], aux, g):
       act, gk = first(act), first(gk)
       idx, r = act.idx, rows
-      if r is None:
+      if layer.g is not None:
+        # Weight normalisation: the gathered full rows of v and their
+        # lengths, updated whole (v's gradient is dense along each row).
+        v = jnp.take(act.block.w, 0, axis=layer.slot_axis)  # [s, n_in]
+        gw = gk.w if r is None else jnp.zeros_like(v).at[:, r].set(gk.w)
+        gv, gg = normed_grads(v, act.lengths[:, 0], gw, axis=1)
+        index = ((lambda i: (idx, i)) if r is None
+                 else (lambda i: (idx, slice(None), i)))
+        w = put(layer.w[...], index, act.block.w, gv, layer.slot_axis)
+        layer.g[...] = put(layer.g[...], lambda i: (idx, i), act.lengths,
+                           gg, 1)
+      elif r is None:
         w = put(layer.w[...], lambda i: (idx, i), act.block.w, gk.w, 1)
       else:
         w = put(layer.w[...], lambda i: (idx[:, None], r[None, :], i),
                 act.block.w, gk.w, 2)
       layer.w[...] = w
-      layer.b[...] = put(layer.b[...], lambda i: (idx, i), act.block.b, gk.b,
-                         1)
+      if layer.b is not None:
+        layer.b[...] = put(layer.b[...], lambda i: (idx, i), act.block.b,
+                           gk.b, 1)
       rows = idx
     out, block, go = model.layers[-1], first(aux[-1]), first(g[-1])
-    if rows is None:
+    if out.g is not None:
+      self._update_normed_output(out, go.w if rows is None else
+                                 jnp.zeros(out.w.shape[::2]).at[rows].set(
+                                     go.w), count)
+    elif rows is None:
       out.w[...] = update_slab(cfg, out.w[...], go.w, count, axis=1)
     else:
       out.w[...] = put(out.w[...], lambda i: (rows, i), block.w, go.w, 1)
-    out.b[...] = update_slab(cfg, out.b[...], go.b, count, axis=1)
+    if out.b is not None:
+      out.b[...] = update_slab(cfg, out.b[...], go.b, count, axis=1)
+
+  def _update_normed_output(self, out, grad_w, count):
+    """The weight-normalised output layer's dense update from the
+    gradient ``grad_w`` [n_d, C] of its effective weights."""
+    gv, gg = normed_grads(out.w[...][:, 0], out.g[...][:, 0], grad_w, axis=0)
+    out.w[...] = update_slab(self.optim, out.w[...], gv, count, axis=1)
+    out.g[...] = update_slab(self.optim, out.g[...], gg, count, axis=1)
 
   def _update_batch(self, model, aux, g, count):
-    """Mini-batches: scatter-add per-example blocks, masked lazy update."""
+    """Mini-batches: scatter-add per-example blocks, masked lazy update
+    (under weight normalisation: of every touched node's whole row, and of
+    the whole output layer)."""
     cfg = self.optim
 
     def apply(slab, index, grad, axis=1):
@@ -382,15 +427,33 @@ class ALSH(registry.MethodImpl):
     for layer, act, gk in zip(model.layers[:-1], aux, g):
       idx = act.idx  # [B, s]
       ix = (idx,) if rows is None else (idx[:, :, None], rows[:, None, :])
-      layer.w[...] = apply(layer.w[...], ix, gk.w, layer.slot_axis)
-      layer.b[...] = apply(layer.b[...], (idx,), gk.b)
+      if layer.g is None:
+        layer.w[...] = apply(layer.w[...], ix, gk.w, layer.slot_axis)
+      else:
+        w = layer.w[...]
+        v = jnp.take(w, 0, axis=layer.slot_axis)  # [n, n_in]
+        gv, gg = normed_grads(v, layer.g[...][:, 0],
+                              jnp.zeros(v.shape).at[ix].add(gk.w), axis=1)
+        nodes = jnp.zeros(v.shape[0], bool).at[idx].set(True)
+        layer.w[...] = update_slab_masked(
+            cfg, w, gv, jnp.broadcast_to(nodes[:, None], v.shape), count,
+            axis=layer.slot_axis)
+        layer.g[...] = update_slab_masked(cfg, layer.g[...], gg, nodes, count,
+                                          axis=1)
+      if layer.b is not None:
+        layer.b[...] = apply(layer.b[...], (idx,), gk.b)
       rows = idx
     out, go = model.layers[-1], g[-1]
-    if rows is None:
+    if out.g is not None:
+      self._update_normed_output(out, go.w.sum(0) if rows is None else
+                                 jnp.zeros(out.w.shape[::2]).at[rows].add(
+                                     go.w), count)
+    elif rows is None:
       out.w[...] = update_slab(cfg, out.w[...], go.w.sum(0), count, axis=1)
     else:
       out.w[...] = apply(out.w[...], (rows,), go.w)
-    out.b[...] = update_slab(cfg, out.b[...], go.b.sum(0), count, axis=1)
+    if out.b is not None:
+      out.b[...] = update_slab(cfg, out.b[...], go.b.sum(0), count, axis=1)
 
   # -- analysis -----------------------------------------------------------------
   def diagnostics(self, state, x, key, *, batch_size):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -99,6 +100,12 @@ def sampled_layer(key: jax.Array, a: jax.Array, layer: LayerParams, *,
   return LayerOut(z, layers.activate(activation, z), None, draw)
 
 
+def _with_bias(w: jax.Array, b) -> LayerParams:
+  """``LayerParams(w, b)``; a zero bias for a bias-free layer (``b`` None)."""
+  return LayerParams(w, jnp.zeros(w.shape[1], w.dtype) if b is None
+                     else b[...])
+
+
 class RowNorms(nnx.Variable):
   """The norms ``||w[t, :]||`` of a forward-mode layer's rows, [n]."""
 
@@ -125,8 +132,9 @@ class MCDense(model_lib.Dense):
 
   draws = True  # every layer takes a key, used or not (one key per layer)
 
-  def __init__(self, params, *, activation, num_samples, sampler, mode):
-    super().__init__(params, activation=activation)
+  def __init__(self, params, *, activation, num_samples, sampler, mode,
+               **network):
+    super().__init__(params, activation=activation, **network)
     self.num_samples, self.sampler, self.mode = num_samples, sampler, mode
 
   def __call__(self, rand, a, delta=None):
@@ -148,21 +156,22 @@ class RowSampledDense(model_lib.Layer):
   (``RowNorms``): a step changes only the rows it updates, so it recomputes
   only theirs, and ``refresh_norms`` recomputes all of them (every epoch's
   end) so that the kept norms are always those of the current weights.
-  The bias is an ordinary Param with a dense update.
+  The bias is an ordinary Param with a dense update (none if
+  ``bias=False``).
   """
 
   draws = True
 
   def __init__(self, params, *, activation, num_samples, sampler,
-               optim_cfg):
+               optim_cfg, bias=True):
     self.w = model_lib.Slab(optim.init_slab(optim_cfg, params.w, 1))
-    self.b = nnx.Param(params.b)
+    self.b = nnx.Param(params.b) if bias else None
     self.norms = RowNorms(kernels.norms(params.w, axis=1))
     self.activation, self.num_samples, self.sampler = (activation,
                                                        num_samples, sampler)
 
   def params(self) -> LayerParams:
-    return LayerParams(self.w[...][:, 0], self.b[...])
+    return _with_bias(self.w[...][:, 0], self.b)
 
   def slots(self) -> int:
     return kernels.num_slots(self.w.shape[0], num_samples=self.num_samples,
@@ -216,24 +225,24 @@ class ColumnSampledDense(model_lib.Layer):
   (``ColumnNorms``), from the updated weights in the same pass.  The kept
   norms are those of the current weights up to rounding;
   ``refresh_norms`` recomputes them (every epoch's end).  The bias is an
-  ordinary Param with a dense update.
+  ordinary Param with a dense update (none if ``bias=False``).
   """
 
   draws = True
 
   def __init__(self, params, *, activation, num_samples, sampler,
-               optim_cfg):
+               optim_cfg, bias=True):
     self.w = Weight(params.w)
     shape = params.w.shape if optim_cfg.name == "adam" else (0,)
     self.m1 = Moments(jnp.zeros(shape, params.w.dtype))
     self.m2 = Moments(jnp.zeros(shape, params.w.dtype))
-    self.b = nnx.Param(params.b)
+    self.b = nnx.Param(params.b) if bias else None
     self.norms = ColumnNorms(kernels.norms(params.w, axis=0))
     self.activation, self.num_samples, self.sampler = (activation,
                                                        num_samples, sampler)
 
   def params(self) -> LayerParams:
-    return LayerParams(self.w[...], self.b[...])
+    return _with_bias(self.w[...], self.b)
 
   def __call__(self, rand, a, delta=None):
     out = sampled_layer(rand, a, self.params(), num_samples=self.num_samples,
@@ -365,29 +374,49 @@ class MC(registry.MethodImpl):
     """Whether layer k is sampled (c < n; c >= n is the exact product)."""
     return self.sampled[k] and self.num_samples[k] < self.model.sizes[k]
 
+  def _self_updating(self, c: int | None) -> bool:
+    """Whether a layer sampling ``c`` pairs updates its own weights (forward
+    and backward modes).  Not under weight normalisation: the gradient of
+    every node's ``v`` is then dense (the normalisation couples each node's
+    weights), so those layers fall back to :class:`MCDense`, the same
+    sampled products with the gradient by autodiff and a dense update."""
+    return (c is not None and self.config.mode in ("forward", "backward")
+            and not self.model.weight_norm)
+
   def build_model(self, key, params):
     del key
     last = len(params) - 1
     out = []
+    network = self.model.network
+    if self.model.weight_norm and self.config.mode in ("forward",
+                                                       "backward"):
+      logging.info(
+          "mc: with --weight_norm the %s-mode layers are updated densely "
+          "(MCDense): each node's whole v gets a gradient, so the sparse "
+          "row update (forward) and the factored update (backward) do not "
+          "apply; the sampled products are unchanged", self.config.mode)
     for k, p in enumerate(params):
       act = None if k == last else self.model.activation
       c = self.num_samples[k] if self._active(k) else None
-      if c is not None and self.config.mode in ("forward", "backward"):
+      if self._self_updating(c):
         cls = (RowSampledDense if self.config.mode == "forward"
                else ColumnSampledDense)
         out.append(cls(p, activation=act, num_samples=c,
-                       sampler=self.config.sampler, optim_cfg=self.optim))
+                       sampler=self.config.sampler, optim_cfg=self.optim,
+                       bias=network["bias"]))
       else:
         out.append(MCDense(p, activation=act, num_samples=c,
                            sampler=self.config.sampler,
-                           mode=self.config.mode))
+                           mode=self.config.mode, **network))
     return model_lib.MLP(out)
 
   def _dense_part(self, model):
-    """The parameters the lazy optimizer updates densely (the sampled
-    layers of forward and backward modes update their own weights)."""
-    return tuple(LayerParams(None, l.b[...]) if isinstance(l, _SELF_UPDATED)
-                 else l.params() for l in model.layers)
+    """The parameters the lazy optimizer updates densely (``raw()``; the
+    sampled layers of forward and backward modes update their own weights,
+    and bias-free layers have no bias)."""
+    return tuple(LayerParams(None, None if l.b is None else l.b[...])
+                 if isinstance(l, _SELF_UPDATED) else l.raw()
+                 for l in model.layers)
 
   def init_optimizer(self, model):
     return self.lazy.init(self._dense_part(model))
@@ -429,21 +458,21 @@ class MC(registry.MethodImpl):
           native = self._use_native() if native is None else native
           rows, grows = self._rows(draws[k], g_deltas[k], layer.w.shape[0])
           layer.update_rows(self.optim, rows, grows, count, native=native)
-          grads.append(LayerParams(None, g.b[...]))
+          grads.append(LayerParams(None, _bias_of(g)))
         elif isinstance(layer, ColumnSampledDense):
           native = self._use_native() if native is None else native
           layer.update_factored(self.optim, *g_deltas[k], count,
                                 native=native)
-          grads.append(LayerParams(None, g.b[...]))
+          grads.append(LayerParams(None, _bias_of(g)))
         else:
-          grads.append(g.params())
+          grads.append(g.raw())
       new, opt_state = self.lazy.update(tuple(grads), state.opt_state,
                                         self._dense_part(model))
       for layer, p in zip(model.layers, new):
-        if isinstance(layer, _SELF_UPDATED):
+        if not isinstance(layer, _SELF_UPDATED):
+          layer.set_raw(p)
+        elif layer.b is not None:
           layer.b[...] = p.b
-        else:
-          layer.set_params(p)
     return state.replace(model=nnx.state(model), opt_state=opt_state,
                          step=state.step + 1), {"loss": loss}
 
@@ -553,6 +582,13 @@ class MC(registry.MethodImpl):
 _SELF_UPDATED = (RowSampledDense, ColumnSampledDense)
 
 
+def _bias_of(layer):
+  """A layer's bias (or its gradient), None if it has none."""
+  return None if layer.b is None else layer.b[...]
+
+
+# paper_batch_size: the paper's mini-batch setting (MC-APPROX_M).
 SPEC = registry.register(registry.MethodSpec(
     name="mc", build=MC, config=MCConfig, keep_all={"mc_ratio": 1.0},
+    paper_batch_size=128,
     analysis_grid={"mc_sampler": kernels.SAMPLERS, "mc_ratio": (0.1, 0.5)}))
