@@ -308,3 +308,20 @@ def test_seed_and_seeds_together_are_refused(tmp_path):
   assert out.returncode != 0
   assert "give --seeds or --seed, not both" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_paper_dry_run_uses_the_authors_network_and_batch_size_1(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.depth_sweep", "--scale=paper",
+       "--dataset=fashion_mnist", "--method=alsh,standard", "--depths=1",
+       "--dry_run", f"--out_dir={tmp_path / 'out'}"],
+      cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+      timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = [l for l in out.stdout.splitlines() if "depth=1" in l]
+  assert len(lines) == 2, out.stdout
+  (alsh,) = [l for l in lines if " alsh " in l]
+  (std,) = [l for l in lines if " standard " in l]
+  assert "hidden=1000 B=1 " in alsh and "B=128 " in std
+  for line in lines:
+    assert "no-bias weight-norm" in line and "50 epoch(s)" in line
