@@ -395,7 +395,7 @@ class ALSH(registry.MethodImpl):
     out, block, go = model.layers[-1], first(aux[-1]), first(g[-1])
     if out.g is not None:
       self._update_normed_output(out, go.w if rows is None else
-                                 jnp.zeros(out.w.shape[::2]).at[rows].set(
+                                 jnp.zeros(_output_shape(out)).at[rows].set(
                                      go.w), count)
     elif rows is None:
       out.w[...] = update_slab(cfg, out.w[...], go.w, count, axis=1)
@@ -446,7 +446,7 @@ class ALSH(registry.MethodImpl):
     out, go = model.layers[-1], g[-1]
     if out.g is not None:
       self._update_normed_output(out, go.w.sum(0) if rows is None else
-                                 jnp.zeros(out.w.shape[::2]).at[rows].add(
+                                 jnp.zeros(_output_shape(out)).at[rows].add(
                                      go.w), count)
     elif rows is None:
       out.w[...] = update_slab(cfg, out.w[...], go.w.sum(0), count, axis=1)
@@ -494,8 +494,14 @@ class ALSH(registry.MethodImpl):
     return batch_size * per_example + rebuild
 
 
+def _output_shape(out: SparseOutput) -> tuple[int, int]:
+  """The output layer's weights' shape [n_d, C] (its slab is [n_d, S, C])."""
+  return out.w.shape[0], out.w.shape[2]
+
+
+# paper_batch_size: one example at a time, as the paper trained it.
 SPEC = registry.register(registry.MethodSpec(
-    name="alsh", build=ALSH, config=ALSHConfig,
+    name="alsh", build=ALSH, config=ALSHConfig, paper_batch_size=1,
     keep_all={"alsh_active_fraction": 1.0},
     analysis_grid={"alsh_transform": kernels.TRANSFORMS,
                    "alsh_hash": kernels.HASHES}))
