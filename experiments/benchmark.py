@@ -18,7 +18,9 @@ exactly 1 when it is the best one), ``flops_fraction`` (counted multiply-adds ov
 ``gflops`` (achieved) and ``matmul_peak_gflops`` (a plain ``jnp.dot``
 [batch, hidden] @ [hidden, hidden] timed in the same process),
 ``traffic_fraction`` (floats moved in weight-sized arrays over standard's,
-where the method counts them), plus the method's options, and with
+where the method counts them), plus the method's options.
+``--network`` (``--bias``, ``--weight_norm``) sets the MLP's layers, as in
+the sweeps; every MLP line states ``bias`` and ``weight_norm``.
 ``--breakdown`` ``breakdown_ms``: each method's step profiled, milliseconds
 per step by part.  ``--standard_batch_sizes=`` (empty) skips the
 comparison with standard's best configuration and omits its three fields.
@@ -121,7 +123,8 @@ def main(argv):
       depths=[0] if model_config else common.ints(FLAGS.depth),
       log_path=common.runner().path("benchmark", "benchmark.jsonl"),
       steps_per_call=FLAGS.steps_per_call, repeats=FLAGS.repeats,
-      seed=FLAGS.seed, breakdown=FLAGS.breakdown):
+      seed=FLAGS.seed, breakdown=FLAGS.breakdown,
+      network=None if model_config else common.network()):
     print(json.dumps(row), flush=True)
 
 

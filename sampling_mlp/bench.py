@@ -349,13 +349,16 @@ def sweep(methods: Sequence[str], *, hidden: Sequence[int],
           standard_batch_sizes: Sequence[int] = (),
           log_path: str | None = None, breakdown: bool = False,
           model_config: Callable[..., Any] | None = None,
+          network: Mapping[str, bool] | None = None,
           **timing) -> Iterator[dict]:
   """:func:`benchmark` of every (hidden, depth), one shape at a time, at
   every batch size (STANDARD's reference at ``standard_batch_sizes`` timed
   once per shape), each row also appended to the JSON-lines file
   ``log_path``.  ``model_config(hidden=, depth=)`` gives another model's
   config (a CNN's, ``sampling_mlp.cnn.CNNConfig``) in place of the MLP's
-  ``registry.ModelConfig``."""
+  ``registry.ModelConfig``; ``network`` the MLP's ``bias`` and
+  ``weight_norm`` (default: this project's network, with biases and no
+  weight normalisation)."""
   log = None if log_path is None else report.ResultsLog(log_path)
   for width in hidden:
     for depth in depths:
@@ -364,11 +367,14 @@ def sweep(methods: Sequence[str], *, hidden: Sequence[int],
       else:
         model = registry.ModelConfig(input_dim=input_dim,
                                      num_classes=num_classes, hidden=width,
-                                     depth=depth, activation=activation)
+                                     depth=depth, activation=activation,
+                                     **(network or {}))
       for row in benchmark(methods, model=model, batch_sizes=batch_sizes,
                            optim=optim, method_values=method_values,
                            standard_batch_sizes=standard_batch_sizes,
                            breakdown=breakdown, **timing):
+        if model_config is None:
+          row = dict(row, bias=model.bias, weight_norm=model.weight_norm)
         if log is not None:
           log.append(dict(row, run_id="benchmark"))
         yield row

@@ -417,6 +417,7 @@ class Panel(NamedTuple):
   title: str = ""
   log_y: bool = False
   integer_x: bool = True  # epochs, layers
+  ylim: tuple[float, float] | None = None  # (bottom, top); None: automatic
 
 
 def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
@@ -454,6 +455,8 @@ def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
     ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
     if panel.log_y:
       ax.set_yscale("log")
+    if panel.ylim is not None:
+      ax.set_ylim(*panel.ylim)
     if panel.integer_x:
       ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)

@@ -156,6 +156,29 @@ def test_sweep_rows_and_log(tmp_path):
   assert len(open(log).read().splitlines()) == 4
 
 
+def test_sweep_times_the_network_it_is_given(monkeypatch):
+  models = []
+  timed = bench.benchmark
+
+  def spy(methods, *, model, **kw):
+    models.append(model)
+    return timed(methods, model=model, **kw)
+
+  monkeypatch.setattr(bench, "benchmark", spy)
+  rows = list(bench.sweep(
+      ["standard", "alsh"], hidden=[16], depths=[2], batch_sizes=[1],
+      input_dim=12, num_classes=3, activation="relu", optim=OptimConfig(),
+      network=registry.AUTHORS_NETWORK, steps_per_call=2, repeats=2))
+  assert [(m.bias, m.weight_norm) for m in models] == [(False, True)]
+  assert [(r["bias"], r["weight_norm"]) for r in rows] == [(False, True)] * 2
+  # Without one, the default network, stated on every line.
+  rows = list(bench.sweep(
+      ["standard"], hidden=[16], depths=[1], batch_sizes=[2], input_dim=12,
+      num_classes=3, activation="relu", optim=OptimConfig(), steps_per_call=2,
+      repeats=2))
+  assert (rows[0]["bias"], rows[0]["weight_norm"]) == (True, False)
+
+
 def test_matmul_peak_is_positive():
   assert bench.matmul_peak_gflops(batch_size=2, hidden=32, repeats=2) > 0
 

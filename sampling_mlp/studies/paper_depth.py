@@ -1,0 +1,257 @@
+"""The depth study at the paper's scale, reported beside the paper's table.
+
+``experiments.depth_sweep --scale=paper`` trains each method for 50 epochs
+on the full data; its rows (``runs.jsonl``, one per run and epoch) may mix
+methods, networks (this project's default, or the authors': no bias,
+weight normalisation) and method variants (an ALSH transform and hash),
+and a long study may still be running.  This module turns such rows into
+the report's tables and figures, without training anything:
+
+* :func:`configurations`: the runs grouped by configuration (everything
+  but depth and seed), each with its runs by depth;
+* :func:`accuracy_table`: final test accuracy by depth, mean ± standard
+  deviation over seeds, with seconds per epoch and total training seconds;
+  a run that has not finished shows the epoch it reached;
+* :func:`paper_table`: the paper's reported numbers (Ebrahimi, Advani and
+  Asudeh 2025, earlier version: MNIST by depth, Fashion-MNIST at 3 hidden
+  layers, training seconds at 1 and 7 hidden layers);
+* :func:`plot_curves`: per-epoch test accuracy, a panel per configuration
+  and a line per depth; :func:`plot_depth`: final test accuracy against
+  depth, a line per configuration, the paper's MNIST numbers dashed.
+
+:func:`write` writes all of them (``experiments.paper_depth`` is its entry
+point).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import statistics
+from typing import Any, Mapping, Sequence
+
+from sampling_mlp import registry, report
+
+# Earlier version of the paper, MNIST test accuracy (%) at 1..7 hidden layers.
+PAPER_MNIST_ACCURACY = {
+    "mc": (92.7, 98.1, 98.1, 98.2, 98.4, 97.7, 97.6),
+    "alsh": (94.5, 90.3, 94.2, 88.7, 70.1, 21.3, 25.1),
+    "standard": (98.0, 95.8, 96.1, 95.9, 94.9, 94.4, 93.9),
+}
+# Its MNIST training seconds (50 epochs, 12-core CPU) at 1 and 7 hidden layers.
+PAPER_SECONDS = {"mc": (1211, 11493), "alsh": (9846, 486321),
+                 "standard": (8337, 50521)}
+# Its Fashion-MNIST test accuracy (%) at 3 hidden layers.
+PAPER_FASHION_DEPTH3 = {"mc": 87.9, "alsh": 78.1, "standard": 73.6}
+
+
+def network_name(row: Mapping[str, Any]) -> str:
+  """'default', 'authors' (no bias, weight normalisation), or the one
+  setting that differs from the default ('no-bias', 'weight-norm')."""
+  cfg = row.get("config", {})
+  bias, wn = cfg.get("bias", True), cfg.get("weight_norm", False)
+  for name, values in registry.NETWORKS.items():
+    if values == {"bias": bias, "weight_norm": wn}:
+      return name
+  return "no-bias" if not bias else "weight-norm"
+
+
+def variant(row: Mapping[str, Any]) -> str:
+  """The method's options that differ from its registry defaults, as
+  ``name=value`` pairs ('' when none do)."""
+  cfg = row.get("config", {})
+  defaults = registry.get(row["method"]).make_config(None).flags()
+  changed = {k: v for k, v in sorted(cfg.get("method_config", {}).items())
+             if k in defaults and defaults[k] != v}
+  return " ".join(f"{k}={v}" for k, v in changed.items())
+
+
+class Configuration(collections.namedtuple(
+    "Configuration", "method network batch_size variant runs")):
+  """One configuration: ``runs`` maps each depth to its runs (each a list
+  of per-epoch rows), seeds in order of appearance."""
+
+  @property
+  def label(self) -> str:
+    extra = f" {self.variant}" if self.variant else ""
+    return f"{self.method} B={self.batch_size} {self.network}{extra}"
+
+
+def configurations(runs: Sequence[Sequence[Mapping[str, Any]]]
+                   ) -> list[Configuration]:
+  """``runs`` (each a run's rows) grouped by configuration, in order of
+  first appearance; within one, by depth (ascending)."""
+  groups: dict[tuple, dict[int, list]] = collections.OrderedDict()
+  for rows in runs:
+    if not rows:
+      continue
+    r0 = rows[0]
+    key = (r0["method"], network_name(r0), r0["batch_size"], variant(r0))
+    groups.setdefault(key, {}).setdefault(r0["depth"], []).append(rows)
+  return [Configuration(*key, dict(sorted(by_depth.items())))
+          for key, by_depth in groups.items()]
+
+
+def _epochs_of(rows: Sequence[Mapping[str, Any]]) -> int:
+  return int(rows[0].get("config", {}).get("epochs", len(rows)))
+
+
+def _finished(depth_runs):
+  return [r for r in depth_runs if len(r) >= _epochs_of(r)]
+
+
+def final_accuracy(depth_runs) -> tuple[float, float | None, int] | None:
+  """(mean, sample standard deviation or None for one seed, seeds) of the
+  finished runs' final test accuracy; None if none has finished."""
+  accs = [r[-1]["test_accuracy"] for r in _finished(depth_runs)]
+  if not accs:
+    return None
+  return (statistics.fmean(accs),
+          statistics.stdev(accs) if len(accs) > 1 else None, len(accs))
+
+
+def accuracy_cell(depth_runs: Sequence[Sequence[Mapping[str, Any]]]) -> str:
+  """Final test accuracy of one configuration at one depth: the mean ±
+  standard deviation of its finished seeds (``n=`` their count when more
+  than one), then any run still training as ``e<reached>/<epochs>:
+  <accuracy>``."""
+  parts = []
+  final = final_accuracy(depth_runs)
+  if final is not None:
+    mean, std, n = final
+    parts.append(f"{mean:.3f}" + ("" if std is None else
+                                  f" ± {std:.3f} (n={n})"))
+  parts += [f"e{len(r)}/{_epochs_of(r)}: {r[-1]['test_accuracy']:.3f}"
+            for r in depth_runs if len(r) < _epochs_of(r)]
+  return "; ".join(parts)
+
+
+def _seconds(depth_runs, key: str) -> float | None:
+  """Mean over runs of ``key`` (``epoch_seconds`` averaged over epochs, or
+  the last ``cumulative_seconds``), finished runs only (None if none)."""
+  done = _finished(depth_runs)
+  if not done:
+    return None
+  if key == "epoch_seconds":
+    vals = [sum(x["epoch_seconds"] for x in r) / len(r) for r in done]
+  else:
+    vals = [r[-1]["cumulative_seconds"] for r in done]
+  return sum(vals) / len(vals)
+
+
+def _fmt_seconds(v: float | None) -> str:
+  return "–" if v is None else (f"{v:.1f}" if v < 100 else f"{v:,.0f}")
+
+
+def accuracy_table(configs: Sequence[Configuration],
+                   depths: Sequence[int] = (1, 3, 5, 7)) -> str:
+  """The markdown table of final test accuracy by depth, then seconds per
+  epoch and total training seconds by depth (finished runs)."""
+  head = ["configuration"] + [str(d) for d in depths]
+  by = " / ".join(str(d) for d in depths)
+  lines = ["| " + " | ".join(head) + f" | seconds per epoch ({by}) "
+           f"| total seconds ({by}) |",
+           "|" + "---|" * (len(head) + 2)]
+  for c in configs:
+    cells = [accuracy_cell(c.runs.get(d, [])) or "–" for d in depths]
+    per_epoch = " / ".join(_fmt_seconds(_seconds(c.runs.get(d, []),
+                                                 "epoch_seconds"))
+                           for d in depths)
+    total = " / ".join(_fmt_seconds(_seconds(c.runs.get(d, []), "total"))
+                       for d in depths)
+    lines.append(f"| {c.label} | " + " | ".join(cells)
+                 + f" | {per_epoch} | {total} |")
+  return "\n".join(lines) + "\n"
+
+
+def paper_table() -> str:
+  """The paper's reported numbers as a markdown table."""
+  lines = ["| method (paper) | MNIST 1 | 2 | 3 | 4 | 5 | 6 | 7 "
+           "| Fashion-MNIST 3 | seconds 1 / 7 (MNIST) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for m, accs in PAPER_MNIST_ACCURACY.items():
+    s1, s7 = PAPER_SECONDS[m]
+    lines.append(f"| {m} | " + " | ".join(f"{a:.1f}" for a in accs)
+                 + f" | {PAPER_FASHION_DEPTH3[m]:.1f} | {s1:,} / {s7:,} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_curves(configs: Sequence[Configuration], path: str, *,
+                y: str = "test_accuracy", ncols: int = 3) -> None:
+  """Per-epoch ``y``: a panel per configuration, a line per depth (the
+  mean over its seeds, a band of one standard deviation)."""
+  panels = []
+  for c in configs:
+    runs = [r for d in c.runs for r in c.runs[d]]
+    lines = report.epoch_lines(runs, y,
+                               label_fn=lambda rows: f"{rows[0]['depth']} "
+                               "hidden")
+    panels.append(report.Panel(lines, xlabel="epoch",
+                               ylabel=y.replace("_", " "), title=c.label,
+                               ylim=(0.0, 1.0)))
+  report.plot_panels(panels, path, ncols=ncols,
+                     title="Per-epoch test accuracy at the paper's scale")
+
+
+def plot_depth(configs: Sequence[Configuration], path: str) -> None:
+  """Final test accuracy of each configuration's finished runs against
+  depth, with the paper's MNIST numbers (dashed; another dataset)."""
+  lines = []
+  for c in configs:
+    xs, ys, sd = [], [], []
+    for d, runs in c.runs.items():
+      final = final_accuracy(runs)
+      if final is not None:
+        xs.append(d), ys.append(final[0]), sd.append(final[1] or 0.0)
+    if xs:
+      lines.append(report.Line(c.label, xs, ys, spread=sd))
+  for m, accs in PAPER_MNIST_ACCURACY.items():
+    lines.append(report.Line(f"paper, MNIST: {m}", list(range(1, 8)),
+                             [a / 100 for a in accs],
+                             {"linestyle": "--", "alpha": 0.6}))
+  report.plot_panels([report.Panel(lines, xlabel="hidden layers",
+                                   ylabel="final test accuracy",
+                                   title="Depth study, 50 epochs")], path)
+
+
+def read_runs(results: str, checkpoints: str | None = None
+              ) -> list[list[dict]]:
+  """The runs in the JSON-lines file ``results`` (each run's rows, by
+  ``run_id``, in epoch order), plus, from the folder ``checkpoints``
+  (``<run_id>/`` per run), the rows of runs still training."""
+  by_run: dict[str, list[dict]] = collections.OrderedDict()
+  if os.path.exists(results):
+    for row in report.read_jsonl(results):
+      by_run.setdefault(row["run_id"], []).append(row)
+  if checkpoints and os.path.isdir(checkpoints):
+    from sampling_mlp import checkpoint  # pylint: disable=import-outside-toplevel
+    for name in sorted(os.listdir(checkpoints)):
+      folder = os.path.join(checkpoints, name)
+      if name in by_run or not os.path.isdir(folder):
+        continue
+      rows = checkpoint.RunCheckpoint(folder, run_id=name).rows()
+      if rows:
+        by_run[name] = list(rows)
+  return [sorted(rows, key=lambda r: r["epoch"]) for rows in by_run.values()]
+
+
+def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
+          figures_dir: str | None = None) -> str:
+  """Writes ``<out_dir>/paper_depth.md`` (both tables) and the figures
+  ``paper_depth_curves.png`` and ``paper_depth.png`` (in ``figures_dir``,
+  default ``out_dir``); returns the markdown."""
+  configs = configurations(runs)
+  if not configs:
+    raise ValueError("no runs to report: the results file is empty or "
+                     "missing (run experiments.depth_sweep --scale=paper "
+                     "first, or point --results at its runs.jsonl)")
+  figures_dir = figures_dir or out_dir
+  text = ("Final test accuracy by hidden layers (this project; "
+          "mean ± std over finished seeds, `eK/N` = a run still training "
+          "at epoch K of N):\n\n" + accuracy_table(configs)
+          + "\nThe paper's reported numbers:\n\n" + paper_table())
+  report.write_text(os.path.join(out_dir, "paper_depth.md"), text)
+  plot_curves(configs, os.path.join(figures_dir, "paper_depth_curves.png"))
+  plot_depth(configs, os.path.join(figures_dir, "paper_depth.png"))
+  return text
+

@@ -1,0 +1,130 @@
+"""Tests for the paper-scale depth study's report (studies/paper_depth.py and
+experiments/paper_depth.py): grouping by network and variant, the means
+and spreads in its table, runs still training read from their
+checkpoints, and a clear error when there is nothing to report."""
+
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from sampling_mlp import checkpoint, experiment, report
+from sampling_mlp.studies import paper_depth
+
+
+def _run(method="alsh", depth=1, seed=0, epochs=3, accs=(0.5, 0.6, 0.7),
+         network=None, method_config=None, batch_size=1):
+  """A run's rows as the sweep writes them (only the fields the report
+  reads)."""
+  cfg = {"method": method, "depth": depth, "seed": seed, "epochs": epochs,
+         "batch_size": batch_size, "method_config": method_config or {}}
+  cfg.update(network or {})
+  run_id = f"{method}-{depth}-{seed}-{sorted(cfg.items())!r}"
+  return [{"run_id": run_id, "method": method, "depth": depth, "seed": seed,
+           "batch_size": batch_size, "epoch": e + 1, "test_accuracy": a,
+           "epoch_seconds": 2.0 + depth, "cumulative_seconds":
+           (2.0 + depth) * (e + 1), "config": cfg}
+          for e, a in enumerate(accs)]
+
+
+AUTHORS = {"bias": False, "weight_norm": True}
+
+
+def test_runs_group_by_network_and_variant_and_sort_by_depth():
+  runs = [_run(depth=3), _run(depth=1), _run(depth=1, seed=1),
+          _run(depth=1, network=AUTHORS),
+          _run(depth=1, method_config={"alsh_transform": "sign_alsh",
+                                       "alsh_hash": "srp"})]
+  configs = paper_depth.configurations(runs)
+  assert [c.label for c in configs] == [
+      "alsh B=1 default", "alsh B=1 authors",
+      "alsh B=1 default alsh_transform=sign_alsh"]  # srp is the default hash
+  assert list(configs[0].runs) == [1, 3]
+  assert [r[0]["seed"] for r in configs[0].runs[1]] == [0, 1]
+  assert paper_depth.network_name({"config": {"bias": False}}) == "no-bias"
+
+
+def test_the_table_holds_the_mean_and_sample_std_of_finished_seeds():
+  a, b = (0.1, 0.2, 0.71), (0.1, 0.2, 0.75)
+  runs = [_run(accs=a), _run(seed=1, accs=b), _run(seed=2, accs=(0.3,))]
+  table = paper_depth.accuracy_table(paper_depth.configurations(runs),
+                                     depths=(1, 3))
+  mean, std = statistics.fmean([0.71, 0.75]), statistics.stdev([0.71, 0.75])
+  assert abs(std - 0.0283) < 1e-4
+  row = table.splitlines()[2]
+  # Two finished seeds, one still training at epoch 1 of 3; no depth 3.
+  assert f"{mean:.3f} ± {std:.3f} (n=2); e1/3: 0.300 | – |" in row
+  # Seconds per epoch and in all, of the finished runs only.
+  assert row.endswith("| 3.0 / – | 9.0 / – |")
+
+
+def test_one_seed_has_no_spread_and_the_paper_table_has_its_numbers():
+  configs = paper_depth.configurations([_run(method="mc", batch_size=128)])
+  assert "| mc B=128 default | 0.700 |" in paper_depth.accuracy_table(
+      configs, depths=(1,))
+  paper = paper_depth.paper_table()
+  assert ("| alsh | 94.5 | 90.3 | 94.2 | 88.7 | 70.1 | 21.3 | 25.1 | 78.1 "
+          "| 9,846 / 486,321 |") in paper
+
+
+def test_write_makes_the_table_and_both_figures(tmp_path):
+  runs = [_run(depth=d, seed=s, network=n) for d in (1, 3) for s in (0, 1)
+          for n in (None, AUTHORS)]
+  text = paper_depth.write(runs, str(tmp_path / "md"),
+                           figures_dir=str(tmp_path / "fig"))
+  assert open(tmp_path / "md" / "paper_depth.md").read() == text
+  for name in ("paper_depth_curves.png", "paper_depth.png"):
+    assert os.path.getsize(tmp_path / "fig" / name) > 1000
+
+
+def test_nothing_to_report_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="no runs to report"):
+    paper_depth.write([], str(tmp_path))
+  missing = tmp_path / "nope.jsonl"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.paper_depth",
+       f"--results={missing}", f"--out_dir={tmp_path}",
+       f"--figures_dir={tmp_path}"], capture_output=True, text=True,
+      check=False, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 2
+  assert "no runs to report" in proc.stderr and "--results" in proc.stderr
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_runs_still_training_are_read_from_their_checkpoints(tiny, tmp_path):
+  spec = experiment.RunSpec.make(method="standard", dataset="tiny", depth=1,
+                                 hidden=16, batch_size=32, epochs=3,
+                                 activation="relu")
+  done = experiment.RunSpec.make(method="standard", dataset="tiny", depth=2,
+                                 hidden=16, batch_size=32, epochs=1,
+                                 activation="relu")
+  results = str(tmp_path / "runs.jsonl")
+  experiment.run_specs([done], results_path=results, progress=False,
+                       dataset_loader=lambda name, **kw: tiny)
+  save = checkpoint.RunCheckpoint.save
+
+  class Killed(Exception):
+    pass
+
+  def dying(self, state, rows):
+    save(self, state, rows)
+    if len(rows) == 2:
+      raise Killed
+
+  mp = pytest.MonkeyPatch()
+  mp.setattr(checkpoint.RunCheckpoint, "save", dying)
+  try:
+    experiment.run_specs([spec], results_path=results, progress=False,
+                         dataset_loader=lambda name, **kw: tiny)
+  except Exception:  # pylint: disable=broad-except
+    pass  # the run is reported failed; its checkpoint holds epoch 2
+  finally:
+    mp.undo()
+  runs = paper_depth.read_runs(results, str(tmp_path / "checkpoints"))
+  assert [len(r) for r in runs] == [1, 2]
+  assert runs[1][-1]["run_id"] == spec.run_id
+  assert runs[0] == report.read_jsonl(results)
+  cell = paper_depth.accuracy_cell([runs[1]])
+  assert cell == f"e2/3: {runs[1][-1]['test_accuracy']:.3f}"
