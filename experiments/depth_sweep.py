@@ -21,7 +21,11 @@ Scale (``--scale``; flags given on the command line win):
   quick look at a large dataset add ``--max_train=5000 --max_test=2000`` (as
   ``scripts/reproduce_paper.sh quick`` does): all five methods on
   Fashion-MNIST then take about 4 minutes on the project's 2-core CPU.
-* ``paper``: 50 epochs, the full splits, width 1000.
+* ``paper``: 50 epochs, the full splits, width 1000, the authors' network
+  (no bias, weight normalisation), and each method at its paper batch size
+  unless ``--batch_size`` is given (ALSH-APPROX 1, the others 128).  Many
+  hours per method on the project's 2-core CPU; ``experiments.paper_depth``
+  reports the rows beside the paper's table.
 
 Writes under ``--out_dir``/depth_sweep/ (see
 :mod:`sampling_mlp.studies.depth_sweep`); rerun the same command to resume.
