@@ -70,3 +70,10 @@ def test_summary_table_and_plots(tiny, tmp_path):
   assert report.config_value(runs[0][0], "activation") == "relu"
   assert report.config_value(runs[0][0], "missing", 3) == 3
   assert report.format_values([0.5, 0.25]) == "0.500 / 0.250"
+
+
+def test_written_tables_are_readable_by_everyone(tmp_path):
+  path = tmp_path / "t.md"
+  report.write_text(str(path), "| a |\n")
+  assert path.read_text() == "| a |\n"
+  assert oct(path.stat().st_mode & 0o777) == oct(0o644)
