@@ -14,7 +14,10 @@ While a study is still training, add its checkpoints to show how far each
 unfinished run got:
 
   python -m experiments.paper_depth --results=results/depth_sweep/runs.jsonl \\
-      --checkpoints=results/checkpoints --out_dir=results/depth_sweep
+      --checkpoints=results/checkpoints --out_dir=results/depth_sweep \
+      --figures_dir=results/depth_sweep
+
+(``--figures_dir`` defaults to ``docs/figures``, the committed figures.)
 """
 
 import sys

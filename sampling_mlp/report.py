@@ -132,7 +132,7 @@ def write_text(path: str, text: str) -> None:
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
   try:
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; tables are for everyone
+    os.fchmod(fd, 0o644)  # mkstemp creates 0600; tables are for everyone
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()

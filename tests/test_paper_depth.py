@@ -128,3 +128,29 @@ def test_runs_still_training_are_read_from_their_checkpoints(tiny, tmp_path):
   assert runs[0] == report.read_jsonl(results)
   cell = paper_depth.accuracy_cell([runs[1]])
   assert cell == f"e2/3: {runs[1][-1]['test_accuracy']:.3f}"
+
+
+def test_runs_of_other_settings_are_never_averaged_together():
+  full = [_run(accs=(0.5,) * 3), _run(seed=1, accs=(0.6,) * 3)]
+  short = _run(epochs=2, accs=(0.1, 0.2))
+  short[0]["config"]["max_train"] = 10000
+  for r in short:
+    r["run_id"] = "short"
+  configs = paper_depth.configurations(full + [short])
+  assert [c.label for c in configs] == ["alsh B=1 default",
+                                        "alsh B=1 default (setting 2)"]
+  assert paper_depth.accuracy_cell(configs[0].runs[1]).startswith(
+      "0.550 ± 0.071 (n=2)")
+  assert paper_depth.accuracy_cell(configs[1].runs[1]) == "0.200"
+
+
+def test_a_diverged_run_is_finished_and_left_out_of_the_mean():
+  diverged = _run(seed=1, accs=(0.3, float("nan")))
+  diverged[-1]["diverged"] = True
+  configs = paper_depth.configurations([_run(accs=(0.5, 0.6, 0.7)),
+                                        diverged])
+  assert paper_depth.accuracy_cell(configs[0].runs[1]) == (
+      "0.700; diverged at e2")
+  # Depths default to those the runs have.
+  assert paper_depth.accuracy_table(configs).splitlines()[0].startswith(
+      "| configuration | 1 | seconds per epoch (1) |")

@@ -77,19 +77,38 @@ class Configuration(collections.namedtuple(
     return f"{self.method} B={self.batch_size} {self.network}{extra}"
 
 
+def _setting(row: Mapping[str, Any]) -> str:
+  """The run's configuration without its depth, seed and method options
+  (epochs, data, width, optimizer, ...), as a string."""
+  cfg = {k: v for k, v in row.get("config", {}).items()
+         if k not in ("depth", "seed", "method_config")}
+  return repr(sorted(cfg.items()))
+
+
 def configurations(runs: Sequence[Sequence[Mapping[str, Any]]]
                    ) -> list[Configuration]:
-  """``runs`` (each a run's rows) grouped by configuration, in order of
-  first appearance; within one, by depth (ascending)."""
+  """``runs`` (each a run's rows) grouped by configuration -- everything
+  but depth and seed: runs that differ in epochs, data or any other
+  setting are never averaged together --, in order of first appearance;
+  within one, by depth (ascending).  Configurations that share a label
+  but differ in another setting get a numbered suffix."""
   groups: dict[tuple, dict[int, list]] = collections.OrderedDict()
   for rows in runs:
     if not rows:
       continue
     r0 = rows[0]
-    key = (r0["method"], network_name(r0), r0["batch_size"], variant(r0))
+    key = (r0["method"], network_name(r0), r0["batch_size"], variant(r0),
+           _setting(r0))
     groups.setdefault(key, {}).setdefault(r0["depth"], []).append(rows)
-  return [Configuration(*key, dict(sorted(by_depth.items())))
-          for key, by_depth in groups.items()]
+  out, seen = [], collections.Counter()
+  for key, by_depth in groups.items():
+    label_key = key[:4]
+    seen[label_key] += 1
+    suffix = "" if seen[label_key] == 1 else f"(setting {seen[label_key]})"
+    out.append(Configuration(key[0], key[1], key[2],
+                             " ".join(filter(None, (key[3], suffix))),
+                             dict(sorted(by_depth.items()))))
+  return out
 
 
 def _epochs_of(rows: Sequence[Mapping[str, Any]]) -> int:
@@ -97,13 +116,20 @@ def _epochs_of(rows: Sequence[Mapping[str, Any]]) -> int:
 
 
 def _finished(depth_runs):
-  return [r for r in depth_runs if len(r) >= _epochs_of(r)]
+  """The finished runs: every epoch, or every epoch up to a diverged one
+  (``report.complete_rows``)."""
+  return [r for r in depth_runs if report.complete_rows(r, _epochs_of(r))]
+
+
+def _diverged(rows) -> bool:
+  return bool(rows[-1].get("diverged"))
 
 
 def final_accuracy(depth_runs) -> tuple[float, float | None, int] | None:
   """(mean, sample standard deviation or None for one seed, seeds) of the
   finished runs' final test accuracy; None if none has finished."""
-  accs = [r[-1]["test_accuracy"] for r in _finished(depth_runs)]
+  accs = [r[-1]["test_accuracy"] for r in _finished(depth_runs)
+          if not _diverged(r)]
   if not accs:
     return None
   return (statistics.fmean(accs),
@@ -113,16 +139,18 @@ def final_accuracy(depth_runs) -> tuple[float, float | None, int] | None:
 def accuracy_cell(depth_runs: Sequence[Sequence[Mapping[str, Any]]]) -> str:
   """Final test accuracy of one configuration at one depth: the mean ±
   standard deviation of its finished seeds (``n=`` their count when more
-  than one), then any run still training as ``e<reached>/<epochs>:
-  <accuracy>``."""
+  than one), then each diverged run as ``diverged at e<epoch>`` and each
+  run still training as ``e<reached>/<epochs>: <accuracy>``."""
   parts = []
   final = final_accuracy(depth_runs)
   if final is not None:
     mean, std, n = final
     parts.append(f"{mean:.3f}" + ("" if std is None else
                                   f" ± {std:.3f} (n={n})"))
+  finished = _finished(depth_runs)
+  parts += [f"diverged at e{len(r)}" for r in finished if _diverged(r)]
   parts += [f"e{len(r)}/{_epochs_of(r)}: {r[-1]['test_accuracy']:.3f}"
-            for r in depth_runs if len(r) < _epochs_of(r)]
+            for r in depth_runs if r not in finished]
   return "; ".join(parts)
 
 
@@ -144,9 +172,12 @@ def _fmt_seconds(v: float | None) -> str:
 
 
 def accuracy_table(configs: Sequence[Configuration],
-                   depths: Sequence[int] = (1, 3, 5, 7)) -> str:
-  """The markdown table of final test accuracy by depth, then seconds per
-  epoch and total training seconds by depth (finished runs)."""
+                   depths: Sequence[int] | None = None) -> str:
+  """The markdown table of final test accuracy by depth (default: every
+  depth any configuration has), then seconds per epoch and total training
+  seconds by depth (finished runs)."""
+  if depths is None:
+    depths = sorted({d for c in configs for d in c.runs})
   head = ["configuration"] + [str(d) for d in depths]
   by = " / ".join(str(d) for d in depths)
   lines = ["| " + " | ".join(head) + f" | seconds per epoch ({by}) "
@@ -211,7 +242,8 @@ def plot_depth(configs: Sequence[Configuration], path: str) -> None:
                              {"linestyle": "--", "alpha": 0.6}))
   report.plot_panels([report.Panel(lines, xlabel="hidden layers",
                                    ylabel="final test accuracy",
-                                   title="Depth study, 50 epochs")], path)
+                                   title="Final test accuracy against "
+                                   "depth")], path)
 
 
 def read_runs(results: str, checkpoints: str | None = None
@@ -248,7 +280,8 @@ def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
   figures_dir = figures_dir or out_dir
   text = ("Final test accuracy by hidden layers (this project; "
           "mean ± std over finished seeds, `eK/N` = a run still training "
-          "at epoch K of N):\n\n" + accuracy_table(configs)
+          "at epoch K of N, `diverged at eK` = a run whose weights went "
+          "NaN at epoch K):\n\n" + accuracy_table(configs)
           + "\nThe paper's reported numbers:\n\n" + paper_table())
   report.write_text(os.path.join(out_dir, "paper_depth.md"), text)
   plot_curves(configs, os.path.join(figures_dir, "paper_depth_curves.png"))
