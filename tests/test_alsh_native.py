@@ -47,6 +47,14 @@ def _keyed(impl):
       state, x, y, impl.step_randomness(key, x.shape[0])))
 
 
+# The networks the kernels compute (ModelConfig's bias and weight_norm):
+# this project's default, the authors' (no bias, weight normalisation) and
+# each option alone.
+NETWORKS = {"default": {}, "authors": dict(bias=False, weight_norm=True),
+            "normed": dict(bias=True, weight_norm=True),
+            "bias_free": dict(bias=False, weight_norm=False)}
+
+
 # (K, L) per family giving, with 300 nodes and a budget of 17, queries with
 # fewer colliding nodes than the budget and queries with more.
 _KL = {"srp": (8, 4), "l2": (3, 4)}
@@ -102,9 +110,10 @@ def test_select_active_zero_query_and_full_budget(kernels):
 
 
 def _alsh(kernel, depth, optimizer="adam", activation="leaky_relu",
-          **config):
+          network=None, **config):
   model = registry.ModelConfig(input_dim=30, num_classes=5, hidden=40,
-                               depth=depth, activation=activation)
+                               depth=depth, activation=activation,
+                               **NETWORKS[network or "default"])
   return registry.get("alsh").make(
       model, OptimConfig(name=optimizer,
                          learning_rate=0.01 if optimizer == "adam" else 0.1),
@@ -121,9 +130,28 @@ def test_train_step_matches_xla_step(kernels, depth, optimizer, activation,
   """One step of the fused kernel equals the pure-XLA step: the same loss
   and collision counts, every slot (parameters and moments) of every slab
   equal to float32 rounding, and rows outside the active sets untouched."""
-  impls = {k: _alsh(k, depth, optimizer, activation, alsh_hash=family,
-                    alsh_transform="l2_alsh")
-           for k in ("native", "xla")}
+  _check_one_step(
+      {k: _alsh(k, depth, optimizer, activation, alsh_hash=family,
+                alsh_transform="l2_alsh") for k in ("native", "xla")})
+
+
+@pytest.mark.parametrize("network", ["authors", "normed", "bias_free"])
+@pytest.mark.parametrize("depth,optimizer,activation", [
+    (1, "adam", "relu"), (2, "sgd", "leaky_relu"), (3, "adam", "sigmoid")])
+def test_train_step_matches_xla_step_in_every_network(kernels, network, depth,
+                                                      optimizer, activation):
+  """As above for the authors' network and each of its options alone: under
+  weight normalisation the kernel updates the active nodes' whole rows and
+  lengths and the whole output layer, as the XLA step does; bias-free
+  layers have no bias slabs to update."""
+  _check_one_step({k: _alsh(k, depth, optimizer, activation, network)
+                   for k in ("native", "xla")})
+
+
+def _check_one_step(impls):
+  """One step of impls["native"] equals one of impls["xla"] from the same
+  state (test_train_step_matches_xla_step)."""
+  assert impls["native"]._use_native()  # pylint: disable=protected-access
   state0 = train.init_state(impls["xla"], train.RunKeys(4))
   x = jax.random.normal(jax.random.key(5), (1, 30))
   y = jnp.asarray([3])
@@ -174,12 +202,15 @@ def test_train_step_rejects_bad_inputs(kernels):
     call(slabs, 0, activation="tanh")
 
 
-@pytest.mark.parametrize("depth,optimizer", [(1, "adam"), (2, "adam"),
-                                             (3, "sgd")])
-def test_native_training_matches_xla(kernels, depth, optimizer):
+@pytest.mark.parametrize("depth,optimizer,network", [
+    (1, "adam", None), (2, "adam", None), (3, "sgd", None),
+    (2, "adam", "authors"), (3, "sgd", "authors")])
+def test_native_training_matches_xla(kernels, depth, optimizer, network):
   """Batch-size-1 training through the kernels follows the pure-XLA path:
-  same losses and weights after 12 steps (with table rebuilds every 4)."""
-  impls = {k: _alsh(k, depth, optimizer) for k in ("native", "xla")}
+  same losses and weights after 12 steps (with table rebuilds every 4,
+  under weight normalisation of the effective weights)."""
+  impls = {k: _alsh(k, depth, optimizer, network=network)
+           for k in ("native", "xla")}
   assert impls["native"]._use_native()  # pylint: disable=protected-access
   assert not impls["xla"]._use_native()  # pylint: disable=protected-access
   states = {k: train.init_state(v, train.RunKeys(1)) for k, v in
@@ -211,7 +242,8 @@ def test_native_training_matches_xla(kernels, depth, optimizer):
 def _slab_args(impl, state):
   model = state.view()
   hidden = model.layers[:-1]
-  return (tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
+  value = lambda v: None if v is None else v[...]
+  return (tuple((l.w[...], value(l.b), value(l.g)) for l in model.layers),
           tuple(l.query for l in hidden), tuple(l.table[...] for l in hidden))
 
 
@@ -226,12 +258,13 @@ def _examples(seed, n):
           jax.random.randint(ky, (n,), 0, 5))
 
 
-@pytest.mark.parametrize("depth", [1, 3])
-def test_hogwild_on_one_thread_is_sequential_steps(kernels, depth):
+@pytest.mark.parametrize("depth,network", [(1, None), (3, None),
+                                           (2, "authors")])
+def test_hogwild_on_one_thread_is_sequential_steps(kernels, depth, network):
   """N examples through the HOGWILD kernel on one thread are N
   batch-size-1 steps in order, update counts count, count + 1, ..., bit
   for bit."""
-  impl = _alsh("native", depth)
+  impl = _alsh("native", depth, network=network)
   state = train.init_state(impl, train.RunKeys(2))
   slabs, queries, tables = _slab_args(impl, state)
   x, y = _examples(7, 9)
@@ -304,6 +337,24 @@ def test_batch_kernel_of_one_example_is_the_single_step(kernels):
   chex.assert_trees_all_close(got, ref, rtol=1e-6, atol=1e-7)
 
 
+def test_batch_kernel_refuses_weight_norm_and_the_method_takes_xla(kernels):
+  """The mini-batch kernel has no weight normalisation and says so; the
+  method then runs weight-normalised mini-batches on the XLA step (and
+  batch size 1 natively), and bias-free mini-batches natively."""
+  impl = _alsh("native", 2, network="authors")
+  state = train.init_state(impl, train.RunKeys(3))
+  x, y = _examples(9, 4)
+  seeds = jax.random.bits(jax.random.key(1), (4, 2), jnp.uint32)
+  with pytest.raises(Exception, match="no weight normalisation.*batch size 1"):
+    jax.block_until_ready(_batch_step(impl, state, x, y, seeds, jnp.int32(1),
+                                      1))
+  # pylint: disable=protected-access
+  assert impl._use_native(1) and not impl._use_native(4)
+  state, m = _keyed(impl)(state, x, y, jax.random.key(2))
+  assert np.isfinite(float(m["loss"]))
+  assert _alsh("native", 2, network="bias_free")._use_native(4)
+
+
 def test_hogwild_threads_train_as_well(kernels):
   """Two HOGWILD threads at batch size 1 train as well as one on real
   digits: their updates race, so the numbers differ, but the accuracy is no
@@ -350,6 +401,37 @@ def test_build_tables_matches_definition(kernels, transform, family, first):
   assert got[1].shape == ref.shape and got[1].dtype == jnp.int32
   np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(got[2]))
   assert float(jnp.mean(got[1] == ref)) >= 0.999
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_build_tables_of_normalised_weights_matches_definition(kernels,
+                                                               first):
+  """With each node's g / ||v|| (``ActiveLayer.scales``) the rebuild reads
+  the directions v in place and gives the codes of the effective weights
+  g v / ||v|| (``ActiveLayer.build_table``, the definition), up to rounding
+  at bucket boundaries."""
+  impl = _alsh("native", 2, network="authors", alsh_K=6, alsh_L=5)
+  state = train.init_state(impl, train.RunKeys(5))
+  layer = state.view().layers[0 if first else 1]
+  # Lengths unlike the directions' norms, so the scales matter.
+  layer.g[...] = layer.g[...].at[:, 0].multiply(
+      jnp.linspace(0.2, 3.0, layer.g.shape[0]))
+  ref = layer.build_table()
+  got = native.build_tables(layer.hashes, layer.w[...],
+                            slot_axis=layer.slot_axis,
+                            transform=layer.transform, m=layer.m, U=layer.U,
+                            threads=2, scales=layer.scales())
+  assert float(jnp.mean(got == ref)) >= 0.999
+  plain = native.build_tables(layer.hashes, layer.w[...],
+                              slot_axis=layer.slot_axis,
+                              transform=layer.transform, m=layer.m,
+                              U=layer.U, threads=2)
+  assert float(jnp.mean(plain == ref)) < 0.9  # the scales were applied
+  with pytest.raises(Exception, match="scales"):
+    native.build_tables(layer.hashes, layer.w[...],
+                        slot_axis=layer.slot_axis, transform=layer.transform,
+                        m=layer.m, U=layer.U, threads=1,
+                        scales=layer.scales()[:-1])
 
 
 def test_build_tables_of_zero_weights_and_bad_input(kernels):

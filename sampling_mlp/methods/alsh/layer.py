@@ -255,6 +255,14 @@ class ActiveLayer(model_lib.Layer):
     g = self.g[...][:, 0]
     return layers.weight_norm(v, g if nodes is None else g[nodes], axis=1)
 
+  def scales(self) -> jax.Array | None:
+    """Under weight normalisation each node's ``g / ||v||`` [n_out] (its
+    effective weights are ``v`` times it), else None."""
+    if self.g is None:
+      return None
+    return _scale(jnp.take(self.w[...], 0, axis=self.slot_axis),
+                  self.g[...][:, 0])
+
   def sampled_weights(self) -> jax.Array:
     """The drift sample's effective weights now, [s, n_in] (slot 0)."""
     nodes = jnp.asarray(self.drift_nodes)
@@ -291,10 +299,10 @@ class ActiveLayer(model_lib.Layer):
 
   def example(self, seed, vals, rows, delta=None) -> Active:
     return active_layer(seed, vals, rows, LayerParams(self.w[...],
-                                                      _value(self.b)),
+                                                      value_or_none(self.b)),
                         self.query, self.table[...], budget=self.budget,
                         activation=self.activation, delta=delta,
-                        lengths=_value(self.g))
+                        lengths=value_or_none(self.g))
 
   def __call__(self, rand, carry, delta=None):
     vals, rows = carry if isinstance(carry, Sparse) else (carry, None)
@@ -341,8 +349,8 @@ class SparseOutput(model_lib.Layer):
 
   def __call__(self, rand, carry, delta=None):
     del rand
-    slabs = LayerParams(self.w[...], _value(self.b))
-    lengths = _value(self.g)
+    slabs = LayerParams(self.w[...], value_or_none(self.b))
+    lengths = value_or_none(self.g)
     vals, rows = carry if isinstance(carry, Sparse) else (carry, None)
     fn = lambda v, r, d: output_layer(v, r, slabs, d, lengths)
     logits, block = _per_example(fn, vals.shape[0], vals, rows, delta)
@@ -360,7 +368,7 @@ def _vector_slab(optim_cfg: optim.OptimConfig, p: jax.Array) -> model_lib.Slab:
   return model_lib.Slab(optim.init_slab(optim_cfg, p[:, None], 1)[:, :, 0])
 
 
-def _value(var):
+def value_or_none(var):
   """A variable's value, None for an absent one."""
   return None if var is None else var[...]
 

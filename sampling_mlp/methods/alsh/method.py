@@ -27,10 +27,11 @@ The pure-XLA step computes the same numbers up to float32 rounding and is
 the definition, and what analysis and machines without a compiler use; its
 mini-batch update is masked, of dense cost.
 
-The authors' network (no bias, weight normalisation; see
-:mod:`.layer`) runs on the XLA step only: the native kernels read
-bias slabs and unnormalised weights, so with either option the method
-falls back to XLA and logs why.
+The authors' network (no bias, weight normalisation; see :mod:`.layer`)
+runs on the native kernels at batch size 1 (single steps and HOGWILD
+groups) and in the tables' rebuild; the native mini-batch kernel has no
+weight normalisation, so weight-normalised mini-batches take the XLA step
+(the method logs so).  Bias-free layers run on every native kernel.
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ from flax import nnx
 
 from sampling_mlp import model as model_lib
 from sampling_mlp import registry
-from sampling_mlp.layers import LayerParams
 from sampling_mlp.methods.alsh import kernels, schedule
 from sampling_mlp.methods.alsh.layer import (ActiveLayer, SparseOutput,
-                                             normed_grads)
+                                             value_or_none, normed_grads)
 from sampling_mlp.optim import update_slab, update_slab_masked, update_slots
 
 
@@ -150,11 +150,11 @@ class ALSH(registry.MethodImpl):
   def build_model(self, key, params):
     sizes, c = self.model.sizes, self.config
     network = self.model.network
-    if not self._default_network() and c.kernel != "xla":
+    if self.model.weight_norm and c.kernel != "xla":
       logging.info(
-          "alsh: the native kernels support only the default network "
-          "(biases, no weight normalisation); with %s the steps run on the "
-          "XLA path", network)
+          "alsh: the native mini-batch kernel has no weight normalisation; "
+          "with %s, steps of batch size above 1 run on the XLA path "
+          "(batch size 1 stays native)", network)
     keys = jax.random.split(key, max(1, len(sizes) - 2))
     hidden = []
     for k, p in enumerate(params[:-1]):
@@ -173,11 +173,6 @@ class ALSH(registry.MethodImpl):
     return model_lib.MLP(hidden + [SparseOutput(params[-1],
                                                 optim_cfg=self.optim,
                                                 reads=reads, **network)])
-
-  def _default_network(self) -> bool:
-    """Whether the layers have biases and no weight normalisation (what
-    the native kernels compute)."""
-    return self.model.bias and not self.model.weight_norm
 
   def init_optimizer(self, model):
     del model
@@ -202,7 +197,8 @@ class ALSH(registry.MethodImpl):
     return native.build_tables(layer.hashes, layer.w[...],
                                slot_axis=layer.slot_axis,
                                transform=layer.transform, m=layer.m,
-                               U=layer.U, threads=self.threads)
+                               U=layer.U, threads=self.threads,
+                               scales=layer.scales())
 
   # -- training ---------------------------------------------------------------
   def step_randomness(self, key, batch_size):
@@ -211,11 +207,13 @@ class ALSH(registry.MethodImpl):
     depth = len(self.model.sizes) - 2
     return jax.random.bits(key, (batch_size, max(depth, 1)), jnp.uint32)
 
-  def _use_native(self) -> bool:
-    """Whether steps run the native kernels (``Library.use``: decided when
-    the first one is traced, so nothing is compiled before it is
-    needed)."""
-    if self.config.kernel == "xla" or not self._default_network():
+  def _use_native(self, batch_size: int = 1) -> bool:
+    """Whether steps of ``batch_size`` (and the tables' rebuilds, for the
+    default 1) run the native kernels (``Library.use``: decided when the
+    first one is traced, so nothing is compiled before it is needed)."""
+    if self.config.kernel == "xla":
+      return False
+    if batch_size > 1 and self.model.weight_norm:
       return False  # the reason is logged by build_model
     # Imported here: importing the package must not load the kernels'
     # module (``python -m ...alsh.native --build`` runs it as __main__).
@@ -229,7 +227,7 @@ class ALSH(registry.MethodImpl):
 
   def _hogwild(self, batch_size: int) -> bool:
     return (batch_size == 1 and self.threads > 1 and bool(self.budgets)
-            and self._use_native())
+            and self._use_native(batch_size))
 
   def steps_per_call(self, batch_size):
     """``hogwild_group`` steps at once at batch size 1 with several native
@@ -242,13 +240,17 @@ class ALSH(registry.MethodImpl):
     hidden = model.layers[:-1]
     with jax.named_scope("native"):
       new, loss, coll = kernel(
-          tuple(LayerParams(l.w[...], l.b[...]) for l in model.layers),
+          tuple((l.w[...], value_or_none(l.b), value_or_none(l.g)) for l in model.layers),
           tuple(l.query for l in hidden),
           tuple(l.table[...] for l in hidden), x, y, seeds, count,
           budgets=self.budgets, optim=self.optim,
           activation=self.model.activation, **kw)
-    for layer, p in zip(model.layers, new):
-      layer.w[...], layer.b[...] = p.w, p.b
+    for layer, (w, b, g) in zip(model.layers, new):
+      layer.w[...] = w
+      if b is not None:
+        layer.b[...] = b
+      if g is not None:
+        layer.g[...] = g
     return loss, coll
 
   def _collision_metrics(self, coll):
@@ -300,7 +302,7 @@ class ALSH(registry.MethodImpl):
     hidden = model.layers[:-1]
     depth = len(hidden)
     count = state.opt_state + 1
-    if depth and self._use_native():
+    if depth and self._use_native(batch):
       from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
       if batch == 1:
         loss, coll = self._native_step(native.train_step, model, x[0], y[0],

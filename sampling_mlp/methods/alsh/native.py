@@ -105,7 +105,8 @@ TRANSFORM_CODES = {"l2_alsh": 0, "sign_alsh": 1, "simple_lsh": 2}
 
 
 def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
-                 m: int, U: float, threads: int) -> jax.Array:
+                 m: int, U: float, threads: int,
+                 scales: jax.Array | None = None) -> jax.Array:
   """Native ``kernels.build_tables`` of a hidden layer, read from its slab.
 
   The same codes as the definition up to float32 rounding: the projections
@@ -121,6 +122,10 @@ def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
     slot_axis: 1 or 2.
     transform: a key of TRANSFORM_CODES; m, U: its parameters (resolved).
     threads: at most this many threads.
+    scales: under weight normalisation each node's ``g / ||v||`` [n]
+      (``layer.ActiveLayer.scales``): the slab then holds the directions
+      ``v`` and the codes are those of the effective weights
+      ``scales[:, None] * v``; None: the slab holds the weights.
 
   Returns:
     int32 [L, n], as ``kernels.build_tables(hp, weights [n_in, n], ...)``.
@@ -130,10 +135,12 @@ def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
     raise ValueError(f"unknown transform {transform!r}; choose one of "
                      f"{', '.join(TRANSFORM_CODES)}")
   L, _, _ = hp.projections.shape
+  if scales is None:
+    scales = jnp.zeros((0,), jnp.float32)
   return jax.ffi.ffi_call(
       "sampling_mlp_alsh_build_tables",
       jax.ShapeDtypeStruct((L, w.shape[0]), jnp.int32))(
-          w.astype(jnp.float32), hp.projections,
+          w.astype(jnp.float32), scales.astype(jnp.float32), hp.projections,
           jnp.zeros((0,), jnp.float32) if hp.offsets is None
           else hp.offsets,
           jnp.float32(1.0) if hp.bucket_width is None else hp.bucket_width,
@@ -146,13 +153,28 @@ def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
 ACTIVATION_CODES = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "linear": 3}
 
 
+def _layer_slabs(slabs: tuple) -> tuple[list, bool, bool]:
+  """Every layer's slabs as the kernels take them -- ``w``, then ``b``
+  where the layers have biases, then ``g`` under weight normalisation --
+  and the network (bias, weight_norm), the same for every layer."""
+  nets = {(len(s) > 1 and s[1] is not None, len(s) > 2 and s[2] is not None)
+          for s in slabs}
+  if len(nets) != 1:
+    raise ValueError("every layer must have a bias or none, and be "
+                     "weight-normalised or none")
+  (bias, weight_norm), = nets
+  return ([[a for a in s if a is not None] for s in slabs], bias,
+          weight_norm)
+
+
 def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
                x: jax.Array, labels: jax.Array, seeds: jax.Array,
                count: jax.Array, *, budgets: tuple[int, ...], optim,
                activation: str, **attrs):
   """The FFI call shared by the step kernels: leading arguments (x, labels,
   count, seeds), then per hidden layer its slabs, hash and table, then the
-  output slabs; results (loss, colliding), then every slab, aliased."""
+  output slabs; results (loss, colliding), then every slab, aliased.
+  Returns the slabs in the structure given (None where absent)."""
   require()
   depth = len(slabs) - 1
   if not depth == len(queries) == len(tables) == len(budgets):
@@ -162,34 +184,44 @@ def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
   if activation not in ACTIVATION_CODES:
     raise ValueError(f"the native kernels have no activation {activation!r}; "
                      f"choose one of {', '.join(ACTIVATION_CODES)}")
-  args, aliases = [], {}
-  for k, ((w, b), qh, t) in enumerate(zip(slabs[:-1], queries, tables)):
-    aliases.update({4 + 8 * k: 2 + 2 * k, 5 + 8 * k: 3 + 2 * k})
-    args += [w, b, qh.proj, qh.tail,
-             jnp.zeros((0,), jnp.float32) if qh.offsets is None
-             else qh.offsets,
-             jnp.float32(1.0) if qh.bucket_width is None
-             else qh.bucket_width,
-             qh.multipliers, t.astype(jnp.int32)]
-  aliases.update({4 + 8 * depth: 2 + 2 * depth, 5 + 8 * depth: 3 + 2 * depth})
-  args += list(slabs[-1])
+  present, bias, weight_norm = _layer_slabs(slabs)
+  args, aliases, lead_args, lead_rets = [], {}, 4, 2
+
+  def add_slabs(layer):
+    for a in layer:
+      aliases[lead_args + len(args)] = lead_rets + len(aliases)
+      args.append(a)
+
+  for layer, qh, t in zip(present[:-1], queries, tables):
+    add_slabs(layer)
+    args.extend([qh.proj, qh.tail,
+                 jnp.zeros((0,), jnp.float32) if qh.offsets is None
+                 else qh.offsets,
+                 jnp.float32(1.0) if qh.bucket_width is None
+                 else qh.bucket_width,
+                 qh.multipliers, t.astype(jnp.int32)])
+  add_slabs(present[-1])
   lead = labels.shape
+  flat_slabs = [a for layer in present for a in layer]
   out = jax.ffi.ffi_call(
       target,
       (jax.ShapeDtypeStruct(lead, jnp.float32),
        jax.ShapeDtypeStruct(lead + (depth,), jnp.int32)) + tuple(
-           jax.ShapeDtypeStruct(a.shape, a.dtype) for s in slabs for a in s),
+           jax.ShapeDtypeStruct(a.shape, a.dtype) for a in flat_slabs),
       input_output_aliases=aliases)(
           x.astype(jnp.float32), labels.astype(jnp.int32),
           count.astype(jnp.int32), seeds.astype(jnp.uint32), *args,
           **_native.optimizer_attrs(optim),
           activation=np.int32(ACTIVATION_CODES[activation]),
           slope=np.float32(_layers.LEAKY_SLOPE),
-          budgets=np.asarray(budgets, np.int64), **attrs)
-  loss, colliding, flat = out[0], out[1], out[2:]
-  new = tuple(type(s)(flat[2 * k], flat[2 * k + 1])
-              for k, s in enumerate(slabs))
-  return new, loss, colliding
+          budgets=np.asarray(budgets, np.int64), bias=np.int32(bias),
+          weight_norm=np.int32(weight_norm), **attrs)
+  loss, colliding, results = out[0], out[1], iter(out[2:])
+  new = []
+  for s in slabs:
+    vals = [None if a is None else next(results) for a in s]
+    new.append(s._make(vals) if hasattr(s, "_make") else tuple(vals))
+  return tuple(new), loss, colliding
 
 
 def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
@@ -209,10 +241,17 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   into the step size and epsilon (Kingma and Ba 2015, Sec. 2), which is the
   same update up to float32 rounding.
 
+  Under weight normalisation (each layer's slabs ending with its lengths
+  ``g``) the active nodes' whole rows and lengths are updated, and the
+  output layer whole, as the XLA step does; a bias-free network (``b``
+  None) has no bias slabs.
+
   Args:
-    slabs: the layers' (weight, bias) slabs (d hidden layers, then the
-      output layer), in the layouts ``layer.py`` documents, with S = 3
-      slots (Adam) or 1 (SGD).
+    slabs: per layer (d hidden layers, then the output layer) its slabs
+      ``(w, b)`` or ``(w, b, g)``, in the layouts ``layer.py`` documents,
+      with S = 3 slots (Adam) or 1 (SGD); ``b`` is None for bias-free
+      layers, ``g`` (the lengths) is None or absent without weight
+      normalisation; the same network in every layer.
     queries: d ``kernels.QueryHash``, one per hidden layer.
     tables: d int32 [L, n_k] bucket codes.
     x: float32 [D] the example.
@@ -224,9 +263,10 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
     activation: the hidden layers' activation (a key of ACTIVATION_CODES).
 
   Returns:
-    (slabs, loss [], colliding int32 [d]): the updated slabs (aliasing the
-    inputs' buffers), the example's loss before the update, and the number
-    of nodes colliding with the query in each hidden layer.
+    (slabs, loss [], colliding int32 [d]): the updated slabs, structured
+    as given (aliasing the inputs' buffers), the example's loss before the
+    update, and the number of nodes colliding with the query in each
+    hidden layer.
   """
   return _call_step("sampling_mlp_alsh_train_step", slabs, queries, tables,
                     x, label, seeds, count, budgets=budgets, optim=optim,
@@ -272,7 +312,8 @@ def train_batch(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   at a cost that grows with B times the active sets, not with the layers.
   Examples are split among up to ``threads`` threads and then the touched
   nodes; every sum runs over the examples in order, so the result does not
-  depend on the number of threads.
+  depend on the number of threads.  It has no weight normalisation (the
+  kernel says so; the method takes the XLA step for that network).
 
   Args:
     x: float32 [B, D]; labels int32 [B]; seeds uint32 [B, d].

@@ -14,10 +14,16 @@
 //   et al. 2011), as SLIDE does (Chen et al. 2020);
 // * AlshTrainBatch: one mini-batch step: every example's active sets and
 //   gradients from the weights before the step, on several threads, then
-//   one lazy update of the union of the touched weights;
+//   one lazy update of the union of the touched weights (not under weight
+//   normalisation);
 // * AlshSelectActive: the selection alone;
 // * AlshBuildTables: every node's bucket codes, from the slab in place, on
 //   several threads (the tables' rebuild).
+//
+// The step kernels take the network as attributes: `bias` (0: bias-free
+// layers, no bias slabs) and `weight_norm` (1: each layer's slabs end
+// with its lengths g, and its weights are g v / ||v||; Salimans and
+// Kingma 2016).
 //
 // They compute what sampling_mlp/methods/alsh/ (kernels.py, layer.py,
 // method.py) computes with jax.numpy, the definition -- the same hash codes
@@ -119,9 +125,11 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
                          ffi::ResultBuffer<ffi::S32> colliding,
                          ffi::RemainingRets rets, float lr, float b1, float b2,
                          float eps, int32_t activation, float slope,
-                         ffi::Span<const int64_t> budgets) {
+                         ffi::Span<const int64_t> budgets, int32_t bias,
+                         int32_t weight_norm) {
   thread_local Model m;
-  if (auto e = ParseModel(args, rets, budgets, x.element_count(), &m);
+  if (auto e = ParseModel(args, rets, budgets, x.element_count(), bias != 0,
+                          weight_norm != 0, &m);
       e.failure()) {
     return e;
   }
@@ -152,12 +160,15 @@ ffi::Error TrainHogwildImpl(
     ffi::RemainingArgs args, ffi::ResultBuffer<ffi::F32> loss,
     ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
     float b1, float b2, float eps, int32_t activation, float slope,
-    ffi::Span<const int64_t> budgets, int64_t threads) {
+    ffi::Span<const int64_t> budgets, int64_t threads, int32_t bias,
+    int32_t weight_norm) {
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [N, D]");
   const int64_t N = xd[0];
   Model m;
-  if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
+  if (auto e = ParseModel(args, rets, budgets, xd[1], bias != 0,
+                          weight_norm != 0, &m);
+      e.failure()) {
     return e;
   }
   if (auto e = CheckExamples(labels, seeds, *loss, *colliding, N, m);
@@ -333,12 +344,13 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
           float* row = w + node * n_in * S;
           for (uint32_t col : cols) opt.Scalar(row + col * S, g[col]);
         }
-        if (k < depth) opt.Scalar(b + node * S, gb);
+        if (k < depth && b) opt.Scalar(b + node * S, gb);
       }
     });
   }
   // The output bias: every example's dl.
   PhaseTimer timer(kUpdate);
+  if (m.slabs[depth].b == nullptr) return;
   for (int64_t c = 0; c < C; ++c) {
     float gc = 0.f;
     for (const Trace& t : traces) gc += t.dl[c];
@@ -358,9 +370,15 @@ ffi::Error TrainBatchImpl(
     ffi::RemainingArgs args, ffi::ResultBuffer<ffi::F32> loss,
     ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
     float b1, float b2, float eps, int32_t activation, float slope,
-    ffi::Span<const int64_t> budgets, int64_t threads) {
+    ffi::Span<const int64_t> budgets, int64_t threads, int32_t bias,
+    int32_t weight_norm) {
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [B, D]");
+  if (weight_norm) {
+    return ffi::Error::InvalidArgument(
+        "the mini-batch kernel has no weight normalisation; use batch size "
+        "1 or --alsh_kernel=xla");
+  }
   const int64_t B = xd[0];
   // Kept between calls, per calling thread; the worker threads see them
   // through these references (a lambda naming a thread_local would see its
@@ -369,7 +387,9 @@ ffi::Error TrainBatchImpl(
   thread_local std::vector<Trace> trace_store;
   Model& m = model;
   std::vector<Trace>& traces = trace_store;
-  if (auto e = ParseModel(args, rets, budgets, xd[1], &m); e.failure()) {
+  if (auto e = ParseModel(args, rets, budgets, xd[1], bias != 0,
+                          weight_norm != 0, &m);
+      e.failure()) {
     return e;
   }
   if (auto e = CheckExamples(labels, seeds, *loss, *colliding, B, m);
@@ -422,6 +442,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     ffi::Ffi::Bind()
         .Ctx<ffi::ThreadPool>()
         .Arg<ffi::Buffer<ffi::F32>>()    // w slab
+        .Arg<ffi::Buffer<ffi::F32>>()    // scales [n], or [0]
         .Arg<ffi::Buffer<ffi::F32>>()    // projections [L, K, d]
         .Arg<ffi::Buffer<ffi::F32>>()    // offsets [L, K], or [0]: srp
         .Arg<ffi::BufferR0<ffi::F32>>()  // bucket width
@@ -450,7 +471,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<float>("eps")
         .Attr<int32_t>("activation")
         .Attr<float>("slope")
-        .Attr<ffi::Span<const int64_t>>("budgets"));
+        .Attr<ffi::Span<const int64_t>>("budgets")
+        .Attr<int32_t>("bias")
+        .Attr<int32_t>("weight_norm"));
 
 // The multi-example kernels: x [N, D], labels [N], the update count of the
 // first example (Hogwild) or of the step (Batch), seeds [N, depth]; results
@@ -475,7 +498,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
           .Attr<int32_t>("activation")                               \
           .Attr<float>("slope")                                      \
           .Attr<ffi::Span<const int64_t>>("budgets")                 \
-          .Attr<int64_t>("threads"))
+          .Attr<int64_t>("threads")                                  \
+          .Attr<int32_t>("bias")                                     \
+          .Attr<int32_t>("weight_norm"))
 
 SAMPLING_MLP_ALSH_MULTI(AlshTrainHogwild, TrainHogwildImpl);
 SAMPLING_MLP_ALSH_MULTI(AlshTrainBatch, TrainBatchImpl);

@@ -83,10 +83,14 @@ inline void AliasOrCopy(const ffi::Buffer<ffi::F32>& in, float* out) {
   }
 }
 
-// A weight and a bias slab of the step, updated in place; dims as given.
+// A layer's slabs in the step, updated in place: the weights (the
+// directions v under weight normalisation), the bias (nullptr: a bias-free
+// layer) and the lengths g (nullptr: no weight normalisation); dims are
+// w's shape.
 struct Slabs {
   float* w;
-  float* b;
+  float* b = nullptr;
+  float* g = nullptr;
   int64_t dims[3];  // w's shape
 };
 
@@ -95,22 +99,41 @@ struct Slabs {
   auto var = (expr);                \
   if (!var.has_value()) return var.error()
 
-// The slabs of argument `i` and `i + 1` (w, b) into results `o`, `o + 1`.
-inline ffi::Error GetSlabs(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
-                    size_t i, size_t o, Slabs* s) {
+// One [n, S] slab (a bias or the lengths) of argument `i` into result `o`.
+inline ffi::Error GetVector(const ffi::RemainingArgs& args,
+                            const ffi::RemainingRets& rets, size_t i,
+                            size_t o, float** out) {
+  SAMPLING_MLP_GET(v, args.get<ffi::Buffer<ffi::F32>>(i));
+  SAMPLING_MLP_GET(rv, rets.get<ffi::Buffer<ffi::F32>>(o));
+  if (v->dimensions().size() != 2) {
+    return ffi::Error::InvalidArgument("bias and lengths slabs must be [., .]");
+  }
+  *out = rv.value()->typed_data();
+  AliasOrCopy(*v, *out);
+  return ffi::Error::Success();
+}
+
+// A layer's slabs from argument `i` on into results `o` on: w, then b if
+// `bias`, then g if `weight_norm`.
+inline ffi::Error GetSlabs(const ffi::RemainingArgs& args,
+                           const ffi::RemainingRets& rets, size_t i, size_t o,
+                           bool bias, bool weight_norm, Slabs* s) {
   SAMPLING_MLP_GET(w, args.get<ffi::Buffer<ffi::F32>>(i));
-  SAMPLING_MLP_GET(b, args.get<ffi::Buffer<ffi::F32>>(i + 1));
   SAMPLING_MLP_GET(rw, rets.get<ffi::Buffer<ffi::F32>>(o));
-  SAMPLING_MLP_GET(rb, rets.get<ffi::Buffer<ffi::F32>>(o + 1));
   const auto wd = w->dimensions();
-  if (wd.size() != 3 || b->dimensions().size() != 2) {
-    return ffi::Error::InvalidArgument("slabs must be w [., ., .], b [., .]");
+  if (wd.size() != 3) {
+    return ffi::Error::InvalidArgument("weight slabs must be [., ., .]");
   }
   s->w = rw.value()->typed_data();
-  s->b = rb.value()->typed_data();
   AliasOrCopy(*w, s->w);
-  AliasOrCopy(*b, s->b);
   std::copy_n(wd.begin(), 3, s->dims);
+  s->b = s->g = nullptr;
+  if (bias) {
+    if (auto e = GetVector(args, rets, ++i, ++o, &s->b); e.failure()) return e;
+  }
+  if (weight_norm) {
+    if (auto e = GetVector(args, rets, ++i, ++o, &s->g); e.failure()) return e;
+  }
   return ffi::Error::Success();
 }
 
@@ -252,38 +275,49 @@ inline void ScatterBlock(const Block& blk, const Columns& cols, int64_t S,
 }
 
 // The model a step reads and updates.  Layouts (layer.py): first hidden
-// layer w [n_1, S, D], b [n_1, S]; later hidden layers w [n_k, n_{k-1}, S],
-// b [n_k, S]; output w [n_d, S, C], b [C, S]; S = 3 (Adam: parameter,
-// first, second moment) or 1 (SGD).
+// layer w [n_1, S, D]; later hidden layers w [n_k, n_{k-1}, S]; output w
+// [n_d, S, C]; biases and lengths [n, S] (output [C, S]); S = 3 (Adam:
+// parameter, first, second moment) or 1 (SGD).  Every layer has a bias, or
+// none does (`bias`); every layer is weight-normalised, or none is
+// (`weight_norm`).
 struct Model {
   int64_t depth = 0, D = 0, C = 0, S = 0;
+  bool bias = true, weight_norm = false;
   std::vector<Slabs> slabs;       // depth + 1: the hidden layers, the output
   std::vector<LayerHash> hashes;  // depth
   std::vector<int64_t> budgets;   // depth: active-set sizes
 };
 
-// The model from the remaining arguments -- per hidden layer w, b, proj,
-// tail, offsets, bucket width, multipliers, tables; then the output
-// layer's w, b -- and the remaining results (every w, b, aliased with the
-// arguments), for inputs of D features.
+// The model from the remaining arguments -- per hidden layer its slabs (w,
+// then b if `bias`, then g if `weight_norm`), proj, tail, offsets, bucket
+// width, multipliers, tables; then the output layer's slabs -- and the
+// remaining results (every slab, aliased with the arguments), for inputs of
+// D features.
 inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
                              const ffi::RemainingRets& rets,
                              ffi::Span<const int64_t> budgets, int64_t D,
-                             Model* m) {
+                             bool bias, bool weight_norm, Model* m) {
   const int64_t depth = budgets.size();
-  if (depth < 1 || args.size() != static_cast<size_t>(8 * depth + 2) ||
-      rets.size() != static_cast<size_t>(2 * depth + 2)) {
+  const int64_t P = 1 + bias + weight_norm;  // slabs per layer
+  const int64_t per_layer = P + 6;           // arguments per hidden layer
+  if (depth < 1 ||
+      args.size() != static_cast<size_t>(per_layer * depth + P) ||
+      rets.size() != static_cast<size_t>(P * (depth + 1))) {
     return ffi::Error::InvalidArgument(
-        "need, per hidden layer, 8 arguments, 2 results and a budget, and "
-        "the output layer's 2 slabs");
+        "need, per hidden layer, its slabs (w, then b with biases, then g "
+        "under weight normalisation) and 6 hash arguments, a result per "
+        "slab and a budget, and the output layer's slabs");
   }
   m->depth = depth;
   m->D = D;
+  m->bias = bias;
+  m->weight_norm = weight_norm;
   m->slabs.resize(depth + 1);
   m->hashes.resize(depth);
   m->budgets.assign(budgets.begin(), budgets.end());
   for (int64_t k = 0; k <= depth; ++k) {
-    if (auto e = GetSlabs(args, rets, 8 * k, 2 * k, &m->slabs[k]);
+    if (auto e = GetSlabs(args, rets, per_layer * k, P * k, bias, weight_norm,
+                          &m->slabs[k]);
         e.failure()) {
       return e;
     }
@@ -294,9 +328,21 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
         "slabs must have 3 slots (Adam) or 1 (SGD)");
   }
   m->S = S;
+  // A bias or lengths slab of n entries must be [n, S].
+  auto vector_ok = [&](int64_t k, int64_t n) -> ffi::Error {
+    for (size_t j = 1; j < static_cast<size_t>(P); ++j) {
+      SAMPLING_MLP_GET(v, args.get<ffi::Buffer<ffi::F32>>(per_layer * k + j));
+      const auto d = v->dimensions();
+      if (d[0] != n || d[1] != S) {
+        return ffi::Error::InvalidArgument(
+            "bias and lengths slabs must be [n, S] (output layer [C, S])");
+      }
+    }
+    return ffi::Error::Success();
+  };
   int64_t prev = D;
   for (int64_t k = 0; k < depth; ++k) {
-    const size_t i = 8 * k + 2;
+    const size_t i = per_layer * k + P;
     SAMPLING_MLP_GET(proj, args.get<ffi::Buffer<ffi::F32>>(i));
     SAMPLING_MLP_GET(tail, args.get<ffi::Buffer<ffi::F32>>(i + 1));
     SAMPLING_MLP_GET(off, args.get<ffi::Buffer<ffi::F32>>(i + 2));
@@ -317,6 +363,7 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
       return ffi::Error::InvalidArgument(
           "hidden layer slabs, tables and budgets do not fit together");
     }
+    if (auto e = vector_ok(k, n); e.failure()) return e;
     prev = n;
   }
   const int64_t* od = m->slabs[depth].dims;
@@ -324,7 +371,7 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
   if (od[0] != prev || od[1] != S) {
     return ffi::Error::InvalidArgument("output slab must be [n_d, S, C]");
   }
-  return ffi::Error::Success();
+  return vector_ok(depth, m->C);
 }
 
 // One example's forward pass: per hidden layer its active set, and the
@@ -332,10 +379,15 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
 // (blocks: hidden layers k >= 1 [s_k x s_{k-1}], the output layer's rows of
 // the last active set [s_d x C], `slots` slots each: S to update them in
 // place, 1 to read them); the logits' gradient dl = softmax - onehot and
-// the loss.
+// the loss.  Under weight normalisation a hidden node's z is
+// g / ||v|| * (v . input) (+ b), with ||v|| over its whole row (so layers
+// k >= 1 read whole rows in place rather than a gathered block), and each
+// logit's weights are normalised over all n_d rows; `dot`, `norm` and
+// `scale` keep v . input, ||v|| and g / ||v|| for the backward pass.
 struct Trace {
   std::vector<std::vector<uint32_t>> idx;
   std::vector<std::vector<float>> z, a, dz;  // dz: the batch kernel's
+  std::vector<std::vector<float>> dot, norm, scale;  // weight norm: depth + 1
   std::vector<Block> blocks;                 // depth + 1; [0] unused
   std::vector<float> dl;                     // [C]
   std::vector<int32_t> colliding;            // [depth]
@@ -343,16 +395,41 @@ struct Trace {
   float loss = 0.f;
 };
 
+// v . x and ||v|| of a weight-normalised node's row of n entries `stride`
+// apart, reading x on `rows` (nullptr: x is dense, rows 0..r-1).
+inline void NormedDot(const float* v, int64_t n, int64_t stride,
+                      const float* x, const uint32_t* rows, int64_t r,
+                      float* dot, float* norm) {
+  float acc = 0.f, sq = 0.f;
+  if (rows == nullptr && stride == 1) {
+    acc = Dot(v, x, r);
+    sq = Dot(v, v, n);
+  } else {
+    for (int64_t c = 0; c < r; ++c) {
+      acc += x[c] * v[(rows ? rows[c] : c) * stride];
+    }
+    for (int64_t j = 0; j < n; ++j) sq += v[j * stride] * v[j * stride];
+  }
+  *dot = acc;
+  *norm = std::sqrt(sq);
+}
+
 inline void Forward(const Model& m, const Activation& act, const float* x,
                     int32_t y, const uint32_t* seeds, int64_t slots,
                     Trace* t) {
   const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
+  const bool wn = m.weight_norm;
   t->idx.resize(depth);
   t->z.resize(depth);
   t->a.resize(depth);
   t->blocks.resize(depth + 1);
   t->cols.resize(depth);
   t->colliding.resize(depth);
+  if (wn) {
+    t->dot.resize(depth + 1);
+    t->norm.resize(depth + 1);
+    t->scale.resize(depth + 1);
+  }
   const float* in = x;
   const uint32_t* in_rows = nullptr;
   int64_t r = D;
@@ -366,10 +443,23 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
     PhaseTimer timer(kForward);
     const float* w = m.slabs[k].w;
     const float* b = m.slabs[k].b;
+    const float* g = m.slabs[k].g;
     const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
     const uint32_t* rows = t->idx[k].data();
     float* zk = t->z[k].data();
-    if (k == 0) {  // whole rows, two at a time
+    if (wn) {  // whole rows in place: the norms read them all
+      const int64_t n_in = k == 0 ? D : m.slabs[k].dims[1];
+      const int64_t stride = k == 0 ? 1 : S;
+      t->dot[k].resize(s);
+      t->norm[k].resize(s);
+      t->scale[k].resize(s);
+      for (int64_t i = 0; i < s; ++i) {
+        NormedDot(w + rows[i] * row_len, n_in, stride, in, in_rows, r,
+                  &t->dot[k][i], &t->norm[k][i]);
+        t->scale[k][i] = g[rows[i] * S] / t->norm[k][i];
+        zk[i] = t->scale[k][i] * t->dot[k][i];
+      }
+    } else if (k == 0) {  // whole rows, two at a time
       int64_t i = 0;
       for (; i + 2 <= s; i += 2) {
         Dot2(w + rows[i] * row_len, w + rows[i + 1] * row_len, in, D, &zk[i],
@@ -385,7 +475,7 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
       for (int64_t i = 0; i < s; ++i) zk[i] = Dot(blk.slot(0) + i * r, in, r);
     }
     for (int64_t i = 0; i < s; ++i) {
-      zk[i] += b[rows[i] * S];
+      if (b) zk[i] += b[rows[i] * S];
       t->a[k][i] = act(zk[i]);
     }
     in = t->a[k].data();
@@ -399,12 +489,31 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
   Block& out = t->blocks[depth];
   out.Resize(slots, r * C);
   std::vector<float>& logits = t->dl;
-  logits.resize(C);
-  for (int64_t c = 0; c < C; ++c) logits[c] = ob[c * S];
+  logits.assign(C, 0.f);
   for (int64_t i = 0; i < r; ++i) {
     Gather(ow + in_rows[i] * S * C, C, C, slots, out, i * C);
     const float* row = out.slot(0) + i * C;
     for (int64_t c = 0; c < C; ++c) logits[c] += in[i] * row[c];
+  }
+  if (wn) {  // each class's weights normalised over all n_d rows
+    const int64_t n_d = m.slabs[depth].dims[0];
+    const float* og = m.slabs[depth].g;
+    std::vector<float>& norm = t->norm[depth];
+    norm.assign(C, 0.f);
+    for (int64_t j = 0; j < n_d; ++j) {
+      const float* row = ow + j * S * C;
+      for (int64_t c = 0; c < C; ++c) norm[c] += row[c] * row[c];
+    }
+    t->dot[depth] = logits;
+    t->scale[depth].resize(C);
+    for (int64_t c = 0; c < C; ++c) {
+      norm[c] = std::sqrt(norm[c]);
+      t->scale[depth][c] = og[c * S] / norm[c];
+      logits[c] *= t->scale[depth][c];
+    }
+  }
+  if (ob) {
+    for (int64_t c = 0; c < C; ++c) logits[c] += ob[c * S];
   }
   const float mx = *std::max_element(logits.begin(), logits.end());
   float total = 0.f;
@@ -415,22 +524,52 @@ inline void Forward(const Model& m, const Activation& act, const float* x,
   logits[y] -= 1.f;  // now dl
 }
 
+// The weight-normalised update of one node (Salimans and Kingma 2016,
+// eq. 3): with w = g v / ||v|| and G the gradient of w, dL/dg = G . v /
+// ||v|| and dL/dv = (g / ||v||) G - (g dL/dg / ||v||^2) v, dense along the
+// row.  Here G = dz * x on `rows` (nullptr: dense x of n entries), so
+// G . v = dz * dot; the row's n entries lie `stride` apart with their
+// moments `mstride` after them (Optimizer::Flat's planes for the first
+// layer and the output layer's classes, interleaved slots after it).
+// `grad` is scratch of n floats.  Returns dL/dg.
+inline float NormedUpdate(const Optimizer& opt, float* v, int64_t n,
+                          int64_t stride, int64_t mstride, const float* x,
+                          const uint32_t* rows, int64_t r, float dz, float dot,
+                          float norm, float scale, float* grad) {
+  const float gg = dz * dot / norm;
+  const float coef = scale * gg / norm;
+  const float a = scale * dz;
+  for (int64_t j = 0; j < n; ++j) grad[j] = -coef * v[j * stride];
+  for (int64_t c = 0; c < r; ++c) grad[rows ? rows[c] : c] += a * x[c];
+  if (stride == 1) {
+    opt.Flat(v, v + mstride, v + 2 * mstride, grad, n);
+  } else {
+    for (int64_t j = 0; j < n; ++j) opt.Scalar(v + j * stride, grad[j]);
+  }
+  return gg;
+}
+
 // One training step of ALSH-APPROX at batch size 1, for any depth, in
 // place: the forward pass (Forward); backpropagation through the active
 // nodes (every gradient from the weights before the step), and the
 // optimizer on every weight the example touched: the active rows of the
 // first layer (whole rows: its input is dense), the [active x previous
 // active] blocks after it, the output layer's rows of the last active set,
-// and all biases on the way.  That is what ALSH.train_step (method.py)
-// does with jax.numpy at batch size 1, in one pass.  Thread-safe in
-// itself (its buffers are per thread); threads that share a model race on
-// the weights they both touch (HOGWILD, see AlshTrainHogwild).
+// and all biases on the way.  Under weight normalisation the active nodes'
+// whole rows and lengths are updated (NormedUpdate), and the output layer
+// whole (its normalisation reads every row).  That is what ALSH.train_step
+// (method.py) does with jax.numpy at batch size 1, in one pass.
+// Thread-safe in itself (its buffers are per thread); threads that share a
+// model race on the weights they both touch (HOGWILD, see
+// AlshTrainHogwild).
 inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
                  const float* x, int32_t y, const uint32_t* seeds,
                  float* loss, int32_t* colliding) {
   thread_local Trace t;
   thread_local std::vector<float> da, dz, grad;
   const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
+  const bool wn = m.weight_norm;
+  const int64_t ms = S > 1 ? 1 : 0;  // 0: SGD keeps no moments
   Forward(m, act, x, y, seeds, S, &t);
   *loss = t.loss;
   std::copy_n(t.colliding.data(), depth, colliding);
@@ -445,23 +584,56 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
   Block& out = t.blocks[depth];
   PhaseTimer timer(kBackward);
   da.resize(r);
-  grad.resize(r * C);
-  for (int64_t i = 0; i < r; ++i) {
-    const float* row = out.slot(0) + i * C;
-    float acc = 0.f;
-    for (int64_t c = 0; c < C; ++c) {
-      acc += row[c] * dl[c];
-      grad[i * C + c] = in[i] * dl[c];
+  if (wn) {
+    // Class c's weights are a column of v [n_d, C], normalised over all
+    // n_d rows: NormedUpdate's gradient along each column, then Adam row
+    // by row (each row holds its classes' slots as planes of C).
+    const int64_t n_d = m.slabs[depth].dims[0];
+    const float* sc = t.scale[depth].data();
+    for (int64_t i = 0; i < r; ++i) {
+      const float* row = out.slot(0) + i * C;
+      float acc = 0.f;
+      for (int64_t c = 0; c < C; ++c) acc += row[c] * sc[c] * dl[c];
+      da[i] = acc;
     }
-    da[i] = acc;
+    timer.Switch(kUpdate);
+    float* og = m.slabs[depth].g;
+    grad.resize(n_d * C);
+    for (int64_t c = 0; c < C; ++c) {
+      const float gg = dl[c] * t.dot[depth][c] / t.norm[depth][c];
+      const float coef = sc[c] * gg / t.norm[depth][c];
+      for (int64_t j = 0; j < n_d; ++j) {
+        grad[j * C + c] = -coef * ow[j * S * C + c];
+      }
+      for (int64_t i = 0; i < r; ++i) {
+        grad[in_rows[i] * C + c] += sc[c] * dl[c] * in[i];
+      }
+      opt.Scalar(og + c * S, gg);
+    }
+    for (int64_t j = 0; j < n_d; ++j) {  // row j: its C classes' slots
+      float* row = ow + j * S * C;
+      opt.Flat(row, row + ms * C, row + 2 * ms * C, grad.data() + j * C, C);
+    }
+  } else {
+    grad.resize(r * C);
+    for (int64_t i = 0; i < r; ++i) {
+      const float* row = out.slot(0) + i * C;
+      float acc = 0.f;
+      for (int64_t c = 0; c < C; ++c) {
+        acc += row[c] * dl[c];
+        grad[i * C + c] = in[i] * dl[c];
+      }
+      da[i] = acc;
+    }
+    timer.Switch(kUpdate);
+    opt.Flat(out.slot(0), out.slot(ms), out.slot(S - 1), grad.data(), r * C);
+    for (int64_t i = 0; i < r; ++i) {
+      Scatter(out, i * C, C, C, S, ow + in_rows[i] * S * C);
+    }
   }
-  timer.Switch(kUpdate);
-  opt.Flat(out.slot(0), out.slot(S > 1 ? 1 : 0), out.slot(S - 1), grad.data(),
-           r * C);
-  for (int64_t i = 0; i < r; ++i) {
-    Scatter(out, i * C, C, C, S, ow + in_rows[i] * S * C);
+  if (ob) {
+    for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, dl[c]);
   }
-  for (int64_t c = 0; c < C; ++c) opt.Scalar(ob + c * S, dl[c]);
 
   // Backward through the hidden layers, each updated once its input
   // gradient has been read from its weights.
@@ -475,9 +647,33 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
     float* w = m.slabs[k].w;
     float* b = m.slabs[k].b;
     const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
-    if (k == 0) {  // gradient and update in one pass over each row
+    const uint32_t* rows = t.idx[k].data();
+    if (wn) {
+      // Each node's whole row: its part of the input gradient (weights
+      // before its update), then its update and its length's.
+      const int64_t n_in = k == 0 ? D : m.slabs[k].dims[1];
+      const int64_t stride = k == 0 ? 1 : S;
+      const int64_t rp = k == 0 ? D : m.budgets[k - 1];
+      const float* xin = k == 0 ? x : t.a[k - 1].data();
+      const uint32_t* prev = k == 0 ? nullptr : t.idx[k - 1].data();
+      float* g = m.slabs[k].g;
+      if (k > 0) da.assign(rp, 0.f);
+      grad.resize(n_in);
+      for (int64_t i = 0; i < s; ++i) {
+        float* v = w + rows[i] * row_len;
+        const float sd = t.scale[k][i] * dz[i];
+        if (k > 0) {
+          for (int64_t c = 0; c < rp; ++c) da[c] += sd * v[prev[c] * S];
+        }
+        timer.Switch(kUpdate);
+        const float gg = NormedUpdate(
+            opt, v, n_in, stride, k == 0 ? ms * D : ms, xin, prev, rp, dz[i],
+            t.dot[k][i], t.norm[k][i], t.scale[k][i], grad.data());
+        opt.Scalar(g + rows[i] * S, gg);
+        timer.Switch(kBackward);
+      }
+    } else if (k == 0) {  // gradient and update in one pass over each row
       timer.Switch(kUpdate);
-      const uint32_t* rows = t.idx[0].data();
       int64_t i = 0;
       for (; i + 2 <= s; i += 2) {
         opt.Row2(w + rows[i] * row_len, w + rows[i + 1] * row_len, D, x,
@@ -498,11 +694,14 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
         }
       }
       timer.Switch(kUpdate);
-      opt.Flat(blk.slot(0), blk.slot(S > 1 ? 1 : 0), blk.slot(S - 1),
-               grad.data(), s * rp);
-      ScatterBlock(blk, t.cols[k], S, w, row_len, t.idx[k].data(), s);
+      opt.Flat(blk.slot(0), blk.slot(ms), blk.slot(S - 1), grad.data(),
+               s * rp);
+      ScatterBlock(blk, t.cols[k], S, w, row_len, rows, s);
     }
-    for (int64_t i = 0; i < s; ++i) opt.Scalar(b + t.idx[k][i] * S, dz[i]);
+    if (b) {
+      timer.Switch(kUpdate);
+      for (int64_t i = 0; i < s; ++i) opt.Scalar(b + rows[i] * S, dz[i]);
+    }
   }
 }
 

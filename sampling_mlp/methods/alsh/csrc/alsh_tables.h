@@ -27,8 +27,12 @@ using sampling_mlp::ParallelFor;
 // appended terms, so one pass over the weights gives every node's raw
 // projections and squared norm, and the codes follow once the largest
 // norm is known.  Nodes are split among threads, four at a time, so that
-// each projection row read serves four nodes.
+// each projection row read serves four nodes.  Under weight normalisation
+// `scales` [n] holds each node's g / ||v||, the effective weights being
+// scales[j] * v_j, so its projections and squared norm scale by it and
+// its square ([0]: the slab holds the weights).
 inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
+                           ffi::Buffer<ffi::F32> scales,
                            ffi::Buffer<ffi::F32> projections,
                            ffi::Buffer<ffi::F32> offsets,
                            ffi::BufferR0<ffi::F32> bucket_width,
@@ -58,6 +62,10 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
     return ffi::Error::InvalidArgument(
         "need multipliers and offsets [L, K] (offsets [0]: srp) and tables "
         "[L, n]");
+  }
+  if (scales.element_count() != 0 &&
+      scales.element_count() != static_cast<size_t>(n)) {
+    return ffi::Error::InvalidArgument("need scales [n], or [0]");
   }
   const float* P = projections.typed_data();
   const float* wp = w.typed_data();
@@ -128,6 +136,13 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
       }
     }
   });
+  if (scales.element_count() != 0) {
+    const float* sc = scales.typed_data();
+    for (int64_t j = 0; j < n; ++j) {
+      sq[j] *= sc[j] * sc[j];
+      for (int64_t h = 0; h < LK; ++h) dots[j * LK + h] *= sc[j];
+    }
+  }
   const float max_sq = *std::max_element(sq.begin(), sq.end());
   const float max_norm = std::sqrt(max_sq);
   const float scale = (transform == 2 ? 1.f : U) /
