@@ -100,6 +100,27 @@ struct Optimizer {
     }
   }
 
+  // n entries whose slots are interleaved (entry j's at e[j S], e[j S + 1],
+  // e[j S + 2]; S = 3 for Adam, 1 for SGD), with gradients g: Scalar of
+  // each, in one loop the compiler can vectorise.
+  void Interleaved(float* __restrict__ e, const float* __restrict__ g,
+                   int64_t n) const {
+    if (!adam) {
+      for (int64_t j = 0; j < n; ++j) e[j] -= lr * g[j];
+      return;
+    }
+    const float ob1 = 1.f - b1, ob2 = 1.f - b2;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      float* x = e + 3 * j;
+      const float md = b1 * x[1] + ob1 * g[j];
+      const float vd = b2 * x[2] + ob2 * (g[j] * g[j]);
+      x[1] = md;
+      x[2] = vd;
+      x[0] -= step * md / (std::sqrt(vd) + eps);
+    }
+  }
+
   // One entry whose slots are adjacent (p[0], p[1], p[2]), gradient g.
   void Scalar(float* p, float g) const {
     if (!adam) {

@@ -543,8 +543,8 @@ inline float NormedUpdate(const Optimizer& opt, float* v, int64_t n,
   for (int64_t c = 0; c < r; ++c) grad[rows ? rows[c] : c] += a * x[c];
   if (stride == 1) {
     opt.Flat(v, v + mstride, v + 2 * mstride, grad, n);
-  } else {
-    for (int64_t j = 0; j < n; ++j) opt.Scalar(v + j * stride, grad[j]);
+  } else {  // stride == S: the slots interleaved
+    opt.Interleaved(v, grad, n);
   }
   return gg;
 }
