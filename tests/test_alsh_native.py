@@ -403,6 +403,29 @@ def test_build_tables_matches_definition(kernels, transform, family, first):
   assert float(jnp.mean(got[1] == ref)) >= 0.999
 
 
+@pytest.mark.parametrize("K,L", [(4, 3), (8, 5), (10, 10)],
+                         ids=["one-vector", "three-vectors", "two-passes"])
+@pytest.mark.parametrize("first", [True, False])
+def test_build_tables_any_number_of_projections(kernels, K, L, first):
+  """The rebuild projects nodes against 16-lane vectors of the projections,
+  up to four at once (L K = 12, 40 and 100: one vector, three, and two
+  passes of four), for a node count that leaves a short last group: the
+  definition's codes, up to rounding at bucket boundaries."""
+  from sampling_mlp import optim  # pylint: disable=import-outside-toplevel
+  n_in, n = 53, 101
+  w = jax.random.normal(jax.random.key(2), (n_in, n)) * 0.05
+  hp = alsh.init_hash(jax.random.key(3),
+                      dim=alsh.transformed_dim(n_in, transform="l2_alsh",
+                                               m=3), K=K, L=L, family="srp")
+  axis = 1 if first else 2
+  slab = optim.init_slab(OptimConfig(), w.T, axis)
+  ref = alsh.build_tables(hp, w, transform="l2_alsh", m=3, U=0.83)
+  got = native.build_tables(hp, slab, slot_axis=axis, transform="l2_alsh",
+                            m=3, U=0.83, threads=2)
+  assert got.shape == (L, n)
+  assert float(jnp.mean(got == ref)) >= 0.999
+
+
 @pytest.mark.parametrize("first", [True, False])
 def test_build_tables_of_normalised_weights_matches_definition(kernels,
                                                                first):

@@ -60,6 +60,25 @@ float Dot(const float* __restrict__ x, const float* __restrict__ y,
   return total;
 }
 
+// ||v||^2 of n entries `stride` apart, in kLanes partial sums as Dot (one
+// chain of n dependent adds otherwise sets the time of a wide row).
+inline float SquaredNorm(const float* __restrict__ v, int64_t n,
+                         int64_t stride) {
+  if (stride == 1) return Dot(v, v, n);
+  float part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const float e = v[(j + l) * stride];
+      part[l] += e * e;
+    }
+  }
+  float total = 0.f;
+  for (; j < n; ++j) total += v[j * stride] * v[j * stride];
+  for (int64_t l = 0; l < kLanes; ++l) total += part[l];
+  return total;
+}
+
 // <x1, y> and <x2, y> in one pass: two rows' loads and multiply-adds in
 // flight at once, where rows come from scattered places in memory (about
 // 10% faster than one after the other).

@@ -400,27 +400,15 @@ struct Trace {
 inline void NormedDot(const float* v, int64_t n, int64_t stride,
                       const float* x, const uint32_t* rows, int64_t r,
                       float* dot, float* norm) {
-  float acc = 0.f, sq = 0.f;
+  float acc = 0.f;
   if (rows == nullptr && stride == 1) {
     acc = Dot(v, x, r);
-    sq = Dot(v, v, n);
   } else {
     for (int64_t c = 0; c < r; ++c) {
       acc += x[c] * v[(rows ? rows[c] : c) * stride];
     }
-    // kLanes independent partial sums: one chain of n dependent adds made
-    // this loop most of a weight-normalised forward pass.
-    float part[kLanes] = {};
-    int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes) {
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const float e = v[(j + l) * stride];
-        part[l] += e * e;
-      }
-    }
-    for (; j < n; ++j) sq += v[j * stride] * v[j * stride];
-    for (int64_t l = 0; l < kLanes; ++l) sq += part[l];
   }
+  const float sq = SquaredNorm(v, n, stride);
   *dot = acc;
   *norm = std::sqrt(sq);
 }

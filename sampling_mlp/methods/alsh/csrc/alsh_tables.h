@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "alsh_select.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -16,6 +17,41 @@ namespace sampling_mlp_alsh {
 
 namespace ffi = xla::ffi;
 using sampling_mlp::ParallelFor;
+
+// Nodes projected together, and the most 16-lane vectors of projections
+// per pass: kNodes x kMaxVectors accumulators fit AVX-512's 32 registers.
+constexpr int64_t kNodes = 8, kMaxVectors = 4;
+
+// out[u * 16 NV + l] = sum_c rows[u][c * stride] * pt[c * 16 NV + l] for
+// the kNodes rows and the 16 NV lanes of pt [n_in, 16 NV]: each input's
+// weights are broadcast against one contiguous vector of projections, so
+// that the sums stay in registers and the rows are read once, in order
+// (the rebuild's n x n_in x LK multiply-adds as a small matrix product).
+template <int NV>
+void ProjectNodesN(const float* const* rows, int64_t stride, int64_t n_in,
+                   const float* __restrict__ pt, float* out) {
+  constexpr int W = 16 * NV;
+  float acc[kNodes][W] = {};
+  for (int64_t c = 0; c < n_in; ++c) {
+    const float* p = pt + c * W;
+    for (int u = 0; u < kNodes; ++u) {
+      const float x = rows[u][c * stride];
+#pragma omp simd
+      for (int l = 0; l < W; ++l) acc[u][l] += x * p[l];
+    }
+  }
+  for (int u = 0; u < kNodes; ++u) std::copy_n(acc[u], W, out + u * W);
+}
+
+inline void ProjectNodes(int64_t nv, const float* const* rows, int64_t stride,
+                         int64_t n_in, const float* pt, float* out) {
+  switch (nv) {
+    case 1: return ProjectNodesN<1>(rows, stride, n_in, pt, out);
+    case 2: return ProjectNodesN<2>(rows, stride, n_in, pt, out);
+    case 3: return ProjectNodesN<3>(rows, stride, n_in, pt, out);
+    default: return ProjectNodesN<kMaxVectors>(rows, stride, n_in, pt, out);
+  }
+}
 
 // Every node's bucket code in every table, from the weights in slot 0 of a
 // hidden layer's slab (first layer [n, S, n_in], slot_axis 1; later layers
@@ -26,8 +62,8 @@ using sampling_mlp::ParallelFor;
 // node's projection r . P(x) is then scale * (r[:n_in] . x) plus the
 // appended terms, so one pass over the weights gives every node's raw
 // projections and squared norm, and the codes follow once the largest
-// norm is known.  Nodes are split among threads, four at a time, so that
-// each projection row read serves four nodes.  Under weight normalisation
+// norm is known.  Nodes are split among threads, kNodes at a time
+// (ProjectNodes).  Under weight normalisation
 // `scales` [n] holds each node's g / ||v||, the effective weights being
 // scales[j] * v_j, so its projections and squared norm scale by it and
 // its square ([0]: the slab holds the weights).
@@ -72,67 +108,36 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
   // Element c of node j's weights: rows of S * n_in floats, slot 0 first
   // (slot axis 1) or its slots interleaved (slot axis 2).
   const int64_t row_len = S * n_in, stride = slot_axis == 1 ? 1 : S;
+  // The projections' first n_in columns transposed into chunks of W lanes
+  // ([chunks, n_in, W], zero-padded), so that ProjectNodes reads one
+  // contiguous W-vector per input.
+  const int64_t nv = std::min<int64_t>(kMaxVectors, (LK + 15) / 16);
+  const int64_t W = 16 * nv, chunks = (LK + W - 1) / W;
+  std::vector<float> PT(chunks * n_in * W, 0.f);
+  for (int64_t h = 0; h < LK; ++h) {
+    float* col = PT.data() + (h / W) * n_in * W + h % W;
+    for (int64_t c = 0; c < n_in; ++c) col[c * W] = P[h * d + c];
+  }
   std::vector<float> dots(n * LK), sq(n);
-  ParallelFor(pool, (n + 3) / 4, threads, 8, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> x;
-    x.resize(4 * n_in);
+  ParallelFor(pool, (n + kNodes - 1) / kNodes, threads, 4,
+              [&](int64_t begin, int64_t end) {
+    float acc[kNodes * 16 * kMaxVectors];
     for (int64_t q = begin; q < end; ++q) {
-      const int64_t j0 = 4 * q, cnt = std::min<int64_t>(4, n - j0);
-      for (int64_t u = 0; u < 4; ++u) {
-        float* xu = x.data() + u * n_in;
-        if (u >= cnt) {
-          std::fill_n(xu, n_in, 0.f);
-          continue;
-        }
-        const float* row = wp + (j0 + u) * row_len;
-        float acc = 0.f;
-        for (int64_t c = 0; c < n_in; ++c) {
-          xu[c] = row[c * stride];
-          acc += xu[c] * xu[c];
-        }
-        sq[j0 + u] = acc;
+      const int64_t j0 = kNodes * q, cnt = std::min<int64_t>(kNodes, n - j0);
+      const float* rows[kNodes];
+      for (int64_t u = 0; u < kNodes; ++u) {  // a short group repeats a row
+        rows[u] = wp + (j0 + std::min(u, cnt - 1)) * row_len;
       }
-      // Three projection rows at a time against the four nodes: twelve
-      // sums in registers, seven loads per twelve multiply-adds.
-      const float *x0 = x.data(), *x1 = x0 + n_in, *x2 = x1 + n_in,
-                  *x3 = x2 + n_in;
-      int64_t h = 0;
-      for (; h + 3 <= LK; h += 3) {
-        const float *r0 = P + h * d, *r1 = r0 + d, *r2 = r1 + d;
-        float a00 = 0.f, a01 = 0.f, a02 = 0.f, a03 = 0.f;
-        float a10 = 0.f, a11 = 0.f, a12 = 0.f, a13 = 0.f;
-        float a20 = 0.f, a21 = 0.f, a22 = 0.f, a23 = 0.f;
-#pragma omp simd reduction(+ : a00, a01, a02, a03, a10, a11, a12, a13, \
-                               a20, a21, a22, a23)
-        for (int64_t c = 0; c < n_in; ++c) {
-          const float v0 = x0[c], v1 = x1[c], v2 = x2[c], v3 = x3[c];
-          a00 += r0[c] * v0; a01 += r0[c] * v1; a02 += r0[c] * v2;
-          a03 += r0[c] * v3;
-          a10 += r1[c] * v0; a11 += r1[c] * v1; a12 += r1[c] * v2;
-          a13 += r1[c] * v3;
-          a20 += r2[c] * v0; a21 += r2[c] * v1; a22 += r2[c] * v2;
-          a23 += r2[c] * v3;
-        }
-        const float acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13},
-                                 {a20, a21, a22, a23}};
-        for (int64_t g = 0; g < 3; ++g) {
-          for (int64_t u = 0; u < cnt; ++u) {
-            dots[(j0 + u) * LK + h + g] = acc[g][u];
-          }
-        }
+      for (int64_t u = 0; u < cnt; ++u) {
+        sq[j0 + u] = SquaredNorm(rows[u], n_in, stride);
       }
-      for (; h < LK; ++h) {
-        const float* r = P + h * d;
-        float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-        for (int64_t c = 0; c < n_in; ++c) {
-          a0 += r[c] * x0[c];
-          a1 += r[c] * x1[c];
-          a2 += r[c] * x2[c];
-          a3 += r[c] * x3[c];
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        ProjectNodes(nv, rows, stride, n_in, PT.data() + ch * n_in * W, acc);
+        const int64_t lanes = std::min(W, LK - ch * W);
+        for (int64_t u = 0; u < cnt; ++u) {
+          std::copy_n(acc + u * W, lanes,
+                      dots.data() + (j0 + u) * LK + ch * W);
         }
-        const float acc[4] = {a0, a1, a2, a3};
-        for (int64_t u = 0; u < cnt; ++u) dots[(j0 + u) * LK + h] = acc[u];
       }
     }
   });
