@@ -192,6 +192,54 @@ def test_build_tables_deterministic(family):
   assert np.any(np.asarray(t1) != np.asarray(t3))
 
 
+@pytest.mark.parametrize("transform", alsh.TRANSFORMS)
+@pytest.mark.parametrize("family", alsh.HASHES)
+def test_build_tables_are_the_transformed_weights_codes(transform, family):
+  """The tables, computed from each node's sketch with the common scale
+  applied after the projections, are ``hash_codes`` of the transformed
+  weights up to rounding at bucket boundaries (at most 1 code in 200)."""
+  w = _weights(jax.random.key(12), n_out=300)
+  d = alsh.transformed_dim(N_IN, transform=transform)
+  hp = alsh.init_hash(jax.random.key(13), dim=d, K=6, L=5, family=family)
+  table = alsh.build_tables(hp, w, transform=transform)
+  ref = alsh.hash_codes(hp, alsh.transform_weights(w, transform=transform)).T
+  assert float(jnp.mean(table == ref)) >= 0.995
+
+
+@pytest.mark.parametrize("transform", alsh.TRANSFORMS)
+def test_sketch_follows_weight_changes(transform):
+  """A node's sketch is linear in its weights but for the norm: the sketch
+  of changed weights is the old one plus the change's projections (and
+  the new squared norm), and its codes with the old scale are the codes
+  the tables would give the new weights under that scale."""
+  d = alsh.transformed_dim(N_IN, transform=transform)
+  hp = alsh.init_hash(jax.random.key(14), dim=d, K=6, L=5, family="srp")
+  x = _weights(jax.random.key(15), n_out=50).T  # [n, n_in]
+  dx = 0.01 * jax.random.normal(jax.random.key(16), x.shape)
+  old, new = alsh.node_sketch(hp, x), alsh.node_sketch(hp, x + dx)
+  chex.assert_shape(old, (50, 5 * 6 + 1))
+  moved = old[:, :-1] + alsh.node_sketch(hp, dx)[:, :-1]
+  np.testing.assert_allclose(new[:, :-1], moved, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(new[:, -1], jnp.sum((x + dx) ** 2, axis=1),
+                             rtol=1e-5)
+  scale = alsh.sketch_scale(old, transform=transform)
+  m, U = alsh.resolve_transform_params(transform)
+  # The longest old node has norm U (1 for simple_lsh) after scaling.
+  np.testing.assert_allclose(
+      float(jnp.sqrt(jnp.max(old[:, -1])) * scale),
+      1.0 if transform == "simple_lsh" else U, rtol=1e-6)
+  codes = alsh.sketch_codes(hp, new, scale, transform=transform)
+  x_scaled = (x + dx) * scale
+  sq = jnp.sum(x_scaled ** 2, axis=1)
+  if transform == "simple_lsh":
+    extra = jnp.sqrt(jnp.maximum(1 - sq, 0))[:, None]
+  else:
+    powers = jnp.stack([sq ** (2 ** i) for i in range(m)], axis=1)
+    extra = powers if transform == "l2_alsh" else 0.5 - powers
+  ref = alsh.hash_codes(hp, jnp.concatenate([x_scaled, extra], axis=1)).T
+  assert float(jnp.mean(codes == ref)) >= 0.99
+
+
 def test_collisions_counts_tables():
   table = jnp.array([[1, 2, 1, 3, 0],
                      [5, 5, 6, 7, 0],

@@ -219,22 +219,32 @@ def transform_weights(
     gives finite output.
   """
   m, U = resolve_transform_params(transform, m, U)
-  if transform == "simple_lsh":
-    U = 1.0
   x = jnp.asarray(w).T  # [n_out, n_in]
   sq = jnp.sum(x * x, axis=-1)  # [n_out]
-  max_norm = jnp.sqrt(jnp.max(sq))
-  scale = U / jnp.where(max_norm > 0, max_norm, 1.0)
+  scale = _common_scale(sq, transform=transform, U=U)
   x = x * scale
-  sq = sq * scale * scale
-  if transform == "l2_alsh":
-    extra = _norm_powers(sq, m)
-  elif transform == "sign_alsh":
-    extra = 0.5 - _norm_powers(sq, m)
-  else:
-    # Rounding can push ||x||^2 a hair above 1 for the longest column.
-    extra = jnp.sqrt(jnp.maximum(1.0 - sq, 0.0))[:, None]
+  extra = _appended(sq * scale * scale, transform=transform, m=m)
   return jnp.concatenate([x, extra.astype(x.dtype)], axis=-1)
+
+
+def _common_scale(sq: jax.Array, *, transform: str, U: float) -> jax.Array:
+  """The factor that makes the longest of the norms ``sqrt(sq)`` equal to
+  ``U`` (1 for ``simple_lsh``); 1 when every norm is 0."""
+  if transform == "simple_lsh":
+    U = 1.0
+  max_norm = jnp.sqrt(jnp.max(sq))
+  return U / jnp.where(max_norm > 0, max_norm, 1.0)
+
+
+def _appended(sq: jax.Array, *, transform: str, m: int) -> jax.Array:
+  """``P``'s appended coordinates [..., m] (simple_lsh: [..., 1]) from the
+  scaled nodes' squared norms ``sq`` [...]."""
+  if transform == "l2_alsh":
+    return _norm_powers(sq, m)
+  if transform == "sign_alsh":
+    return 0.5 - _norm_powers(sq, m)
+  # Rounding can push ||x||^2 a hair above 1 for the longest column.
+  return jnp.sqrt(jnp.maximum(1.0 - sq, 0.0))[..., None]
 
 
 def transform_queries(
@@ -399,6 +409,67 @@ def hash_codes(hp: HashParams, x: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
+def node_sketch(hp: HashParams, x: jax.Array) -> jax.Array:
+  """Each node's projections onto the hash directions and squared norm,
+  before the transform: all the tables need of a node's weights.
+
+  A node's projection ``r . P(c x)`` under the common scale ``c`` is ``c (r[:n_in]
+  . x)`` plus the appended coordinates' term, a function of ``c^2
+  ||x||^2`` (:func:`sketch_codes`), so this sketch determines the node's
+  bucket codes under any scale; and it is linear in ``x`` but for the
+  norm, so a change of a few weights changes it by their projections
+  alone (the incremental re-hash of touched nodes).
+
+  Args:
+    hp: hash parameters, projections [L, K, d] with ``d >= n_in``.
+    x: [n, n_in] node-major weights (row j: node j's incoming weights).
+
+  Returns:
+    float32 [n, L*K + 1]: ``r_h[:n_in] . x_j`` for the L*K directions in
+    ``(l, k)`` order, then ``||x_j||^2``.
+  """
+  L, K, d = hp.projections.shape
+  n_in = x.shape[-1]
+  proj = x @ hp.projections.reshape(L * K, d)[:, :n_in].T
+  return jnp.concatenate([proj, jnp.sum(x * x, axis=-1, keepdims=True)],
+                         axis=-1)
+
+
+def sketch_scale(sketch: jax.Array, *, transform: str,
+                 U: float | None = None) -> jax.Array:
+  """The transform's common scale of the nodes of ``sketch``
+  (:func:`node_sketch`): ``U`` over the longest norm (1 for
+  ``simple_lsh``), float32 []."""
+  _, U = resolve_transform_params(transform, None, U)
+  return _common_scale(sketch[:, -1], transform=transform, U=U)
+
+
+def sketch_codes(hp: HashParams, sketch: jax.Array, scale: jax.Array, *,
+                 transform: str, m: int | None = None) -> jax.Array:
+  """Bucket code of every node of ``sketch`` in every table, with the
+  transform's common scale ``scale``: ``hash_codes(hp, P(scale x_j))``
+  from the sketch alone (the one formula of a node's codes).
+
+  Args:
+    hp: hash parameters (``dim = transformed_dim(n_in, ...)``).
+    sketch: [n, L*K + 1] from :func:`node_sketch`.
+    scale: float32 [] the common scale (:func:`sketch_scale` at the last
+      full rebuild).
+    transform, m: the transform and its parameter.
+
+  Returns:
+    int32 [L, n].
+  """
+  m, _ = resolve_transform_params(transform, m)
+  L, K, d = hp.projections.shape
+  n = sketch.shape[0]
+  extra = _appended(sketch[:, -1] * scale * scale, transform=transform, m=m)
+  n_in = d - extra.shape[-1]
+  proj = (scale * sketch[:, :-1].T.reshape(L, K, n)
+          + jnp.einsum("ne,lke->lkn", extra, hp.projections[:, :, n_in:]))
+  return bucket_codes(proj, hp, trailing=1)
+
+
 def build_tables(
     hp: HashParams,
     w: jax.Array,
@@ -407,7 +478,9 @@ def build_tables(
     m: int | None = None,
     U: float | None = None,
 ) -> jax.Array:
-  """Bucket code of every node in every table.
+  """Bucket code of every node in every table: ``hash_codes(hp,
+  transform_weights(w))``, computed from :func:`node_sketch` by
+  :func:`sketch_codes` (the common scale applied after the projections).
 
   Args:
     hp: hash parameters (``dim`` must equal ``transformed_dim(n_in, ...)``).
@@ -416,13 +489,13 @@ def build_tables(
     m, U: transform parameters (defaults per transform).
 
   Returns:
-    int32 [L, n_out]. Deterministic given ``hp`` and ``w``.
+    int32 [L, n_out] (table-major, as the native kernels read them).
+    Deterministic given ``hp`` and ``w``.
   """
-  p = transform_weights(w, transform=transform, m=m, U=U)  # [n_out, d]
-  # hash_codes(hp, p).T, computed table-major: no transpose, so the tables
-  # stay row-major in the training loop, as the native kernels read them.
-  proj = jnp.einsum("nd,lkd->lkn", p, hp.projections)  # [L, K, n_out]
-  return bucket_codes(proj, hp, trailing=1)
+  sketch = node_sketch(hp, jnp.asarray(w).T)
+  return sketch_codes(hp, sketch,
+                      sketch_scale(sketch, transform=transform, U=U),
+                      transform=transform, m=m)
 
 
 def collisions(query_codes: jax.Array, table_codes: jax.Array) -> jax.Array:
