@@ -410,7 +410,8 @@ def test_build_tables_any_number_of_projections(kernels, K, L, first):
   """The rebuild projects nodes against 16-lane vectors of the projections,
   up to four at once (L K = 12, 40 and 100: one vector, three, and two
   passes of four), for a node count that leaves a short last group: the
-  definition's codes, up to rounding at bucket boundaries."""
+  definition's codes, up to rounding at bucket boundaries, and its
+  sketches and scale."""
   from sampling_mlp import optim  # pylint: disable=import-outside-toplevel
   n_in, n = 53, 101
   w = jax.random.normal(jax.random.key(2), (n_in, n)) * 0.05
@@ -420,10 +421,17 @@ def test_build_tables_any_number_of_projections(kernels, K, L, first):
   axis = 1 if first else 2
   slab = optim.init_slab(OptimConfig(), w.T, axis)
   ref = alsh.build_tables(hp, w, transform="l2_alsh", m=3, U=0.83)
-  got = native.build_tables(hp, slab, slot_axis=axis, transform="l2_alsh",
-                            m=3, U=0.83, threads=2)
+  got, sketch, scale = native.build_tables(
+      hp, slab, slot_axis=axis, transform="l2_alsh", m=3, U=0.83, threads=2,
+      sketches=True)
   assert got.shape == (L, n)
   assert float(jnp.mean(got == ref)) >= 0.999
+  # The sketches and the scale it returns are the definition's.
+  ref_sketch = alsh.node_sketch(hp, w.T)
+  np.testing.assert_allclose(sketch, ref_sketch, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      scale, alsh.sketch_scale(ref_sketch, transform="l2_alsh", U=0.83),
+      rtol=1e-5)
 
 
 @pytest.mark.parametrize("first", [True, False])

@@ -106,12 +106,11 @@ TRANSFORM_CODES = {"l2_alsh": 0, "sign_alsh": 1, "simple_lsh": 2}
 
 def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
                  m: int, U: float, threads: int,
-                 scales: jax.Array | None = None) -> jax.Array:
+                 scales: jax.Array | None = None, sketches: bool = False):
   """Native ``kernels.build_tables`` of a hidden layer, read from its slab.
 
   The same codes as the definition up to float32 rounding: the projections
-  sum in another order (and the common scale is applied after the dot
-  rather than before), so a projection within rounding of a bucket
+  sum in another order, so a projection within rounding of a bucket
   boundary can land in the other bucket.  The slab is read in place (no
   copy of its weights), by up to ``threads`` threads.
 
@@ -126,27 +125,35 @@ def build_tables(hp, w: jax.Array, *, slot_axis: int, transform: str,
       (``layer.ActiveLayer.scales``): the slab then holds the directions
       ``v`` and the codes are those of the effective weights
       ``scales[:, None] * v``; None: the slab holds the weights.
+    sketches: also return every node's sketch and the common scale.
 
   Returns:
-    int32 [L, n], as ``kernels.build_tables(hp, weights [n_in, n], ...)``.
+    int32 [L, n], as ``kernels.build_tables(hp, weights [n_in, n], ...)``;
+    with ``sketches``, ``(tables, sketch [n, L*K + 1], scale [])`` as
+    ``kernels.node_sketch`` and ``kernels.sketch_scale`` of the effective
+    weights.
   """
   require()
   if transform not in TRANSFORM_CODES:
     raise ValueError(f"unknown transform {transform!r}; choose one of "
                      f"{', '.join(TRANSFORM_CODES)}")
-  L, _, _ = hp.projections.shape
+  L, K, _ = hp.projections.shape
+  n = w.shape[0]
   if scales is None:
     scales = jnp.zeros((0,), jnp.float32)
-  return jax.ffi.ffi_call(
+  out = jax.ffi.ffi_call(
       "sampling_mlp_alsh_build_tables",
-      jax.ShapeDtypeStruct((L, w.shape[0]), jnp.int32))(
-          w.astype(jnp.float32), scales.astype(jnp.float32), hp.projections,
-          jnp.zeros((0,), jnp.float32) if hp.offsets is None
-          else hp.offsets,
-          jnp.float32(1.0) if hp.bucket_width is None else hp.bucket_width,
-          hp.multipliers, slot_axis=np.int64(slot_axis),
-          transform=np.int32(TRANSFORM_CODES[transform]), m=np.int64(m),
-          U=np.float32(U), threads=np.int64(threads))
+      (jax.ShapeDtypeStruct((L, n), jnp.int32),
+       jax.ShapeDtypeStruct((n, L * K + 1), jnp.float32),
+       jax.ShapeDtypeStruct((), jnp.float32)))(
+           w.astype(jnp.float32), scales.astype(jnp.float32), hp.projections,
+           jnp.zeros((0,), jnp.float32) if hp.offsets is None
+           else hp.offsets,
+           jnp.float32(1.0) if hp.bucket_width is None else hp.bucket_width,
+           hp.multipliers, slot_axis=np.int64(slot_axis),
+           transform=np.int32(TRANSFORM_CODES[transform]), m=np.int64(m),
+           U=np.float32(U), threads=np.int64(threads))
+  return tuple(out) if sketches else out[0]
 
 
 # layers.ACTIVATIONS by the code the kernel switches on.

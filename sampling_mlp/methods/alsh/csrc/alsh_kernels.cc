@@ -448,6 +448,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Arg<ffi::BufferR0<ffi::F32>>()  // bucket width
         .Arg<ffi::Buffer<ffi::S32>>()    // multipliers [L, K]
         .Ret<ffi::Buffer<ffi::S32>>()    // tables [L, n]
+        .Ret<ffi::Buffer<ffi::F32>>()    // sketches [n, L*K + 1]
+        .Ret<ffi::BufferR0<ffi::F32>>()  // the common scale
         .Attr<int64_t>("slot_axis")
         .Attr<int32_t>("transform")
         .Attr<int64_t>("m")

@@ -22,36 +22,121 @@ using sampling_mlp::ParallelFor;
 // per pass: kNodes x kMaxVectors accumulators fit AVX-512's 32 registers.
 constexpr int64_t kNodes = 8, kMaxVectors = 4;
 
-// out[u * 16 NV + l] = sum_c rows[u][c * stride] * pt[c * 16 NV + l] for
-// the kNodes rows and the 16 NV lanes of pt [n_in, 16 NV]: each input's
+// out[u * 16 NV + l] = sum_c rows[u][c * stride] * pt[c * ld + l] for
+// the kNodes rows and 16 NV lanes of each of pt's n_in rows (ld floats
+// apart, `valid` of them readable from pt in the last): each input's
 // weights are broadcast against one contiguous vector of projections, so
 // that the sums stay in registers and the rows are read once, in order
-// (the rebuild's n x n_in x LK multiply-adds as a small matrix product).
+// (nodes' projections as a small matrix product).  Lanes past a row's end
+// (ld < 16 NV) read on into the next row, which only fills lanes the
+// caller ignores; rows too near pt's end are read from a zero-padded
+// copy, so nothing past it is touched.
 template <int NV>
 void ProjectNodesN(const float* const* rows, int64_t stride, int64_t n_in,
-                   const float* __restrict__ pt, float* out) {
-  constexpr int W = 16 * NV;
+                   const float* __restrict__ pt, int64_t ld, int64_t valid,
+                   float* out) {
+  constexpr int64_t W = 16 * NV;
   float acc[kNodes][W] = {};
-  for (int64_t c = 0; c < n_in; ++c) {
-    const float* p = pt + c * W;
+  auto add = [&](int64_t c, const float* p) {
     for (int u = 0; u < kNodes; ++u) {
       const float x = rows[u][c * stride];
 #pragma omp simd
       for (int l = 0; l < W; ++l) acc[u][l] += x * p[l];
     }
+  };
+  // Row c's W lanes end within pt's (n_in - 1) ld + valid floats.
+  const int64_t end = (n_in - 1) * ld + valid;
+  int64_t c = 0;
+  for (; c < n_in && c * ld + W <= end; ++c) add(c, pt + c * ld);
+  for (; c < n_in; ++c) {
+    float pad[W] = {};
+    std::copy_n(pt + c * ld, std::min(W, end - c * ld), pad);
+    add(c, pad);
   }
   for (int u = 0; u < kNodes; ++u) std::copy_n(acc[u], W, out + u * W);
 }
 
 inline void ProjectNodes(int64_t nv, const float* const* rows, int64_t stride,
-                         int64_t n_in, const float* pt, float* out) {
+                         int64_t n_in, const float* pt, int64_t ld,
+                         int64_t valid, float* out) {
   switch (nv) {
-    case 1: return ProjectNodesN<1>(rows, stride, n_in, pt, out);
-    case 2: return ProjectNodesN<2>(rows, stride, n_in, pt, out);
-    case 3: return ProjectNodesN<3>(rows, stride, n_in, pt, out);
-    default: return ProjectNodesN<kMaxVectors>(rows, stride, n_in, pt, out);
+    case 1: return ProjectNodesN<1>(rows, stride, n_in, pt, ld, valid, out);
+    case 2: return ProjectNodesN<2>(rows, stride, n_in, pt, ld, valid, out);
+    case 3: return ProjectNodesN<3>(rows, stride, n_in, pt, ld, valid, out);
+    default:
+      return ProjectNodesN<kMaxVectors>(rows, stride, n_in, pt, ld, valid,
+                                        out);
   }
 }
+
+// Projections of up to kNodes nodes' rows (`cnt` of `rows`; entries
+// `stride` apart) onto the L*K directions of pt [n_in, ld] (row c: how
+// input c enters each direction; ld >= L*K), into dots[u * LK + h], and
+// their squared norms into sq[u]: the first L*K + 1 entries of the
+// nodes' sketches (kernels.node_sketch), `dstride` floats apart.
+inline void SketchNodes(const float* const* rows, int64_t cnt, int64_t stride,
+                        int64_t n_in, const float* pt, int64_t ld, int64_t LK,
+                        float* dots, int64_t dstride) {
+  const float* group[kNodes];
+  for (int64_t u = 0; u < kNodes; ++u) group[u] = rows[std::min(u, cnt - 1)];
+  const int64_t nv = std::min<int64_t>(kMaxVectors, (LK + 15) / 16);
+  const int64_t W = 16 * nv;
+  float acc[kNodes * 16 * kMaxVectors];
+  for (int64_t ch = 0; ch * W < LK; ++ch) {
+    ProjectNodes(nv, group, stride, n_in, pt + ch * W, ld, ld - ch * W,
+                 acc);
+    const int64_t lanes = std::min(W, LK - ch * W);
+    for (int64_t u = 0; u < cnt; ++u) {
+      std::copy_n(acc + u * W, lanes, dots + u * dstride + ch * W);
+    }
+  }
+  for (int64_t u = 0; u < cnt; ++u) {
+    dots[u * dstride + LK] = SquaredNorm(rows[u], n_in, stride);
+  }
+}
+
+// A node's bucket codes from its sketch and the common scale
+// (kernels.sketch_codes): its projection onto direction h is scale *
+// dots[h] plus the appended coordinates' term, a function of scale^2 *
+// ||x||^2; then the hash family's component and the table's code.
+struct NodeCoder {
+  int32_t transform;     // 0 l2_alsh, 1 sign_alsh, 2 simple_lsh
+  int64_t extra;         // appended coordinates: m, or 1 (simple_lsh)
+  const float* tail;     // the appended coordinates' projections,
+  int64_t tstride;       //   direction h's at tail[h * tstride ...]
+  const float* offsets;  // [L*K], or null: srp
+  float width;
+  const int32_t* mult;  // [L, K]
+  int64_t L, K;
+
+  // Table l's code of the node into out[l * stride].
+  void Codes(const float* dots, float sq, float scale, int32_t* out,
+             int64_t stride) const {
+    const float s2 = sq * scale * scale;
+    for (int64_t l = 0; l < L; ++l) {
+      uint32_t code = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t h = l * K + k;
+        const float* t = tail + h * tstride;
+        float v = scale * dots[h];
+        if (transform == 2) {
+          v += std::sqrt(std::max(1.f - s2, 0.f)) * t[0];
+        } else {
+          float p = s2;
+          for (int64_t i = 0; i < extra; ++i) {
+            v += (transform == 0 ? p : 0.5f - p) * t[i];
+            p *= p;
+          }
+        }
+        const int32_t comp =
+            offsets ? static_cast<int32_t>(std::floor((v + offsets[h]) / width))
+                    : (v > 0.f);
+        code += static_cast<uint32_t>(comp) * static_cast<uint32_t>(mult[h]);
+      }
+      out[l * stride] = static_cast<int32_t>(code);
+    }
+  }
+};
 
 // Every node's bucket code in every table, from the weights in slot 0 of a
 // hidden layer's slab (first layer [n, S, n_in], slot_axis 1; later layers
@@ -74,6 +159,8 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
                            ffi::BufferR0<ffi::F32> bucket_width,
                            ffi::Buffer<ffi::S32> mult,
                            ffi::ResultBuffer<ffi::S32> tables,
+                           ffi::ResultBuffer<ffi::F32> sketch,
+                           ffi::ResultBufferR0<ffi::F32> scale_out,
                            int64_t slot_axis, int32_t transform, int64_t m,
                            float U, int64_t threads) {
   const auto wd = w.dimensions();
@@ -94,10 +181,11 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
   const bool l2 = offsets.element_count() != 0;
   if (mult.element_count() != static_cast<size_t>(LK) ||
       (l2 && offsets.element_count() != static_cast<size_t>(LK)) ||
-      tables->element_count() != static_cast<size_t>(L * n)) {
+      tables->element_count() != static_cast<size_t>(L * n) ||
+      sketch->element_count() != static_cast<size_t>(n * (LK + 1))) {
     return ffi::Error::InvalidArgument(
-        "need multipliers and offsets [L, K] (offsets [0]: srp) and tables "
-        "[L, n]");
+        "need multipliers and offsets [L, K] (offsets [0]: srp), tables "
+        "[L, n] and sketches [n, L*K + 1]");
   }
   if (scales.element_count() != 0 &&
       scales.element_count() != static_cast<size_t>(n)) {
@@ -108,80 +196,46 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
   // Element c of node j's weights: rows of S * n_in floats, slot 0 first
   // (slot axis 1) or its slots interleaved (slot axis 2).
   const int64_t row_len = S * n_in, stride = slot_axis == 1 ? 1 : S;
-  // The projections' first n_in columns transposed into chunks of W lanes
-  // ([chunks, n_in, W], zero-padded), so that ProjectNodes reads one
-  // contiguous W-vector per input.
-  const int64_t nv = std::min<int64_t>(kMaxVectors, (LK + 15) / 16);
-  const int64_t W = 16 * nv, chunks = (LK + W - 1) / W;
-  std::vector<float> PT(chunks * n_in * W, 0.f);
+  // The projections' first n_in columns transposed, [n_in, W] (W: L*K
+  // rounded up to 16 lanes, zero-padded), as SketchNodes reads them.
+  const int64_t W = (LK + 15) / 16 * 16;
+  std::vector<float> PT(n_in * W, 0.f);
   for (int64_t h = 0; h < LK; ++h) {
-    float* col = PT.data() + (h / W) * n_in * W + h % W;
-    for (int64_t c = 0; c < n_in; ++c) col[c * W] = P[h * d + c];
+    for (int64_t c = 0; c < n_in; ++c) PT[c * W + h] = P[h * d + c];
   }
-  std::vector<float> dots(n * LK), sq(n);
+  // Every node's sketch, [n, LK + 1], straight into the result.
+  float* sk = sketch->typed_data();
+  const int64_t ds = LK + 1;
   ParallelFor(pool, (n + kNodes - 1) / kNodes, threads, 4,
               [&](int64_t begin, int64_t end) {
-    float acc[kNodes * 16 * kMaxVectors];
     for (int64_t q = begin; q < end; ++q) {
       const int64_t j0 = kNodes * q, cnt = std::min<int64_t>(kNodes, n - j0);
       const float* rows[kNodes];
-      for (int64_t u = 0; u < kNodes; ++u) {  // a short group repeats a row
-        rows[u] = wp + (j0 + std::min(u, cnt - 1)) * row_len;
-      }
-      for (int64_t u = 0; u < cnt; ++u) {
-        sq[j0 + u] = SquaredNorm(rows[u], n_in, stride);
-      }
-      for (int64_t ch = 0; ch < chunks; ++ch) {
-        ProjectNodes(nv, rows, stride, n_in, PT.data() + ch * n_in * W, acc);
-        const int64_t lanes = std::min(W, LK - ch * W);
-        for (int64_t u = 0; u < cnt; ++u) {
-          std::copy_n(acc + u * W, lanes,
-                      dots.data() + (j0 + u) * LK + ch * W);
-        }
-      }
+      for (int64_t u = 0; u < cnt; ++u) rows[u] = wp + (j0 + u) * row_len;
+      SketchNodes(rows, cnt, stride, n_in, PT.data(), W, LK, sk + j0 * ds,
+                  ds);
     }
   });
-  if (scales.element_count() != 0) {
+  if (scales.element_count() != 0) {  // the effective weights' sketches
     const float* sc = scales.typed_data();
     for (int64_t j = 0; j < n; ++j) {
-      sq[j] *= sc[j] * sc[j];
-      for (int64_t h = 0; h < LK; ++h) dots[j * LK + h] *= sc[j];
+      for (int64_t h = 0; h < LK; ++h) sk[j * ds + h] *= sc[j];
+      sk[j * ds + LK] *= sc[j] * sc[j];
     }
   }
-  const float max_sq = *std::max_element(sq.begin(), sq.end());
+  float max_sq = 0.f;
+  for (int64_t j = 0; j < n; ++j) max_sq = std::max(max_sq, sk[j * ds + LK]);
   const float max_norm = std::sqrt(max_sq);
   const float scale = (transform == 2 ? 1.f : U) /
                       (max_norm > 0.f ? max_norm : 1.f);
-  const float* off = l2 ? offsets.typed_data() : nullptr;
-  const float width = *bucket_width.typed_data();
-  const int32_t* mu = mult.typed_data();
+  *scale_out->typed_data() = scale;
+  const NodeCoder coder{transform, extra, P + n_in, d,
+                        l2 ? offsets.typed_data() : nullptr,
+                        *bucket_width.typed_data(), mult.typed_data(), L, K};
   int32_t* out = tables->typed_data();
   ParallelFor(pool, n, threads, 256, [&](int64_t begin, int64_t end) {
-    std::vector<float> ext(extra);  // the node's appended terms
     for (int64_t j = begin; j < end; ++j) {
-      const float s2 = sq[j] * scale * scale;
-      if (transform == 2) {
-        ext[0] = std::sqrt(std::max(1.f - s2, 0.f));
-      } else {
-        float p = s2;
-        for (int64_t i = 0; i < extra; ++i) {
-          ext[i] = transform == 0 ? p : 0.5f - p;
-          p *= p;
-        }
-      }
-      for (int64_t l = 0; l < L; ++l) {
-        uint32_t code = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t h = l * K + k;
-          float v = scale * dots[j * LK + h];
-          for (int64_t i = 0; i < extra; ++i) v += ext[i] * P[h * d + n_in + i];
-          const int32_t comp =
-              off ? static_cast<int32_t>(std::floor((v + off[h]) / width))
-                  : (v > 0.f);
-          code += static_cast<uint32_t>(comp) * static_cast<uint32_t>(mu[h]);
-        }
-        out[l * n + j] = static_cast<int32_t>(code);
-      }
+      coder.Codes(sk + j * ds, sk[j * ds + LK], scale, out + j, n);
     }
   });
   return ffi::Error::Success();
