@@ -203,6 +203,12 @@ class Table(nnx.Variable):
   """Every node's bucket code in every table, int32 [L, n]."""
 
 
+class Sketch(nnx.Variable):
+  """The incremental schedule's hash state: every node's sketch [n, L*K +
+  1] (``kernels.node_sketch`` of its effective weights), or the common
+  scale [] of the last full rebuild."""
+
+
 class Snapshot(nnx.Variable):
   """A fixed sample of nodes' weights at the layer's last rebuild, [s, n_in]
   (the adaptive rebuild schedule's reference)."""
@@ -217,13 +223,17 @@ class ActiveLayer(model_lib.Layer):
                reads: int | None, budget: int, activation: str,
                transform: str, m: int, U: float,
                optim_cfg: optim.OptimConfig, drift_sample: int = 0,
-               bias: bool = True, weight_norm: bool = False):
+               incremental: bool = False, bias: bool = True,
+               weight_norm: bool = False):
     """``reads``: inputs per example, the previous layer's budget (None for
     the first hidden layer, which reads the whole input); ``drift_sample``:
     nodes whose weights the layer keeps a snapshot of at every rebuild, for
-    the adaptive schedule (0: none); ``bias``, ``weight_norm``: the
-    network's layers (module docstring), initialised so that the effective
-    weights are ``params.w``."""
+    the adaptive schedule (0: none); ``incremental``: keep every node's
+    sketch and the common scale (``sketch``, ``hash_scale``), from which
+    :meth:`rehash` re-hashes touched nodes (the incremental schedule; else
+    both are None); ``bias``, ``weight_norm``: the network's layers (module
+    docstring), initialised so that the effective weights are
+    ``params.w``."""
     n_in = params.w.shape[0]
     first = reads is None
     self.reads = n_in if first else reads
@@ -238,7 +248,10 @@ class ActiveLayer(model_lib.Layer):
                                              transform=transform, m=m))
     self.first, self.budget, self.activation = first, budget, activation
     self.transform, self.m, self.U = transform, m, U
-    self.table = Table(self.build_table())
+    table, sketch, scale = self.rebuild()
+    self.table = Table(table)
+    self.sketch = Sketch(sketch) if incremental else None
+    self.hash_scale = Sketch(scale) if incremental else None
     n_out = params.w.shape[1]
     count = min(drift_sample, n_out)
     # Evenly spaced nodes: a fixed sample, the same in every run.
@@ -292,10 +305,45 @@ class ActiveLayer(model_lib.Layer):
                              None if self.b is None else self.b[...][:, i])
                  for i in (1, 2))
 
+  def rebuild(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The full rebuild from the current weights (the definition):
+    ``(table int32 [L, n], sketch [n, L*K + 1], scale [])``, the table as
+    ``kernels.build_tables`` of the effective weights."""
+    sketch = kernels.node_sketch(self.hashes, self.weights())
+    scale = kernels.sketch_scale(sketch, transform=self.transform, U=self.U)
+    return (kernels.sketch_codes(self.hashes, sketch, scale,
+                                 transform=self.transform, m=self.m),
+            sketch, scale)
+
   def build_table(self) -> jax.Array:
     """The table of the current weights (``kernels.build_tables``)."""
-    return kernels.build_tables(self.hashes, self.weights().T,
-                                transform=self.transform, m=self.m, U=self.U)
+    return self.rebuild()[0]
+
+  def hash_state(self) -> tuple:
+    """What a rebuild renews: ``(table,)``, and under the incremental
+    schedule ``(table, sketch, scale)``."""
+    if self.sketch is None:
+      return (self.table[...],)
+    return self.table[...], self.sketch[...], self.hash_scale[...]
+
+  def set_hash_state(self, state: tuple) -> None:
+    """Stores a :meth:`hash_state` (from a rebuild)."""
+    self.table[...] = state[0]
+    if self.sketch is not None:
+      self.sketch[...], self.hash_scale[...] = state[1], state[2]
+
+  def rehash(self, nodes: jax.Array) -> None:
+    """The incremental schedule's re-hash (the definition): the sketches
+    of ``nodes`` (uint32, any shape, repeats allowed) from their current
+    effective weights, and their codes from those with the scale of the
+    last full rebuild, written into ``sketch`` and ``table``."""
+    nodes = nodes.reshape(-1)
+    v = jnp.take(self.w[...][nodes], 0, axis=self.slot_axis)  # [N, n_in]
+    sketch = kernels.node_sketch(self.hashes, self._effective(v, nodes))
+    self.sketch[...] = self.sketch[...].at[nodes].set(sketch)
+    self.table[...] = self.table[...].at[:, nodes].set(kernels.sketch_codes(
+        self.hashes, sketch, self.hash_scale[...], transform=self.transform,
+        m=self.m))
 
   def example(self, seed, vals, rows, delta=None) -> Active:
     return active_layer(seed, vals, rows, LayerParams(self.w[...],

@@ -168,7 +168,7 @@ class ALSH(registry.MethodImpl):
           activation=self.model.activation, transform=c.transform, m=self.m,
           U=self.U, optim_cfg=self.optim,
           drift_sample=schedule.DRIFT_SAMPLE if self.schedule.drift else 0,
-          **network))
+          incremental=self.schedule.incremental, **network))
     reads = self.budgets[-1] if self.budgets else sizes[0]
     return model_lib.MLP(hidden + [SparseOutput(params[-1],
                                                 optim_cfg=self.optim,
@@ -182,23 +182,26 @@ class ALSH(registry.MethodImpl):
     del key  # rebuilding is deterministic
     model = state.view()
     for layer in model.layers[:-1]:
-      layer.table[...] = self._build_table(layer)
+      layer.set_hash_state(self._rebuilt(layer))
       if layer.snapshot is not None:
         layer.snapshot[...] = layer.sampled_weights()
     return state.replace(model=nnx.state(model))
 
-  def _build_table(self, layer: ActiveLayer) -> jax.Array:
-    """The layer's table of its current weights: ``layer.build_table()``
-    (the definition), or the native kernel reading the slab in place where
-    the native kernels run (the same codes up to float32 rounding)."""
+  def _rebuilt(self, layer: ActiveLayer) -> tuple:
+    """The layer's ``hash_state()`` from its current weights:
+    ``layer.rebuild()`` (the definition), or the native kernel reading the
+    slab in place where the native kernels run (the same codes up to
+    float32 rounding)."""
     if not self._use_native():
-      return layer.build_table()
-    from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
-    return native.build_tables(layer.hashes, layer.w[...],
-                               slot_axis=layer.slot_axis,
-                               transform=layer.transform, m=layer.m,
-                               U=layer.U, threads=self.threads,
-                               scales=layer.scales())
+      state = layer.rebuild()
+    else:
+      from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
+      state = native.build_tables(layer.hashes, layer.w[...],
+                                  slot_axis=layer.slot_axis,
+                                  transform=layer.transform, m=layer.m,
+                                  U=layer.U, threads=self.threads,
+                                  scales=layer.scales(), sketches=True)
+    return state if layer.sketch is not None else state[:1]
 
   # -- training ---------------------------------------------------------------
   def step_randomness(self, key, batch_size):
@@ -235,11 +238,18 @@ class ALSH(registry.MethodImpl):
     return self.hogwild_group if self._hogwild(batch_size) else 1
 
   def _native_step(self, kernel, model, x, y, seeds, count, **kw):
-    """A native step kernel on the model's slabs, which it updates; returns
-    the per-example loss and colliding counts [..., depth]."""
+    """A native step kernel on the model's slabs, which it updates (and
+    under the incremental schedule the tables and sketches); returns the
+    per-example loss and colliding counts [..., depth]."""
     hidden = model.layers[:-1]
+    if self.schedule.incremental:
+      from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
+      kw.update(transform=self.config.transform, rehash=tuple(
+          native.Rehash(l.sketch[...], native.appended_projections(
+              l.hashes, l.query.proj.shape[0]), l.hash_scale[...])
+          for l in hidden))
     with jax.named_scope("native"):
-      new, loss, coll = kernel(
+      new, loss, coll, *hashed = kernel(
           tuple((l.w[...], value_or_none(l.b), value_or_none(l.g)) for l in model.layers),
           tuple(l.query for l in hidden),
           tuple(l.table[...] for l in hidden), x, y, seeds, count,
@@ -251,6 +261,10 @@ class ALSH(registry.MethodImpl):
         layer.b[...] = b
       if g is not None:
         layer.g[...] = g
+    if hashed:
+      (tables, sketches), = hashed
+      for layer, t, sk in zip(hidden, tables, sketches):
+        layer.table[...], layer.sketch[...] = t, sk
     return loss, coll
 
   def _collision_metrics(self, coll):
@@ -268,14 +282,14 @@ class ALSH(registry.MethodImpl):
     the layers that drifted); returns how many layers it rebuilt, int32."""
     if self.schedule.drift:
       return self._rebuild_drifted(hidden, due)
-    # Only the small tables pass through the conditional, so neither branch
-    # copies the parameters.
+    # Only the small hash states pass through the conditional, so neither
+    # branch copies the parameters.
     with jax.named_scope("rebuild"):
-      tables = jax.lax.cond(
-          due, lambda: tuple(self._build_table(l) for l in hidden),
-          lambda: tuple(l.table[...] for l in hidden))
-    for layer, t in zip(hidden, tables):
-      layer.table[...] = t
+      states = jax.lax.cond(
+          due, lambda: tuple(self._rebuilt(l) for l in hidden),
+          lambda: tuple(l.hash_state() for l in hidden))
+    for layer, state in zip(hidden, states):
+      layer.set_hash_state(state)
     return jnp.int32(len(hidden)) * due.astype(jnp.int32)
 
   def _rebuild_drifted(self, hidden, due):
@@ -288,11 +302,12 @@ class ALSH(registry.MethodImpl):
         rebuild = jax.lax.cond(
             due, lambda l=layer: l.drift() > self.schedule.drift,
             lambda: jnp.bool_(False))
-        table, snap = jax.lax.cond(
-            rebuild, lambda l=layer: (self._build_table(l),
+        state, snap = jax.lax.cond(
+            rebuild, lambda l=layer: (self._rebuilt(l),
                                       l.sampled_weights()),
-            lambda l=layer: (l.table[...], l.snapshot[...]))
-        layer.table[...], layer.snapshot[...] = table, snap
+            lambda l=layer: (l.hash_state(), l.snapshot[...]))
+        layer.set_hash_state(state)
+        layer.snapshot[...] = snap
         count = count + rebuild.astype(jnp.int32)
     return count
 
@@ -322,6 +337,10 @@ class ALSH(registry.MethodImpl):
       update = self._update_single if batch == 1 else self._update_batch
       with jax.named_scope("update"):
         update(model, aux, g, count)
+      if self.schedule.incremental:
+        with jax.named_scope("rehash"):
+          for layer, act in zip(hidden, aux):
+            layer.rehash(act.idx)
       coll = jnp.stack([a.colliding for a in aux[:-1]], axis=1) if depth \
           else None
     step = state.step + 1
@@ -478,12 +497,17 @@ class ALSH(registry.MethodImpl):
   def step_flops(self, batch_size: int) -> int:
     """Multiply-adds per step: active blocks (forward, weight gradient, input
     gradient), query hashing, and the table rebuild amortised over the
-    schedule's early period."""
+    schedule's early period (the incremental schedule: each example's
+    re-hash of the weights it changed, the first layer's whole rows and
+    the later layers' blocks)."""
     sizes = self.model.sizes
     LK = self.config.L * self.config.K
     per_example, prev = 0, sizes[0]
     for k, s in enumerate(self.budgets):
       per_example += prev * s * (2 if k == 0 else 3) + LK * prev
+      if self.schedule.incremental:
+        per_example += LK * s * (sizes[k] if k == 0 or self.model.weight_norm
+                                 else self.budgets[k - 1])
       prev = s
     per_example += prev * sizes[-1] * (3 if self.budgets else 2)
     period = self.schedule.early_every or self.schedule.late_every

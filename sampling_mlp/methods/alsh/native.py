@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -174,47 +175,93 @@ def _layer_slabs(slabs: tuple) -> tuple[list, bool, bool]:
           weight_norm)
 
 
+class Rehash(NamedTuple):
+  """A hidden layer's state under the incremental schedule, as the step
+  kernels take it: its sketches [n, L*K + 1] (``kernels.node_sketch`` of
+  every node), the projections of the transform's appended coordinates
+  [L*K, m] (:func:`appended_projections`), and the common scale [] of the
+  last full rebuild."""
+
+  sketch: jax.Array
+  tail: jax.Array
+  scale: jax.Array
+
+
+def appended_projections(hp, n_in: int) -> jax.Array:
+  """How each of the L*K hash directions reads the transform's appended
+  coordinates: ``projections[:, :, n_in:]`` as [L*K, m]."""
+  L, K, d = hp.projections.shape
+  return hp.projections[:, :, n_in:].reshape(L * K, d - n_in)
+
+
 def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
                x: jax.Array, labels: jax.Array, seeds: jax.Array,
                count: jax.Array, *, budgets: tuple[int, ...], optim,
-               activation: str, **attrs):
+               activation: str, rehash: tuple | None = None,
+               transform: str = "l2_alsh", **attrs):
   """The FFI call shared by the step kernels: leading arguments (x, labels,
-  count, seeds), then per hidden layer its slabs, hash and table, then the
-  output slabs; results (loss, colliding), then every slab, aliased.
-  Returns the slabs in the structure given (None where absent)."""
+  count, seeds), then per hidden layer its slabs, hash and table (and its
+  :class:`Rehash` under the incremental schedule), then the output slabs;
+  results (loss, colliding), then every slab (then each hidden layer's
+  tables and sketches under the incremental schedule), aliased.  Returns
+  the slabs in the structure given (None where absent), and under the
+  incremental schedule the tables and sketches."""
   require()
   depth = len(slabs) - 1
   if not depth == len(queries) == len(tables) == len(budgets):
     raise ValueError(f"need one query hash, table and budget per hidden "
                      f"layer ({depth}); got {len(queries)}, {len(tables)} "
                      f"and {len(budgets)}")
+  if rehash is not None and len(rehash) != depth:
+    raise ValueError(f"need one Rehash per hidden layer ({depth}); got "
+                     f"{len(rehash)}")
   if activation not in ACTIVATION_CODES:
     raise ValueError(f"the native kernels have no activation {activation!r}; "
                      f"choose one of {', '.join(ACTIVATION_CODES)}")
+  if transform not in TRANSFORM_CODES:
+    raise ValueError(f"unknown transform {transform!r}; choose one of "
+                     f"{', '.join(TRANSFORM_CODES)}")
   present, bias, weight_norm = _layer_slabs(slabs)
+  flat_slabs = [a for layer in present for a in layer]
   args, aliases, lead_args, lead_rets = [], {}, 4, 2
+  extra_rets = []  # the incremental schedule's tables and sketches
+
+  def alias(a, ret):
+    aliases[lead_args + len(args)] = ret
+    args.append(a)
+
+  slab_rets = iter(range(lead_rets, lead_rets + len(flat_slabs)))
 
   def add_slabs(layer):
     for a in layer:
-      aliases[lead_args + len(args)] = lead_rets + len(aliases)
-      args.append(a)
+      alias(a, next(slab_rets))
 
-  for layer, qh, t in zip(present[:-1], queries, tables):
+  for k, (layer, qh, t) in enumerate(zip(present[:-1], queries, tables)):
     add_slabs(layer)
     args.extend([qh.proj, qh.tail,
                  jnp.zeros((0,), jnp.float32) if qh.offsets is None
                  else qh.offsets,
                  jnp.float32(1.0) if qh.bucket_width is None
                  else qh.bucket_width,
-                 qh.multipliers, t.astype(jnp.int32)])
+                 qh.multipliers])
+    t = t.astype(jnp.int32)
+    if rehash is None:
+      args.append(t)
+      continue
+    r = rehash[k]
+    base = lead_rets + len(flat_slabs) + 2 * k
+    alias(t, base)
+    alias(r.sketch.astype(jnp.float32), base + 1)
+    args.extend([r.tail.astype(jnp.float32), r.scale.astype(jnp.float32)])
+    extra_rets += [t, r.sketch]
   add_slabs(present[-1])
   lead = labels.shape
-  flat_slabs = [a for layer in present for a in layer]
   out = jax.ffi.ffi_call(
       target,
       (jax.ShapeDtypeStruct(lead, jnp.float32),
        jax.ShapeDtypeStruct(lead + (depth,), jnp.int32)) + tuple(
-           jax.ShapeDtypeStruct(a.shape, a.dtype) for a in flat_slabs),
+           jax.ShapeDtypeStruct(a.shape, a.dtype)
+           for a in flat_slabs + extra_rets),
       input_output_aliases=aliases)(
           x.astype(jnp.float32), labels.astype(jnp.int32),
           count.astype(jnp.int32), seeds.astype(jnp.uint32), *args,
@@ -222,18 +269,24 @@ def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
           activation=np.int32(ACTIVATION_CODES[activation]),
           slope=np.float32(_layers.LEAKY_SLOPE),
           budgets=np.asarray(budgets, np.int64), bias=np.int32(bias),
-          weight_norm=np.int32(weight_norm), **attrs)
+          weight_norm=np.int32(weight_norm),
+          incremental=np.int32(rehash is not None),
+          transform=np.int32(TRANSFORM_CODES[transform]), **attrs)
   loss, colliding, results = out[0], out[1], iter(out[2:])
   new = []
   for s in slabs:
     vals = [None if a is None else next(results) for a in s]
     new.append(s._make(vals) if hasattr(s, "_make") else tuple(vals))
-  return tuple(new), loss, colliding
+  if rehash is None:
+    return tuple(new), loss, colliding
+  rest = list(results)
+  return tuple(new), loss, colliding, (tuple(rest[0::2]), tuple(rest[1::2]))
 
 
 def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                label: jax.Array, seeds: jax.Array, count: jax.Array, *,
-               budgets: tuple[int, ...], optim, activation: str):
+               budgets: tuple[int, ...], optim, activation: str,
+               rehash: tuple | None = None, transform: str = "l2_alsh"):
   """One ALSH-APPROX training step at batch size 1, in place.
 
   What ``ALSH.train_step`` computes at batch size 1 with jax.numpy, in one
@@ -268,22 +321,31 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
     budgets: d static active-set sizes.
     optim: the :class:`sampling_mlp.optim.OptimConfig`.
     activation: the hidden layers' activation (a key of ACTIVATION_CODES).
+    rehash: under the incremental schedule, d :class:`Rehash`: after each
+      layer's update the touched nodes' sketches follow their weights and
+      their codes are rewritten in ``tables`` (``ActiveLayer.rehash``);
+      None: the tables are only read.
+    transform: the layers' transform (a key of TRANSFORM_CODES), which
+      the re-hash's codes use.
 
   Returns:
     (slabs, loss [], colliding int32 [d]): the updated slabs, structured
     as given (aliasing the inputs' buffers), the example's loss before the
     update, and the number of nodes colliding with the query in each
-    hidden layer.
+    hidden layer; with ``rehash``, then ``(tables, sketches)``, d each,
+    updated (aliasing the inputs).
   """
   return _call_step("sampling_mlp_alsh_train_step", slabs, queries, tables,
                     x, label, seeds, count, budgets=budgets, optim=optim,
-                    activation=activation)
+                    activation=activation, rehash=rehash,
+                    transform=transform)
 
 
 def train_hogwild(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                   labels: jax.Array, seeds: jax.Array, count: jax.Array, *,
                   budgets: tuple[int, ...], optim, activation: str,
-                  threads: int):
+                  threads: int, rehash: tuple | None = None,
+                  transform: str = "l2_alsh"):
   """N batch-size-1 steps, example i with update count ``count + i``, on
   up to ``threads`` threads updating the weights without locks (HOGWILD,
   Recht et al. 2011, as SLIDE does).  With ``threads=1`` it is N calls of
@@ -303,13 +365,15 @@ def train_hogwild(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   return _call_step("sampling_mlp_alsh_train_hogwild", slabs, queries,
                     tables, x, labels, seeds, count, budgets=budgets,
                     optim=optim, activation=activation,
-                    threads=np.int64(threads))
+                    threads=np.int64(threads), rehash=rehash,
+                    transform=transform)
 
 
 def train_batch(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                 labels: jax.Array, seeds: jax.Array, count: jax.Array, *,
                 budgets: tuple[int, ...], optim, activation: str,
-                threads: int):
+                threads: int, rehash: tuple | None = None,
+                transform: str = "l2_alsh"):
   """One mini-batch step of ALSH-APPROX on B examples, in place.
 
   What ``ALSH.train_step`` computes for a mini-batch with jax.numpy: every
@@ -333,7 +397,8 @@ def train_batch(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   """
   return _call_step("sampling_mlp_alsh_train_batch", slabs, queries, tables,
                     x, labels, seeds, count, budgets=budgets, optim=optim,
-                    activation=activation, threads=np.int64(threads))
+                    activation=activation, threads=np.int64(threads),
+                    rehash=rehash, transform=transform)
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,14 @@ The paper's schedule (the authors' code): every 100 steps during the first
 10,000, then every 1,000, and at the end of every epoch.  Between rebuilds
 the tables describe weights that have since moved.
 
+The incremental schedule, as SLIDE (Chen et al., MLSys 2020) keeps its
+tables current: after every step, the nodes whose weights the step
+touched are re-hashed (``ActiveLayer.rehash``: each node keeps a sketch of
+its weights -- their projections onto the hash directions and their
+squared norm -- which moves with the change, and its codes are rewritten
+from it with the transform's scale of the last full rebuild), and the
+tables are rebuilt whole only at the end of every epoch.
+
 The adaptive schedule, in the manner of Mongoose (Chen et al., ICLR 2021),
 checks at every due step whether a layer's weights have moved enough to be
 worth rehashing, with a cheap signature: the relative change of a fixed
@@ -38,12 +46,15 @@ class RebuildSchedule(NamedTuple):
     early_until: first step of the late phase.
     late_every: rebuild period in the late phase (0: never).
     drift: 0, or the adaptive schedule's threshold of relative change.
+    incremental: re-hash the nodes each step touched (the incremental
+      schedule; its periods are 0: full rebuilds at epoch ends only).
   """
 
   early_every: int = 100
   early_until: int = 10_000
   late_every: int = 1_000
   drift: float = 0.0
+  incremental: bool = False
 
 
 PAPER_SCHEDULE = RebuildSchedule()
@@ -53,6 +64,7 @@ ADAPTIVE_EVERY, ADAPTIVE_DRIFT = 100, 0.05
 # Nodes per layer whose weights make the drift signature.
 DRIFT_SAMPLE = 16
 EPOCH_ONLY = RebuildSchedule(early_every=0, early_until=0, late_every=0)
+INCREMENTAL = EPOCH_ONLY._replace(incremental=True)
 
 
 def parse_schedule(spec: str) -> RebuildSchedule:
@@ -60,8 +72,9 @@ def parse_schedule(spec: str) -> RebuildSchedule:
 
   Accepted forms: ``"EARLY_EVERY:EARLY_UNTIL:LATE_EVERY"`` (the paper's is
   ``"100:10000:1000"``), ``"N"`` (every N steps throughout), ``"paper"``,
-  ``"epoch"`` (never by step; only the caller's epoch-end rebuilds), and
-  ``"adaptive"``, ``"adaptive:DRIFT"`` or ``"adaptive:DRIFT:N"`` (check every
+  ``"epoch"`` (never by step; only the caller's epoch-end rebuilds),
+  ``"incremental"`` (epoch-end rebuilds, and the touched nodes re-hashed
+  after every step), and ``"adaptive"``, ``"adaptive:DRIFT"`` or ``"adaptive:DRIFT:N"`` (check every
   N steps, default 100, and rebuild the layers whose weights drifted by
   more than DRIFT, default 0.05).
 
@@ -76,9 +89,11 @@ def parse_schedule(spec: str) -> RebuildSchedule:
     return EPOCH_ONLY
   if s == "paper":
     return PAPER_SCHEDULE
+  if s == "incremental":
+    return INCREMENTAL
   help_ = ('use "EARLY_EVERY:EARLY_UNTIL:LATE_EVERY" (e.g. the paper\'s '
-           '"100:10000:1000"), "N" (every N steps), "paper", "epoch" or '
-           '"adaptive[:DRIFT[:N]]"')
+           '"100:10000:1000"), "N" (every N steps), "paper", "epoch", '
+           '"incremental" or "adaptive[:DRIFT[:N]]"')
   if s.split(":")[0] == "adaptive":
     fields = s.split(":")[1:]
     try:

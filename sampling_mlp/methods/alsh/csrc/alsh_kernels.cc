@@ -88,6 +88,12 @@ ffi::Error SelectActiveImpl(
   return ffi::Error::Success();
 }
 
+// The step kernels' network attributes.
+Network Net(int32_t bias, int32_t weight_norm, int32_t incremental,
+            int32_t transform) {
+  return Network{bias != 0, weight_norm != 0, incremental != 0, transform};
+}
+
 ffi::Error CheckLabels(const int32_t* y, int64_t n, int64_t C) {
   for (int64_t i = 0; i < n; ++i) {
     if (y[i] < 0 || y[i] >= C) {
@@ -126,10 +132,11 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
                          ffi::RemainingRets rets, float lr, float b1, float b2,
                          float eps, int32_t activation, float slope,
                          ffi::Span<const int64_t> budgets, int32_t bias,
-                         int32_t weight_norm) {
+                         int32_t weight_norm, int32_t incremental,
+                         int32_t transform) {
   thread_local Model m;
-  if (auto e = ParseModel(args, rets, budgets, x.element_count(), bias != 0,
-                          weight_norm != 0, &m);
+  if (auto e = ParseModel(args, rets, budgets, x.element_count(),
+                          Net(bias, weight_norm, incremental, transform), &m);
       e.failure()) {
     return e;
   }
@@ -161,13 +168,13 @@ ffi::Error TrainHogwildImpl(
     ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
     float b1, float b2, float eps, int32_t activation, float slope,
     ffi::Span<const int64_t> budgets, int64_t threads, int32_t bias,
-    int32_t weight_norm) {
+    int32_t weight_norm, int32_t incremental, int32_t transform) {
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [N, D]");
   const int64_t N = xd[0];
   Model m;
-  if (auto e = ParseModel(args, rets, budgets, xd[1], bias != 0,
-                          weight_norm != 0, &m);
+  if (auto e = ParseModel(args, rets, budgets, xd[1],
+                          Net(bias, weight_norm, incremental, transform), &m);
       e.failure()) {
     return e;
   }
@@ -294,10 +301,13 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
     const int64_t n_in = k == 0 ? D : k == depth ? C : m.slabs[k].dims[1];
     float* w = m.slabs[k].w;
     float* b = m.slabs[k].b;
+    // The incremental schedule's re-hash of this hidden layer's nodes.
+    const Rehasher* rehash =
+        k < depth && !m.rehash.empty() ? &m.rehash[k] : nullptr;
     ParallelFor(pool, tk.nodes.size(), threads, 8,
                 [&](int64_t begin, int64_t end) {
       PhaseTimer timer(kUpdate);
-      thread_local std::vector<float> g;
+      thread_local std::vector<float> g, before, after;
       thread_local std::vector<uint32_t> mark, cols;
       thread_local uint32_t stamp = 0;
       if (static_cast<int64_t>(g.size()) < n_in) g.resize(n_in, 0.f);
@@ -342,9 +352,27 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
           // In address order (see Columns in alsh_step.h).
           std::sort(cols.begin(), cols.end());
           float* row = w + node * n_in * S;
-          for (uint32_t col : cols) opt.Scalar(row + col * S, g[col]);
+          before.resize(cols.size());
+          after.resize(cols.size());
+          for (size_t c = 0; c < cols.size(); ++c) {
+            float* e = row + cols[c] * S;
+            before[c] = e[0];
+            opt.Scalar(e, g[cols[c]]);
+            after[c] = e[0];
+          }
+          if (rehash) {
+            timer.Switch(kRehash);
+            rehash->Move(node, cols.data(), before.data(), after.data(),
+                         cols.size());
+            timer.Switch(kUpdate);
+          }
         }
         if (k < depth && b) opt.Scalar(b + node * S, gb);
+      }
+      if (rehash && k == 0) {  // whole rows changed: re-projected
+        timer.Switch(kRehash);
+        rehash->Reproject(tk.nodes.data() + begin, end - begin, w, S * n_in,
+                          1, n_in, nullptr, S);
       }
     });
   }
@@ -371,7 +399,7 @@ ffi::Error TrainBatchImpl(
     ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
     float b1, float b2, float eps, int32_t activation, float slope,
     ffi::Span<const int64_t> budgets, int64_t threads, int32_t bias,
-    int32_t weight_norm) {
+    int32_t weight_norm, int32_t incremental, int32_t transform) {
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [B, D]");
   if (weight_norm) {
@@ -387,8 +415,8 @@ ffi::Error TrainBatchImpl(
   thread_local std::vector<Trace> trace_store;
   Model& m = model;
   std::vector<Trace>& traces = trace_store;
-  if (auto e = ParseModel(args, rets, budgets, xd[1], bias != 0,
-                          weight_norm != 0, &m);
+  if (auto e = ParseModel(args, rets, budgets, xd[1],
+                          Net(bias, weight_norm, incremental, transform), &m);
       e.failure()) {
     return e;
   }
@@ -419,7 +447,8 @@ ffi::Error TrainBatchImpl(
 }  // namespace
 
 // The names of alsh_select.h's Phase, in order.
-SAMPLING_MLP_DEFINE_PROFILE("hash", "select", "forward", "backward", "update")
+SAMPLING_MLP_DEFINE_PROFILE("hash", "select", "forward", "backward", "update",
+                            "rehash")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     AlshSelectActive, SelectActiveImpl,
@@ -475,7 +504,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<float>("slope")
         .Attr<ffi::Span<const int64_t>>("budgets")
         .Attr<int32_t>("bias")
-        .Attr<int32_t>("weight_norm"));
+        .Attr<int32_t>("weight_norm")
+        .Attr<int32_t>("incremental")
+        .Attr<int32_t>("transform"));
 
 // The multi-example kernels: x [N, D], labels [N], the update count of the
 // first example (Hogwild) or of the step (Batch), seeds [N, depth]; results
@@ -502,7 +533,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
           .Attr<ffi::Span<const int64_t>>("budgets")                 \
           .Attr<int64_t>("threads")                                  \
           .Attr<int32_t>("bias")                                     \
-          .Attr<int32_t>("weight_norm"))
+          .Attr<int32_t>("weight_norm")                              \
+          .Attr<int32_t>("incremental")                              \
+          .Attr<int32_t>("transform"))
 
 SAMPLING_MLP_ALSH_MULTI(AlshTrainHogwild, TrainHogwildImpl);
 SAMPLING_MLP_ALSH_MULTI(AlshTrainBatch, TrainBatchImpl);

@@ -25,7 +25,7 @@ namespace sampling_mlp_alsh {
 
 // The phases of a step that --breakdown reports (profile.h; their names
 // are defined once, in alsh_kernels.cc, in this order).
-enum Phase { kHash, kSelect, kForward, kBackward, kUpdate };
+enum Phase { kHash, kSelect, kForward, kBackward, kUpdate, kRehash };
 using sampling_mlp::PhaseTimer;
 
 

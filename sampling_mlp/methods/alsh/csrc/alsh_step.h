@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "alsh_select.h"
+#include "alsh_tables.h"
 #include "optimizer.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -77,7 +78,8 @@ struct Activation {
 
 // XLA aliases each output with its input, so the update is in place; should
 // it not, the input is copied first.
-inline void AliasOrCopy(const ffi::Buffer<ffi::F32>& in, float* out) {
+template <ffi::DataType T, typename E>
+void AliasOrCopy(const ffi::Buffer<T>& in, E* out) {
   if (out != in.typed_data()) {
     std::copy_n(in.typed_data(), in.element_count(), out);
   }
@@ -274,39 +276,130 @@ inline void ScatterBlock(const Block& blk, const Columns& cols, int64_t S,
   }
 }
 
+// The incremental schedule's re-hash of a hidden layer's touched nodes
+// (ActiveLayer.rehash is the definition): each node's sketch [L*K + 1]
+// follows its weights -- re-projected where its whole row changed (the
+// first layer, and every layer under weight normalisation), moved by the
+// change's projections where a block of it did, at a cost of the block
+// times L*K -- and its codes are rewritten from the sketch with the scale
+// of the last full rebuild.  Threads that share a model race on the
+// sketches and codes of the nodes they both touch, as on the weights
+// (HOGWILD); the next full rebuild recomputes them all.
+struct Rehasher {
+  float* sketch = nullptr;      // [n, LK + 1]
+  int32_t* tables = nullptr;    // [L, n]: the buffer selection reads
+  const float* proj = nullptr;  // [n_in, LK]: each input's projections
+  int64_t LK = 0, n = 0;
+  float scale = 1.f;
+  NodeCoder coder;
+
+  float* Of(uint32_t node) const { return sketch + node * (LK + 1); }
+
+  void Recode(uint32_t node) const {
+    coder.Codes(Of(node), Of(node)[LK], scale, tables + node, n);
+  }
+
+  // Re-projects the whole rows of `cnt` nodes (node j's at w + j row_len,
+  // n_in entries `stride` apart) and recodes them.  Under weight
+  // normalisation (`g`: the lengths slab, S slots) a sketch is the
+  // effective weights' (g / ||v||) v.
+  void Reproject(const uint32_t* nodes, int64_t cnt, const float* w,
+                 int64_t row_len, int64_t stride, int64_t n_in,
+                 const float* g, int64_t S) const {
+    for (int64_t i0 = 0; i0 < cnt; i0 += kNodes) {
+      const int64_t c = std::min(kNodes, cnt - i0);
+      const float* rows[kNodes];
+      float* outs[kNodes];
+      for (int64_t u = 0; u < c; ++u) {
+        rows[u] = w + nodes[i0 + u] * row_len;
+        outs[u] = Of(nodes[i0 + u]);
+      }
+      SketchNodes(rows, c, stride, n_in, proj, LK, LK, outs);
+      for (int64_t u = 0; u < c; ++u) {
+        float* sk = outs[u];
+        if (g) {
+          const float len = g[nodes[i0 + u] * S];
+          const float f = sk[LK] > 0.f ? len / std::sqrt(sk[LK]) : 0.f;
+          for (int64_t h = 0; h < LK; ++h) sk[h] *= f;
+          sk[LK] = len * len;
+        }
+        Recode(nodes[i0 + u]);
+      }
+    }
+  }
+
+  // Node `node`'s weights on the inputs `cols` (r of them) went from
+  // `old` to `now`: its sketch moves by the change's projections (and its
+  // squared norm by the change of squares), then its codes.
+  void Move(uint32_t node, const uint32_t* cols, const float* old,
+            const float* now, int64_t r) const {
+    float* sk = Of(node);
+    float dsq = 0.f;
+    for (int64_t c = 0; c < r; ++c) {
+      const float d = now[c] - old[c];
+      if (d == 0.f) continue;
+      dsq += now[c] * now[c] - old[c] * old[c];
+      const float* p = proj + cols[c] * LK;
+#pragma omp simd
+      for (int64_t h = 0; h < LK; ++h) sk[h] += d * p[h];
+    }
+    sk[LK] += dsq;
+    Recode(node);
+  }
+};
+
+// The network of a step: its layers (bias, weight normalisation) and, for
+// the incremental schedule, the transform (a code of native.py's
+// TRANSFORM_CODES) its re-hash computes codes with.
+struct Network {
+  bool bias = true, weight_norm = false, incremental = false;
+  int32_t transform = 0;
+};
+
 // The model a step reads and updates.  Layouts (layer.py): first hidden
 // layer w [n_1, S, D]; later hidden layers w [n_k, n_{k-1}, S]; output w
 // [n_d, S, C]; biases and lengths [n, S] (output [C, S]); S = 3 (Adam:
 // parameter, first, second moment) or 1 (SGD).  Every layer has a bias, or
 // none does (`bias`); every layer is weight-normalised, or none is
-// (`weight_norm`).
+// (`weight_norm`).  Under the incremental schedule each hidden layer has a
+// Rehasher (`rehash`, else empty).
 struct Model {
   int64_t depth = 0, D = 0, C = 0, S = 0;
   bool bias = true, weight_norm = false;
   std::vector<Slabs> slabs;       // depth + 1: the hidden layers, the output
   std::vector<LayerHash> hashes;  // depth
   std::vector<int64_t> budgets;   // depth: active-set sizes
+  std::vector<Rehasher> rehash;   // depth, or empty
 };
 
 // The model from the remaining arguments -- per hidden layer its slabs (w,
 // then b if `bias`, then g if `weight_norm`), proj, tail, offsets, bucket
-// width, multipliers, tables; then the output layer's slabs -- and the
-// remaining results (every slab, aliased with the arguments), for inputs of
-// D features.
+// width, multipliers, tables, and under the incremental schedule its
+// sketches [n, L*K + 1], the appended coordinates' projections [L*K, m]
+// and the common scale []; then the output layer's slabs -- and the
+// remaining results (every slab, then under the incremental schedule each
+// hidden layer's tables and sketches, aliased with the arguments), for
+// inputs of D features.
 inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
                              const ffi::RemainingRets& rets,
                              ffi::Span<const int64_t> budgets, int64_t D,
-                             bool bias, bool weight_norm, Model* m) {
+                             const Network& net, Model* m) {
+  const bool bias = net.bias, weight_norm = net.weight_norm;
   const int64_t depth = budgets.size();
   const int64_t P = 1 + bias + weight_norm;  // slabs per layer
-  const int64_t per_layer = P + 6;           // arguments per hidden layer
+  const int64_t H = net.incremental ? 9 : 6;  // hash arguments per layer
+  const int64_t per_layer = P + H;            // arguments per hidden layer
+  const int64_t slab_rets = P * (depth + 1);
   if (depth < 1 ||
       args.size() != static_cast<size_t>(per_layer * depth + P) ||
-      rets.size() != static_cast<size_t>(P * (depth + 1))) {
+      rets.size() != static_cast<size_t>(
+                         slab_rets + (net.incremental ? 2 * depth : 0))) {
     return ffi::Error::InvalidArgument(
         "need, per hidden layer, its slabs (w, then b with biases, then g "
-        "under weight normalisation) and 6 hash arguments, a result per "
-        "slab and a budget, and the output layer's slabs");
+        "under weight normalisation) and 6 hash arguments (9 under the "
+        "incremental schedule), a result per slab (and the tables and "
+        "sketches under the incremental schedule) and a budget, and the "
+        "output layer's slabs");
   }
   m->depth = depth;
   m->D = D;
@@ -314,6 +407,7 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
   m->weight_norm = weight_norm;
   m->slabs.resize(depth + 1);
   m->hashes.resize(depth);
+  m->rehash.assign(net.incremental ? depth : 0, Rehasher{});
   m->budgets.assign(budgets.begin(), budgets.end());
   for (int64_t k = 0; k <= depth; ++k) {
     if (auto e = GetSlabs(args, rets, per_layer * k, P * k, bias, weight_norm,
@@ -349,8 +443,8 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
     SAMPLING_MLP_GET(width, args.get<ffi::BufferR0<ffi::F32>>(i + 3));
     SAMPLING_MLP_GET(mult, args.get<ffi::Buffer<ffi::S32>>(i + 4));
     SAMPLING_MLP_GET(tables, args.get<ffi::Buffer<ffi::S32>>(i + 5));
-    if (auto e = MakeHash(*proj, *tail, *off, *width, *mult, *tables,
-                          &m->hashes[k]);
+    LayerHash& h = m->hashes[k];
+    if (auto e = MakeHash(*proj, *tail, *off, *width, *mult, *tables, &h);
         e.failure()) {
       return e;
     }
@@ -358,12 +452,43 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
     const int64_t n = d[0];
     const bool shape_ok = k == 0 ? (d[1] == S && d[2] == D)
                                  : (d[1] == prev && d[2] == S);
-    if (!shape_ok || m->hashes[k].n != n || m->hashes[k].n_in != prev ||
-        budgets[k] < 1 || budgets[k] > n) {
+    if (!shape_ok || h.n != n || h.n_in != prev || budgets[k] < 1 ||
+        budgets[k] > n) {
       return ffi::Error::InvalidArgument(
           "hidden layer slabs, tables and budgets do not fit together");
     }
     if (auto e = vector_ok(k, n); e.failure()) return e;
+    if (net.incremental) {
+      const int64_t LK = h.L * h.K;
+      SAMPLING_MLP_GET(sketch, args.get<ffi::Buffer<ffi::F32>>(i + 6));
+      SAMPLING_MLP_GET(ptail, args.get<ffi::Buffer<ffi::F32>>(i + 7));
+      SAMPLING_MLP_GET(scale, args.get<ffi::BufferR0<ffi::F32>>(i + 8));
+      SAMPLING_MLP_GET(rt, rets.get<ffi::Buffer<ffi::S32>>(slab_rets + 2 * k));
+      SAMPLING_MLP_GET(rs,
+                       rets.get<ffi::Buffer<ffi::F32>>(slab_rets + 2 * k + 1));
+      const auto pd = ptail->dimensions();
+      if (sketch->element_count() != static_cast<size_t>(n * (LK + 1)) ||
+          pd.size() != 2 || pd[0] != LK || pd[1] < 1 ||
+          (net.transform == 2 && pd[1] != 1) || net.transform < 0 ||
+          net.transform > 2) {
+        return ffi::Error::InvalidArgument(
+            "the incremental schedule needs sketches [n, L*K + 1], the "
+            "appended coordinates' projections [L*K, m] ([L*K, 1] for "
+            "simple_lsh) and a transform code 0, 1 or 2");
+      }
+      Rehasher& rh = m->rehash[k];
+      rh.tables = rt.value()->typed_data();
+      AliasOrCopy(*tables, rh.tables);
+      rh.sketch = rs.value()->typed_data();
+      AliasOrCopy(*sketch, rh.sketch);
+      h.tables = rh.tables;  // selection reads the codes the step rewrites
+      rh.proj = h.proj;
+      rh.LK = LK;
+      rh.n = n;
+      rh.scale = *scale->typed_data();
+      rh.coder = NodeCoder{net.transform, pd[1], ptail->typed_data(), pd[1],
+                           h.offsets, h.bucket_width, h.mult, h.L, h.K};
+    }
     prev = n;
   }
   const int64_t* od = m->slabs[depth].dims;
@@ -565,7 +690,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
                  const float* x, int32_t y, const uint32_t* seeds,
                  float* loss, int32_t* colliding) {
   thread_local Trace t;
-  thread_local std::vector<float> da, dz, grad;
+  thread_local std::vector<float> da, dz, grad, old;
   const int64_t depth = m.depth, D = m.D, C = m.C, S = m.S;
   const bool wn = m.weight_norm;
   const int64_t ms = S > 1 ? 1 : 0;  // 0: SGD keeps no moments
@@ -671,6 +796,10 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
         opt.Scalar(g + rows[i] * S, gg);
         timer.Switch(kBackward);
       }
+      if (!m.rehash.empty()) {
+        timer.Switch(kRehash);
+        m.rehash[k].Reproject(rows, s, w, row_len, stride, n_in, g, S);
+      }
     } else if (k == 0) {  // gradient and update in one pass over each row
       timer.Switch(kUpdate);
       int64_t i = 0;
@@ -679,6 +808,10 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
                  dz[i], dz[i + 1], D);
       }
       if (i < s) opt.Row(w + rows[i] * row_len, D, x, dz[i], D);
+      if (!m.rehash.empty()) {
+        timer.Switch(kRehash);
+        m.rehash[k].Reproject(rows, s, w, row_len, 1, D, nullptr, S);
+      }
     } else {
       const int64_t rp = m.budgets[k - 1];
       const float* ap = t.a[k - 1].data();
@@ -693,9 +826,18 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
         }
       }
       timer.Switch(kUpdate);
+      if (!m.rehash.empty()) old.assign(blk.slot(0), blk.slot(0) + s * rp);
       opt.Flat(blk.slot(0), blk.slot(ms), blk.slot(S - 1), grad.data(),
                s * rp);
       ScatterBlock(blk, t.cols[k], S, w, row_len, rows, s);
+      if (!m.rehash.empty()) {  // block (i, c) is node rows[i], input prev[c]
+        timer.Switch(kRehash);
+        const uint32_t* prev = t.idx[k - 1].data();
+        for (int64_t i = 0; i < s; ++i) {
+          m.rehash[k].Move(rows[i], prev, old.data() + i * rp,
+                           blk.slot(0) + i * rp, rp);
+        }
+      }
     }
     if (b) {
       timer.Switch(kUpdate);

@@ -1,5 +1,8 @@
-// The tables' rebuild of ALSH-APPROX (AlshBuildTables in alsh_kernels.cc):
-// every node's bucket codes from a hidden layer's slab, read in place.
+// Hashing a hidden layer's nodes: their sketches (projections onto the
+// hash directions and squared norms, kernels.node_sketch) and codes from
+// them (kernels.sketch_codes), for the tables' rebuild (AlshBuildTables in
+// alsh_kernels.cc: every node, from the slab in place) and the
+// incremental re-hash of the nodes a step touched (alsh_step.h).
 
 #ifndef SAMPLING_MLP_METHODS_ALSH_CSRC_ALSH_TABLES_H_
 #define SAMPLING_MLP_METHODS_ALSH_CSRC_ALSH_TABLES_H_
@@ -69,14 +72,14 @@ inline void ProjectNodes(int64_t nv, const float* const* rows, int64_t stride,
   }
 }
 
-// Projections of up to kNodes nodes' rows (`cnt` of `rows`; entries
-// `stride` apart) onto the L*K directions of pt [n_in, ld] (row c: how
-// input c enters each direction; ld >= L*K), into dots[u * LK + h], and
-// their squared norms into sq[u]: the first L*K + 1 entries of the
-// nodes' sketches (kernels.node_sketch), `dstride` floats apart.
+// The sketches (kernels.node_sketch) of up to kNodes nodes: the
+// projections of their rows (`cnt` of `rows`, entries `stride` apart) onto
+// the L*K directions of pt [n_in, ld] (row c: how input c enters each
+// direction; ld >= L*K) into outs[u][0 .. LK), and their squared norms
+// into outs[u][LK].
 inline void SketchNodes(const float* const* rows, int64_t cnt, int64_t stride,
                         int64_t n_in, const float* pt, int64_t ld, int64_t LK,
-                        float* dots, int64_t dstride) {
+                        float* const* outs) {
   const float* group[kNodes];
   for (int64_t u = 0; u < kNodes; ++u) group[u] = rows[std::min(u, cnt - 1)];
   const int64_t nv = std::min<int64_t>(kMaxVectors, (LK + 15) / 16);
@@ -87,11 +90,11 @@ inline void SketchNodes(const float* const* rows, int64_t cnt, int64_t stride,
                  acc);
     const int64_t lanes = std::min(W, LK - ch * W);
     for (int64_t u = 0; u < cnt; ++u) {
-      std::copy_n(acc + u * W, lanes, dots + u * dstride + ch * W);
+      std::copy_n(acc + u * W, lanes, outs[u] + ch * W);
     }
   }
   for (int64_t u = 0; u < cnt; ++u) {
-    dots[u * dstride + LK] = SquaredNorm(rows[u], n_in, stride);
+    outs[u][LK] = SquaredNorm(rows[u], n_in, stride);
   }
 }
 
@@ -211,9 +214,12 @@ inline ffi::Error BuildTablesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
     for (int64_t q = begin; q < end; ++q) {
       const int64_t j0 = kNodes * q, cnt = std::min<int64_t>(kNodes, n - j0);
       const float* rows[kNodes];
-      for (int64_t u = 0; u < cnt; ++u) rows[u] = wp + (j0 + u) * row_len;
-      SketchNodes(rows, cnt, stride, n_in, PT.data(), W, LK, sk + j0 * ds,
-                  ds);
+      float* outs[kNodes];
+      for (int64_t u = 0; u < cnt; ++u) {
+        rows[u] = wp + (j0 + u) * row_len;
+        outs[u] = sk + (j0 + u) * ds;
+      }
+      SketchNodes(rows, cnt, stride, n_in, PT.data(), W, LK, outs);
     }
   });
   if (scales.element_count() != 0) {  // the effective weights' sketches
