@@ -448,6 +448,40 @@ def test_rebuild_schedule_every_three_steps():
                               _expected_tables(impl, state))
 
 
+@pytest.mark.parametrize("batch", [1, 4])
+def test_incremental_schedule_keeps_touched_nodes_hashed(batch):
+  """The incremental schedule (the definition, on the XLA path): after
+  every step each node's sketch is its current weights' (the nodes a step
+  touched are re-hashed, the others did not move), and its codes are the
+  sketch's under the scale of the last full rebuild, which only an
+  epoch's end renews; touched nodes change buckets without any rebuild."""
+  impl, step, _ = _built(2, **dict(MOVING, alsh_rebuild="incremental"))
+  state = train.init_state(impl, train.RunKeys(12))
+  tables0, scales0 = _tables(state), [l.hash_scale[...] for l in
+                                       _hidden(state)]
+  key = jax.random.key(13)
+  for t in range(3):
+    key, k = jax.random.split(key)
+    state, m = step(state, *_batch(20 + t, batch), k)
+    assert float(m["alsh_rebuilds"]) == 0
+    for layer, s0 in zip(_hidden(state), scales0):
+      fresh = alsh.node_sketch(layer.hashes, layer.weights())
+      np.testing.assert_allclose(layer.sketch[...], fresh, rtol=1e-5,
+                                 atol=1e-6)
+      np.testing.assert_array_equal(layer.hash_scale[...], s0)
+      np.testing.assert_array_equal(layer.table[...], alsh.sketch_codes(
+          layer.hashes, layer.sketch[...], s0,
+          transform=impl.config.transform, m=impl.m))
+  _assert_tables_differ(_tables(state), tables0)
+  ended = jax.jit(impl.end_epoch)(state, jax.random.key(14))
+  for layer, s0 in zip(_hidden(ended), scales0):
+    np.testing.assert_allclose(layer.hash_scale[...], alsh.sketch_scale(
+        layer.sketch[...], transform=impl.config.transform, U=impl.U),
+                               rtol=1e-6)
+    assert float(layer.hash_scale[...]) != float(s0)
+  chex.assert_trees_all_equal(_tables(ended), _expected_tables(impl, state))
+
+
 # ---------------------------------------------------------------------------
 # Evaluation, diagnostics, metrics
 # ---------------------------------------------------------------------------

@@ -47,6 +47,19 @@ def test_parse_adaptive_schedule():
   assert schedule.parse_schedule("paper").drift == 0.0
 
 
+def test_parse_incremental_schedule():
+  """Incremental: never a full rebuild by step (only at epoch ends), the
+  touched nodes re-hashed after every step."""
+  inc = schedule.parse_schedule("Incremental")
+  assert inc == schedule.INCREMENTAL and inc.incremental
+  assert not schedule.parse_schedule("paper").incremental
+  steps = jnp.arange(0, 3001, 50)
+  assert not np.any(jax.vmap(functools.partial(
+      schedule.should_rebuild, schedule=inc))(steps))
+  with pytest.raises(ValueError, match='"incremental"'):
+    schedule.parse_schedule("incremental:5")
+
+
 @pytest.mark.parametrize("spec", ["adaptive:0", "adaptive:x", "adaptive:0.1:0",
                                   "adaptive:0.1:5:5", "adaptive:-1"])
 def test_parse_adaptive_schedule_errors(spec):

@@ -295,14 +295,15 @@ def test_split_native_by_timed_phases():
 
 def test_breakdown_splits_alsh_native_step():
   """ALSH's native step times its phases: the breakdown shows hash, select,
-  forward and update inside the kernel, and they add up to no more than
-  the profiled step."""
+  forward and update inside the kernel (and the incremental schedule's
+  rehash, only under it), and they add up to no more than the profiled
+  step."""
   from sampling_mlp import breakdown  # pylint: disable=import-outside-toplevel
   from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
   if not native.status().ok:
     pytest.skip(f"native kernels unavailable: {native.status().reason}")
   assert native.LIBRARY.phases() == ("hash", "select", "forward",
-                                     "backward", "update")
+                                     "backward", "update", "rehash")
   impl = registry.get("alsh").make(_model(), OptimConfig(),
                                    {"alsh_threads": 1})
   call = bench.step_runner(impl, batch_size=1, steps_per_call=20)
@@ -310,7 +311,14 @@ def test_breakdown_splits_alsh_native_step():
   assert "native" not in out
   for phase in ("hash", "select", "forward", "update"):
     assert out[f"native.{phase}"] > 0, out
+  assert out.get("native.rehash", 0) == 0
   assert all(v >= 0 for v in out.values())
+  inc = registry.get("alsh").make(_model(), OptimConfig(),
+                                  {"alsh_threads": 1,
+                                   "alsh_rebuild": "incremental"})
+  out = breakdown.step_breakdown(
+      bench.step_runner(inc, batch_size=1, steps_per_call=20), steps=20)
+  assert out["native.rehash"] > 0 and "rebuild" not in out, out
   # Nothing runs, nothing is timed.
   with native.LIBRARY.profiling() as timed:
     pass
