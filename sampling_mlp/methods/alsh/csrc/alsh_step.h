@@ -289,11 +289,26 @@ struct Rehasher {
   float* sketch = nullptr;      // [n, LK + 1]
   int32_t* tables = nullptr;    // [L, n]: the buffer selection reads
   const float* proj = nullptr;  // [n_in, LK]: each input's projections
-  int64_t LK = 0, n = 0;
+  int64_t LK = 0, n = 0, n_in = 0;
   float scale = 1.f;
   NodeCoder coder;
 
   float* Of(uint32_t node) const { return sketch + node * (LK + 1); }
+
+  // Starts loading the sketches and codes of `s` nodes about to be
+  // re-hashed: they lie at random places, and waiting for each in turn
+  // was most of the re-hash's time.
+  void Prefetch(const uint32_t* nodes, int64_t s) const {
+    for (int64_t i = 0; i < s; ++i) {
+      const float* sk = Of(nodes[i]);
+      for (int64_t h = 0; h <= LK; h += 16) __builtin_prefetch(sk + h, 1, 3);
+      __builtin_prefetch(sk + LK, 1, 3);
+      const int64_t L = coder.L;
+      for (int64_t l = 0; l < L; ++l) {
+        __builtin_prefetch(tables + l * n + nodes[i], 1, 3);
+      }
+    }
+  }
 
   void Recode(uint32_t node) const {
     coder.Codes(Of(node), Of(node)[LK], scale, tables + node, n);
@@ -328,9 +343,38 @@ struct Rehasher {
     }
   }
 
+  // A block's nodes (`s` of `nodes`) changed on the same inputs `cols` (r
+  // of them) from `old` to `now` ([s, r] each, row-major): each sketch
+  // moves by its row's change's projections (for the block, one small
+  // matrix product: ProjectRows) and its squared norm by the change of
+  // squares, then its codes.  Overwrites `old` with the change.
+  void MoveBlock(const uint32_t* nodes, int64_t s, const uint32_t* cols,
+                 int64_t r, float* old, const float* now) const {
+    for (int64_t i0 = 0; i0 < s; i0 += kNodes) {
+      const int64_t c = std::min(kNodes, s - i0);
+      const float* rows[kNodes];
+      float* outs[kNodes];
+      for (int64_t u = 0; u < c; ++u) {
+        float* d = old + (i0 + u) * r;
+        const float* nw = now + (i0 + u) * r;
+        float dsq = 0.f;
+        for (int64_t k = 0; k < r; ++k) {
+          dsq += nw[k] * nw[k] - d[k] * d[k];
+          d[k] = nw[k] - d[k];
+        }
+        rows[u] = d;
+        outs[u] = Of(nodes[i0 + u]);
+        outs[u][LK] += dsq;
+      }
+      ProjectRows(rows, c, 1, r, proj, LK, n_in, cols, LK, true, outs);
+      for (int64_t u = 0; u < c; ++u) Recode(nodes[i0 + u]);
+    }
+  }
+
   // Node `node`'s weights on the inputs `cols` (r of them) went from
   // `old` to `now`: its sketch moves by the change's projections (and its
-  // squared norm by the change of squares), then its codes.
+  // squared norm by the change of squares), then its codes (MoveBlock for
+  // one node whose inputs are its own).
   void Move(uint32_t node, const uint32_t* cols, const float* old,
             const float* now, int64_t r) const {
     float* sk = Of(node);
@@ -485,6 +529,7 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
       rh.proj = h.proj;
       rh.LK = LK;
       rh.n = n;
+      rh.n_in = h.n_in;
       rh.scale = *scale->typed_data();
       rh.coder = NodeCoder{net.transform, pd[1], ptail->typed_data(), pd[1],
                            h.offsets, h.bucket_width, h.mult, h.L, h.K};
@@ -772,6 +817,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
     float* b = m.slabs[k].b;
     const int64_t row_len = m.slabs[k].dims[1] * m.slabs[k].dims[2];
     const uint32_t* rows = t.idx[k].data();
+    if (!m.rehash.empty()) m.rehash[k].Prefetch(rows, s);
     if (wn) {
       // Each node's whole row: its part of the input gradient (weights
       // before its update), then its update and its length's.
@@ -832,11 +878,8 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
       ScatterBlock(blk, t.cols[k], S, w, row_len, rows, s);
       if (!m.rehash.empty()) {  // block (i, c) is node rows[i], input prev[c]
         timer.Switch(kRehash);
-        const uint32_t* prev = t.idx[k - 1].data();
-        for (int64_t i = 0; i < s; ++i) {
-          m.rehash[k].Move(rows[i], prev, old.data() + i * rp,
-                           blk.slot(0) + i * rp, rp);
-        }
+        m.rehash[k].MoveBlock(rows, s, t.idx[k - 1].data(), rp, old.data(),
+                              blk.slot(0));
       }
     }
     if (b) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "alsh_select.h"
@@ -22,77 +23,93 @@ namespace ffi = xla::ffi;
 using sampling_mlp::ParallelFor;
 
 // Nodes projected together, and the most 16-lane vectors of projections
-// per pass: kNodes x kMaxVectors accumulators fit AVX-512's 32 registers.
-constexpr int64_t kNodes = 8, kMaxVectors = 4;
+// per pass: kNodes x kMaxVectors sums and kMaxVectors projections fit
+// AVX-512's 32 registers.
+constexpr int64_t kNodes = 8, kMaxVectors = 3;
 
-// out[u * 16 NV + l] = sum_c rows[u][c * stride] * pt[c * ld + l] for
-// the kNodes rows and 16 NV lanes of each of pt's n_in rows (ld floats
-// apart, `valid` of them readable from pt in the last): each input's
-// weights are broadcast against one contiguous vector of projections, so
-// that the sums stay in registers and the rows are read once, in order
-// (nodes' projections as a small matrix product).  Lanes past a row's end
-// (ld < 16 NV) read on into the next row, which only fills lanes the
-// caller ignores; rows too near pt's end are read from a zero-padded
-// copy, so nothing past it is touched.
+// out[u * 16 NV + l] = sum_c rows[u][c * stride] * prow[c][l] for the
+// kNodes rows, c < r and 16 NV lanes: each input's weights are broadcast
+// against one contiguous vector of projections (prow[c]: 16 NV readable
+// floats), so that the sums stay in registers and the rows are read once,
+// in order (nodes' projections as a small matrix product).
 template <int NV>
-void ProjectNodesN(const float* const* rows, int64_t stride, int64_t n_in,
-                   const float* __restrict__ pt, int64_t ld, int64_t valid,
-                   float* out) {
-  constexpr int64_t W = 16 * NV;
+void ProjectNodesN(const float* const* rows, int64_t stride, int64_t r,
+                   const float* const* prow, float* out) {
+  constexpr int W = 16 * NV;
   float acc[kNodes][W] = {};
-  auto add = [&](int64_t c, const float* p) {
+  for (int64_t c = 0; c < r; ++c) {
+    const float* p = prow[c];
     for (int u = 0; u < kNodes; ++u) {
       const float x = rows[u][c * stride];
 #pragma omp simd
       for (int l = 0; l < W; ++l) acc[u][l] += x * p[l];
     }
-  };
-  // Row c's W lanes end within pt's (n_in - 1) ld + valid floats.
-  const int64_t end = (n_in - 1) * ld + valid;
-  int64_t c = 0;
-  for (; c < n_in && c * ld + W <= end; ++c) add(c, pt + c * ld);
-  for (; c < n_in; ++c) {
-    float pad[W] = {};
-    std::copy_n(pt + c * ld, std::min(W, end - c * ld), pad);
-    add(c, pad);
   }
   for (int u = 0; u < kNodes; ++u) std::copy_n(acc[u], W, out + u * W);
 }
 
-inline void ProjectNodes(int64_t nv, const float* const* rows, int64_t stride,
-                         int64_t n_in, const float* pt, int64_t ld,
-                         int64_t valid, float* out) {
-  switch (nv) {
-    case 1: return ProjectNodesN<1>(rows, stride, n_in, pt, ld, valid, out);
-    case 2: return ProjectNodesN<2>(rows, stride, n_in, pt, ld, valid, out);
-    case 3: return ProjectNodesN<3>(rows, stride, n_in, pt, ld, valid, out);
-    default:
-      return ProjectNodesN<kMaxVectors>(rows, stride, n_in, pt, ld, valid,
-                                        out);
-  }
-}
-
-// The sketches (kernels.node_sketch) of up to kNodes nodes: the
-// projections of their rows (`cnt` of `rows`, entries `stride` apart) onto
-// the L*K directions of pt [n_in, ld] (row c: how input c enters each
-// direction; ld >= L*K) into outs[u][0 .. LK), and their squared norms
-// into outs[u][LK].
-inline void SketchNodes(const float* const* rows, int64_t cnt, int64_t stride,
-                        int64_t n_in, const float* pt, int64_t ld, int64_t LK,
+// The projections of up to kNodes nodes' rows of r values (`cnt` of
+// `rows`, entries `stride` apart) onto the LK directions of pt [n_pt, ld]
+// (row i: how input i enters each direction; ld >= LK), reading pt's rows
+// idx[c] (c where idx is null) for the values c: outs[u][h] = (or, with
+// `add`, +=) sum_c rows[u][c stride] pt[i_c, h].  Passes of up to
+// kMaxVectors 16-lane vectors of directions; a pass reads 16-lane vectors
+// from pt's rows on into the next row where ld is narrower (lanes it then
+// ignores), and the last rows, whose vectors would end past pt, from
+// zero-padded copies.
+inline void ProjectRows(const float* const* rows, int64_t cnt, int64_t stride,
+                        int64_t r, const float* pt, int64_t ld, int64_t n_pt,
+                        const uint32_t* idx, int64_t LK, bool add,
                         float* const* outs) {
   const float* group[kNodes];
   for (int64_t u = 0; u < kNodes; ++u) group[u] = rows[std::min(u, cnt - 1)];
   const int64_t nv = std::min<int64_t>(kMaxVectors, (LK + 15) / 16);
-  const int64_t W = 16 * nv;
+  const int64_t W = 16 * nv, total = n_pt * ld;
+  thread_local std::vector<const float*> prow;
+  thread_local std::vector<float> pads;
+  prow.resize(r);
   float acc[kNodes * 16 * kMaxVectors];
   for (int64_t ch = 0; ch * W < LK; ++ch) {
-    ProjectNodes(nv, group, stride, n_in, pt + ch * W, ld, ld - ch * W,
-                 acc);
+    // Rows from `first` on would be read past pt's end: padded copies.
+    const int64_t first =
+        std::clamp<int64_t>((total - ch * W - W) / ld + 1, 0, n_pt);
+    pads.assign((n_pt - first) * W, 0.f);
+    for (int64_t i = first; i < n_pt; ++i) {
+      const int64_t at = i * ld + ch * W;
+      std::copy_n(pt + at, std::min(W, total - at), &pads[(i - first) * W]);
+    }
+    for (int64_t c = 0; c < r; ++c) {
+      const int64_t i = idx ? idx[c] : c;
+      prow[c] = i < first ? pt + i * ld + ch * W : &pads[(i - first) * W];
+    }
+    switch (nv) {
+      case 1: ProjectNodesN<1>(group, stride, r, prow.data(), acc); break;
+      case 2: ProjectNodesN<2>(group, stride, r, prow.data(), acc); break;
+      default: ProjectNodesN<3>(group, stride, r, prow.data(), acc);
+    }
     const int64_t lanes = std::min(W, LK - ch * W);
     for (int64_t u = 0; u < cnt; ++u) {
-      std::copy_n(acc + u * W, lanes, outs[u] + ch * W);
+      float* o = outs[u] + ch * W;
+      const float* a = acc + u * W;
+      if (add) {
+        for (int64_t l = 0; l < lanes; ++l) o[l] += a[l];
+      } else {
+        std::copy_n(a, lanes, o);
+      }
     }
   }
+}
+
+// The sketches (kernels.node_sketch) of up to kNodes nodes: the
+// projections of their rows (`cnt` of `rows`, n_in entries `stride`
+// apart) onto the L*K directions of pt [n_in, ld] (row c: how input c
+// enters each direction; ld >= L*K) into outs[u][0 .. LK), and their
+// squared norms into outs[u][LK].
+inline void SketchNodes(const float* const* rows, int64_t cnt, int64_t stride,
+                        int64_t n_in, const float* pt, int64_t ld, int64_t LK,
+                        float* const* outs) {
+  ProjectRows(rows, cnt, stride, n_in, pt, ld, n_in, nullptr, LK, false,
+              outs);
   for (int64_t u = 0; u < cnt; ++u) {
     outs[u][LK] = SquaredNorm(rows[u], n_in, stride);
   }
@@ -151,7 +168,7 @@ struct NodeCoder {
 // appended terms, so one pass over the weights gives every node's raw
 // projections and squared norm, and the codes follow once the largest
 // norm is known.  Nodes are split among threads, kNodes at a time
-// (ProjectNodes).  Under weight normalisation
+// (ProjectRows).  Under weight normalisation
 // `scales` [n] holds each node's g / ||v||, the effective weights being
 // scales[j] * v_j, so its projections and squared norm scale by it and
 // its square ([0]: the slab holds the weights).
