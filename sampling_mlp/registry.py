@@ -316,6 +316,11 @@ class MethodImpl:
     randomness of a training step drawn from ``key``."""
     return state.view().forward(self.step_randomness(key, x.shape[0]), x)
 
+  # Whether the training loop also reports the diagnostics of the state
+  # before end_epoch's work (suffixed ``train.BEFORE_END``): for a method
+  # whose end-of-epoch work changes what they measure (ALSH's rebuild).
+  diagnose_before_end = False
+
   def diagnostics(self, state: TrainState, x: jax.Array, key: jax.Array, *,
                   batch_size: int) -> dict:
     """Per-epoch diagnostics on a sample ``x`` of examples (scalars or

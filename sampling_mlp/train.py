@@ -102,6 +102,10 @@ def step_randomness(impl: registry.MethodImpl, key: jax.Array,
 # The metric under which an epoch reports the global index of its first step
 # with a non-finite loss (-1: none); :func:`epochs` moves it out of the means.
 NONFINITE_KEY = "_first_nonfinite_step"
+# The suffix of a diagnostic of the state before the end-of-epoch work
+# (MethodImpl.diagnose_before_end), e.g. ALSH's recall with the tables the
+# epoch's last steps used, before the epoch-end rebuild.
+BEFORE_END = "_before_epoch_end"
 
 
 def make_epoch_fn(impl: registry.MethodImpl, *, batch_size: int,
@@ -234,7 +238,9 @@ class Epoch(NamedTuple):
 def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
            keys: RunKeys, batch_size: int, num_epochs: int,
            state: registry.TrainState | None = None,
-           first_epoch: int = 0) -> Iterator[Epoch]:
+           first_epoch: int = 0,
+           before_end: Callable[[registry.TrainState, int], None] | None = None
+           ) -> Iterator[Epoch]:
   """Trains epoch after epoch; the one epoch loop of the project.
 
   Args:
@@ -247,6 +253,9 @@ def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
       resuming, the state after epoch ``first_epoch - 1``.
     first_epoch: the index of the first epoch to train (0-based): a run
       resumed after ``k`` epochs passes ``k`` and trains the rest.
+    before_end: called as ``before_end(state, epoch)`` after each epoch's
+      steps and before its end-of-epoch work (which then takes the state's
+      buffers), outside the timed region.
 
   Yields:
     One :class:`Epoch` per epoch trained; epoch ``e`` shuffles with
@@ -279,9 +288,15 @@ def epochs(impl: registry.MethodImpl, x: jax.Array, y: jax.Array, *,
     perm = jax.block_until_ready(perm_for(epoch))
     t0 = time.perf_counter()
     state, metrics = epoch_c(state, x, y, perm, keys.train)
+    seconds = 0.0
+    if before_end is not None:
+      jax.block_until_ready(state)
+      seconds = time.perf_counter() - t0
+      before_end(state, epoch)
+      t0 = time.perf_counter()
     state = end_c(state, jax.random.fold_in(keys.end_epoch, epoch))
     jax.block_until_ready((state, metrics))
-    seconds = time.perf_counter() - t0
+    seconds += time.perf_counter() - t0
     metrics = _to_python(metrics)
     bad = metrics.pop(NONFINITE_KEY, -1)
     yield Epoch(epoch, state, metrics, seconds,
@@ -300,7 +315,9 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
   ``test_accuracy`` (fractions), ``epoch_seconds`` (training only),
   ``cumulative_seconds``, ``steps``, ``diverged``, ``compile_seconds``
   (the first epoch this call trains only), the means of any other metrics
-  the step returns, and the method's diagnostics.  An epoch in which a
+  the step returns, and the method's diagnostics (where the method's
+  ``diagnose_before_end`` asks, also of the state before the end-of-epoch
+  work, each named with the suffix ``BEFORE_END``).  An epoch in which a
   step's loss was NaN or infinite is the last: its dict says ``diverged:
   True`` and ``diverged_step``, the 1-based number of that step in the run.
 
@@ -323,10 +340,20 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
   diag_x = jnp.asarray(dataset.dev.x[:cfg.diag_examples]
                        if len(dataset.dev.x) else dataset.train.x[:cfg.diag_examples])
   cumulative = prior_seconds
+  diagnose = lambda state, epoch: _to_python(diag_fn(
+      state, diag_x, jax.random.fold_in(keys.diagnostics, epoch)))
+  before = {}  # the diagnostics of the state the epoch's last steps used
+
+  def before_end(state, epoch):
+    before.update({f"{k}{BEFORE_END}": v
+                   for k, v in diagnose(state, epoch).items()})
+
   for ep in epochs(impl, jnp.asarray(dataset.train.x),
                    jnp.asarray(dataset.train.y), keys=keys,
                    batch_size=cfg.batch_size, num_epochs=cfg.epochs,
-                   state=state, first_epoch=start_epoch):
+                   state=state, first_epoch=start_epoch,
+                   before_end=before_end if impl.diagnose_before_end
+                   else None):
     cumulative += ep.seconds
     metrics = dict(ep.metrics)
     row = {
@@ -346,8 +373,8 @@ def train(impl: registry.MethodImpl, dataset, cfg: TrainConfig, *,
     if ep.compile_seconds is not None:
       row["compile_seconds"] = ep.compile_seconds
     row.update(metrics)
-    row.update(_to_python(diag_fn(
-        ep.state, diag_x, jax.random.fold_in(keys.diagnostics, ep.index))))
+    row.update(diagnose(ep.state, ep.index))
+    row.update(before)
     if on_epoch is not None:
       on_epoch(ep.state, row)
     yield row

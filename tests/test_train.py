@@ -82,6 +82,40 @@ def test_epochs_yields_state_metrics_and_times(tiny):
   chex.assert_trees_all_equal(impl.params_of(first.state), params[0])
 
 
+def test_before_end_sees_the_state_before_the_end_of_epoch_work(tiny):
+  """``before_end`` is called with each epoch's state after its steps and
+  before ``end_epoch`` (ALSH's rebuild under the epoch-only schedule: the
+  tables it sees are the initial ones, those yielded are rebuilt), and
+  ``train`` reports ALSH's diagnostics of both states, the former
+  suffixed; STANDARD asks for none."""
+  model = registry.ModelConfig(input_dim=tiny.input_dim,
+                               num_classes=tiny.num_classes, hidden=32,
+                               depth=2, activation="relu")
+  impl = registry.get("alsh").make(
+      model, OptimConfig(learning_rate=3e-2),
+      {"alsh_rebuild": "epoch", "alsh_active_fraction": 0.5})
+  keys = train.RunKeys(0)
+  x, y = jnp.asarray(tiny.train.x), jnp.asarray(tiny.train.y)
+  table = lambda s: np.asarray(s.view().layers[0].table[...])
+  table0 = table(train.init_state(impl, keys))
+  seen, after = [], []
+  for ep in train.epochs(impl, x, y, keys=keys, batch_size=16, num_epochs=2,
+                         before_end=lambda s, e: seen.append((e, table(s)))):
+    assert seen[-1][0] == ep.index
+    after.append(table(ep.state))
+  # No rebuild during an epoch's steps; one at each epoch's end.
+  np.testing.assert_array_equal(seen[0][1], table0)
+  np.testing.assert_array_equal(seen[1][1], after[0])
+  assert np.any(after[0] != table0) and np.any(after[1] != after[0])
+  (row,) = train.train(impl, tiny, train.TrainConfig(epochs=1, batch_size=16))
+  before = row["alsh_recall_at_10" + train.BEFORE_END]
+  assert len(before) == len(row["alsh_recall_at_10"]) == 2
+  assert all(0 <= v <= 1 for v in before)
+  (std,) = train.train(_impl(tiny), tiny,
+                       train.TrainConfig(epochs=1, batch_size=16))
+  assert not any(k.endswith(train.BEFORE_END) for k in std)
+
+
 def test_init_params_is_the_nnx_rngs_draw():
   """The initial weights are what nnx.Rngs(params=key).params() draws,
   split per layer (layers.init_mlp)."""

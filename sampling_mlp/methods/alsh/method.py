@@ -137,6 +137,10 @@ class ALSH(registry.MethodImpl):
 
   saves_compute = "yes: gathers only the active blocks and updates only them"
   recall_k = 10
+  # Recall also with the tables the epoch's last steps used, before the
+  # epoch-end rebuild (``alsh_recall_at_10_before_epoch_end``): how far
+  # the rebuild schedule let them fall behind the weights.
+  diagnose_before_end = True
 
   def __init__(self, model, optim_cfg, config):
     super().__init__(model, optim_cfg, config)
