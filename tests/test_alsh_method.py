@@ -25,7 +25,7 @@ from flax import nnx
 
 from sampling_mlp import experiment, layers, registry, train
 from sampling_mlp.methods import alsh
-from sampling_mlp.methods.alsh import ALSH
+from sampling_mlp.methods.alsh import ALSH, schedule
 from sampling_mlp.methods.alsh.layer import Table
 from sampling_mlp.optim import OptimConfig
 
@@ -452,34 +452,55 @@ def test_rebuild_schedule_every_three_steps():
 def test_incremental_schedule_keeps_touched_nodes_hashed(batch):
   """The incremental schedule (the definition, on the XLA path): after
   every step each node's sketch is its current weights' (the nodes a step
-  touched are re-hashed, the others did not move), and its codes are the
-  sketch's under the scale of the last full rebuild, which only an
-  epoch's end renews; touched nodes change buckets without any rebuild."""
+  touched are re-hashed, the others did not move) and its codes are the
+  sketch's under the layer's scale; the scale is the last one's while the
+  longest node stays within the band around U, and renewed (U over the
+  longest norm) when it leaves it; touched nodes change buckets without
+  any rebuild."""
   impl, step, _ = _built(2, **dict(MOVING, alsh_rebuild="incremental"))
   state = train.init_state(impl, train.RunKeys(12))
-  tables0, scales0 = _tables(state), [l.hash_scale[...] for l in
-                                       _hidden(state)]
+  tables0 = _tables(state)
   key = jax.random.key(13)
-  for t in range(3):
+  renewed = 0
+  for t in range(6):
+    scales = [l.hash_scale[...] for l in _hidden(state)]
     key, k = jax.random.split(key)
     state, m = step(state, *_batch(20 + t, batch), k)
     assert float(m["alsh_rebuilds"]) == 0
-    for layer, s0 in zip(_hidden(state), scales0):
+    for layer, old in zip(_hidden(state), scales):
       fresh = alsh.node_sketch(layer.hashes, layer.weights())
       np.testing.assert_allclose(layer.sketch[...], fresh, rtol=1e-5,
                                  atol=1e-6)
-      np.testing.assert_array_equal(layer.hash_scale[...], s0)
+      scale = layer.hash_scale[...]
       np.testing.assert_array_equal(layer.table[...], alsh.sketch_codes(
-          layer.hashes, layer.sketch[...], s0,
+          layer.hashes, layer.sketch[...], scale,
           transform=impl.config.transform, m=impl.m))
+      longest = float(jnp.sqrt(jnp.max(fresh[:, -1])) * scale)
+      assert abs(longest - 1.0) <= schedule.RESCALE_TOLERANCE + 1e-6
+      if float(scale) != float(old):  # simple_lsh: the longest norm is 1
+        renewed += 1
+        np.testing.assert_allclose(longest, 1.0, rtol=1e-6)
+  assert renewed > 0  # the large learning rate moves the longest node
   _assert_tables_differ(_tables(state), tables0)
   ended = jax.jit(impl.end_epoch)(state, jax.random.key(14))
-  for layer, s0 in zip(_hidden(ended), scales0):
+  for layer in _hidden(ended):
     np.testing.assert_allclose(layer.hash_scale[...], alsh.sketch_scale(
         layer.sketch[...], transform=impl.config.transform, U=impl.U),
                                rtol=1e-6)
-    assert float(layer.hash_scale[...]) != float(s0)
   chex.assert_trees_all_equal(_tables(ended), _expected_tables(impl, state))
+
+
+def test_held_scale_keeps_the_scale_within_the_band():
+  """``held_scale`` keeps the scale while the longest scaled norm is within
+  the tolerance of U, else renews it to U over the longest norm."""
+  sketch = jnp.zeros((3, 5)).at[:, -1].set(jnp.asarray([1.0, 4.0, 0.25]))
+  hold = lambda scale: float(alsh.held_scale(
+      sketch, jnp.float32(scale), transform="l2_alsh", U=0.8,
+      tolerance=0.01))
+  assert hold(0.4) == pytest.approx(0.4)  # longest 2 * 0.4 = 0.8
+  assert hold(0.403) == pytest.approx(0.403)  # 0.806, inside the band
+  assert hold(0.41) == pytest.approx(0.4)  # 0.82: renewed to 0.8 / 2
+  assert hold(0.3) == pytest.approx(0.4)
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sampling_mlp.methods.alsh.kernels import (  # noqa: F401
     DEFAULT_R, HASHES, MAX_SRP_BITS, TRANSFORM_DEFAULTS, TRANSFORMS, HashParams,
     QueryHash,
     bucket_codes, budget_for, build_tables, collisions, hash_codes,
-    init_hash, node_sketch, query_hash, recall_at_k,
+    held_scale, init_hash, node_sketch, query_hash, recall_at_k,
     resolve_transform_params, select_active, sketch_codes, sketch_scale,
     sparse_query_codes, tie_noise, transform_queries,
     transform_weights, transformed_dim, validate_hparams)

@@ -444,6 +444,34 @@ def sketch_scale(sketch: jax.Array, *, transform: str,
   return _common_scale(sketch[:, -1], transform=transform, U=U)
 
 
+def held_scale(sketch: jax.Array, scale: jax.Array, *, transform: str,
+               U: float | None = None, tolerance: float) -> jax.Array:
+  """The common scale the incremental schedule hashes with: ``scale``
+  while the longest node of ``sketch`` stays within ``tolerance``
+  (relative) of ``U`` after scaling, else renewed (:func:`sketch_scale`).
+
+  A full rebuild scales the longest node to ``U`` exactly; between
+  rebuilds the weights grow, and a norm past 1 would blow up ``l2_alsh``'s
+  appended powers ``||x||^(2^i)`` (and clip ``simple_lsh``'s
+  ``sqrt(1 - ||x||^2)``), so the scale follows the longest norm, and every
+  node is recoded when it moves.
+
+  Args:
+    sketch: [n, L*K + 1] (:func:`node_sketch`), the nodes now.
+    scale: float32 [] the scale in use.
+    transform, U: the transform and its parameter.
+    tolerance: the relative band around ``U``.
+
+  Returns:
+    float32 [], ``scale`` itself where kept.
+  """
+  _, U = resolve_transform_params(transform, None, U)
+  target = 1.0 if transform == "simple_lsh" else U
+  longest = jnp.sqrt(jnp.max(sketch[:, -1])) * scale
+  return jnp.where(jnp.abs(longest - target) > tolerance * target,
+                   sketch_scale(sketch, transform=transform, U=U), scale)
+
+
 def sketch_codes(hp: HashParams, sketch: jax.Array, scale: jax.Array, *,
                  transform: str, m: int | None = None) -> jax.Array:
   """Bucket code of every node of ``sketch`` in every table, with the

@@ -335,15 +335,23 @@ class ActiveLayer(model_lib.Layer):
   def rehash(self, nodes: jax.Array) -> None:
     """The incremental schedule's re-hash (the definition): the sketches
     of ``nodes`` (uint32, any shape, repeats allowed) from their current
-    effective weights, and their codes from those with the scale of the
-    last full rebuild, written into ``sketch`` and ``table``."""
+    effective weights, written into ``sketch``; then the common scale
+    (``kernels.held_scale``): where it holds, the codes of ``nodes`` from
+    their sketches, else every node's codes under the renewed scale."""
     nodes = nodes.reshape(-1)
     v = jnp.take(self.w[...][nodes], 0, axis=self.slot_axis)  # [N, n_in]
-    sketch = kernels.node_sketch(self.hashes, self._effective(v, nodes))
-    self.sketch[...] = self.sketch[...].at[nodes].set(sketch)
-    self.table[...] = self.table[...].at[:, nodes].set(kernels.sketch_codes(
-        self.hashes, sketch, self.hash_scale[...], transform=self.transform,
-        m=self.m))
+    touched = kernels.node_sketch(self.hashes, self._effective(v, nodes))
+    sketch = self.sketch[...].at[nodes].set(touched)
+    old = self.hash_scale[...]
+    scale = kernels.held_scale(sketch, old, transform=self.transform,
+                               U=self.U, tolerance=schedule.RESCALE_TOLERANCE)
+    codes = lambda sk: kernels.sketch_codes(self.hashes, sk, scale,
+                                            transform=self.transform,
+                                            m=self.m)
+    self.table[...] = jax.lax.cond(
+        scale != old, lambda: codes(sketch),
+        lambda: self.table[...].at[:, nodes].set(codes(touched)))
+    self.sketch[...], self.hash_scale[...] = sketch, scale
 
   def example(self, seed, vals, rows, delta=None) -> Active:
     return active_layer(seed, vals, rows, LayerParams(self.w[...],

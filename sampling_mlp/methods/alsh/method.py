@@ -248,7 +248,9 @@ class ALSH(registry.MethodImpl):
     hidden = model.layers[:-1]
     if self.schedule.incremental:
       from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
-      kw.update(transform=self.config.transform, rehash=tuple(
+      kw.update(transform=self.config.transform,
+                target=1.0 if self.config.transform == "simple_lsh" else self.U,
+                tolerance=schedule.RESCALE_TOLERANCE, rehash=tuple(
           native.Rehash(l.sketch[...], native.appended_projections(
               l.hashes, l.query.proj.shape[0]), l.hash_scale[...])
           for l in hidden))
@@ -266,9 +268,9 @@ class ALSH(registry.MethodImpl):
       if g is not None:
         layer.g[...] = g
     if hashed:
-      (tables, sketches), = hashed
-      for layer, t, sk in zip(hidden, tables, sketches):
-        layer.table[...], layer.sketch[...] = t, sk
+      (tables, sketches, scales), = hashed
+      for layer, t, sk, sc in zip(hidden, tables, sketches, scales):
+        layer.table[...], layer.sketch[...], layer.hash_scale[...] = t, sk, sc
     return loss, coll
 
   def _collision_metrics(self, coll):

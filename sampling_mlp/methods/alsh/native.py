@@ -179,8 +179,8 @@ class Rehash(NamedTuple):
   """A hidden layer's state under the incremental schedule, as the step
   kernels take it: its sketches [n, L*K + 1] (``kernels.node_sketch`` of
   every node), the projections of the transform's appended coordinates
-  [L*K, m] (:func:`appended_projections`), and the common scale [] of the
-  last full rebuild."""
+  [L*K, m] (:func:`appended_projections`), and the common scale []
+  (``kernels.held_scale``)."""
 
   sketch: jax.Array
   tail: jax.Array
@@ -194,18 +194,20 @@ def appended_projections(hp, n_in: int) -> jax.Array:
   return hp.projections[:, :, n_in:].reshape(L * K, d - n_in)
 
 
-def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
+def _call_step(name: str, slabs: tuple, queries: tuple, tables: tuple,
                x: jax.Array, labels: jax.Array, seeds: jax.Array,
                count: jax.Array, *, budgets: tuple[int, ...], optim,
                activation: str, rehash: tuple | None = None,
-               transform: str = "l2_alsh", **attrs):
-  """The FFI call shared by the step kernels: leading arguments (x, labels,
+               transform: str = "l2_alsh", target: float = 1.0,
+               tolerance: float = 0.0, **attrs):
+  """The FFI call of the step kernel ``name``, shared by the step kernels:
+  leading arguments (x, labels,
   count, seeds), then per hidden layer its slabs, hash and table (and its
   :class:`Rehash` under the incremental schedule), then the output slabs;
   results (loss, colliding), then every slab (then each hidden layer's
-  tables and sketches under the incremental schedule), aliased.  Returns
-  the slabs in the structure given (None where absent), and under the
-  incremental schedule the tables and sketches."""
+  tables, sketches and scale under the incremental schedule), aliased.
+  Returns the slabs in the structure given (None where absent), and under
+  the incremental schedule the tables, sketches and scales."""
   require()
   depth = len(slabs) - 1
   if not depth == len(queries) == len(tables) == len(budgets):
@@ -249,15 +251,16 @@ def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
       args.append(t)
       continue
     r = rehash[k]
-    base = lead_rets + len(flat_slabs) + 2 * k
+    base = lead_rets + len(flat_slabs) + 3 * k
     alias(t, base)
     alias(r.sketch.astype(jnp.float32), base + 1)
-    args.extend([r.tail.astype(jnp.float32), r.scale.astype(jnp.float32)])
-    extra_rets += [t, r.sketch]
+    args.append(r.tail.astype(jnp.float32))
+    alias(r.scale.astype(jnp.float32), base + 2)
+    extra_rets += [t, r.sketch, r.scale]
   add_slabs(present[-1])
   lead = labels.shape
   out = jax.ffi.ffi_call(
-      target,
+      name,
       (jax.ShapeDtypeStruct(lead, jnp.float32),
        jax.ShapeDtypeStruct(lead + (depth,), jnp.int32)) + tuple(
            jax.ShapeDtypeStruct(a.shape, a.dtype)
@@ -271,7 +274,9 @@ def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
           budgets=np.asarray(budgets, np.int64), bias=np.int32(bias),
           weight_norm=np.int32(weight_norm),
           incremental=np.int32(rehash is not None),
-          transform=np.int32(TRANSFORM_CODES[transform]), **attrs)
+          transform=np.int32(TRANSFORM_CODES[transform]),
+          target=np.float32(target), tolerance=np.float32(tolerance),
+          **attrs)
   loss, colliding, results = out[0], out[1], iter(out[2:])
   new = []
   for s in slabs:
@@ -280,13 +285,15 @@ def _call_step(target: str, slabs: tuple, queries: tuple, tables: tuple,
   if rehash is None:
     return tuple(new), loss, colliding
   rest = list(results)
-  return tuple(new), loss, colliding, (tuple(rest[0::2]), tuple(rest[1::2]))
+  return tuple(new), loss, colliding, (tuple(rest[0::3]), tuple(rest[1::3]),
+                                       tuple(rest[2::3]))
 
 
 def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                label: jax.Array, seeds: jax.Array, count: jax.Array, *,
                budgets: tuple[int, ...], optim, activation: str,
-               rehash: tuple | None = None, transform: str = "l2_alsh"):
+               rehash: tuple | None = None, transform: str = "l2_alsh",
+               target: float = 1.0, tolerance: float = 0.0):
   """One ALSH-APPROX training step at batch size 1, in place.
 
   What ``ALSH.train_step`` computes at batch size 1 with jax.numpy, in one
@@ -323,29 +330,32 @@ def train_step(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
     activation: the hidden layers' activation (a key of ACTIVATION_CODES).
     rehash: under the incremental schedule, d :class:`Rehash`: after each
       layer's update the touched nodes' sketches follow their weights and
-      their codes are rewritten in ``tables`` (``ActiveLayer.rehash``);
-      None: the tables are only read.
+      their codes are rewritten in ``tables``, and the scale is renewed
+      (every node recoded) where the longest node's scaled norm left the
+      band ``target * (1 +- tolerance)`` (``ActiveLayer.rehash``); None:
+      the tables are only read.
     transform: the layers' transform (a key of TRANSFORM_CODES), which
-      the re-hash's codes use.
+      the re-hash's codes use; target, tolerance: the scale's band.
 
   Returns:
     (slabs, loss [], colliding int32 [d]): the updated slabs, structured
     as given (aliasing the inputs' buffers), the example's loss before the
     update, and the number of nodes colliding with the query in each
-    hidden layer; with ``rehash``, then ``(tables, sketches)``, d each,
-    updated (aliasing the inputs).
+    hidden layer; with ``rehash``, then ``(tables, sketches, scales)``, d
+    each, updated (aliasing the inputs).
   """
   return _call_step("sampling_mlp_alsh_train_step", slabs, queries, tables,
                     x, label, seeds, count, budgets=budgets, optim=optim,
                     activation=activation, rehash=rehash,
-                    transform=transform)
+                    transform=transform, target=target, tolerance=tolerance)
 
 
 def train_hogwild(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                   labels: jax.Array, seeds: jax.Array, count: jax.Array, *,
                   budgets: tuple[int, ...], optim, activation: str,
                   threads: int, rehash: tuple | None = None,
-                  transform: str = "l2_alsh"):
+                  transform: str = "l2_alsh", target: float = 1.0,
+                  tolerance: float = 0.0):
   """N batch-size-1 steps, example i with update count ``count + i``, on
   up to ``threads`` threads updating the weights without locks (HOGWILD,
   Recht et al. 2011, as SLIDE does).  With ``threads=1`` it is N calls of
@@ -366,14 +376,15 @@ def train_hogwild(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                     tables, x, labels, seeds, count, budgets=budgets,
                     optim=optim, activation=activation,
                     threads=np.int64(threads), rehash=rehash,
-                    transform=transform)
+                    transform=transform, target=target, tolerance=tolerance)
 
 
 def train_batch(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
                 labels: jax.Array, seeds: jax.Array, count: jax.Array, *,
                 budgets: tuple[int, ...], optim, activation: str,
                 threads: int, rehash: tuple | None = None,
-                transform: str = "l2_alsh"):
+                transform: str = "l2_alsh", target: float = 1.0,
+                tolerance: float = 0.0):
   """One mini-batch step of ALSH-APPROX on B examples, in place.
 
   What ``ALSH.train_step`` computes for a mini-batch with jax.numpy: every
@@ -398,7 +409,8 @@ def train_batch(slabs: tuple, queries: tuple, tables: tuple, x: jax.Array,
   return _call_step("sampling_mlp_alsh_train_batch", slabs, queries, tables,
                     x, labels, seeds, count, budgets=budgets, optim=optim,
                     activation=activation, threads=np.int64(threads),
-                    rehash=rehash, transform=transform)
+                    rehash=rehash, transform=transform, target=target,
+                    tolerance=tolerance)
 
 
 def main(argv=None) -> int:

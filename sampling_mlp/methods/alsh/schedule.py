@@ -10,7 +10,11 @@ touched are re-hashed (``ActiveLayer.rehash``: each node keeps a sketch of
 its weights -- their projections onto the hash directions and their
 squared norm -- which moves with the change, and its codes are rewritten
 from it with the transform's scale of the last full rebuild), and the
-tables are rebuilt whole only at the end of every epoch.
+tables are rebuilt whole only at the end of every epoch.  The transform's
+common scale, which a full rebuild sets so that the longest node has norm
+U, is kept while the longest node stays within RESCALE_TOLERANCE of U and
+renewed (every node recoded) when it leaves that band
+(``kernels.held_scale``).
 
 The adaptive schedule, in the manner of Mongoose (Chen et al., ICLR 2021),
 checks at every due step whether a layer's weights have moved enough to be
@@ -61,6 +65,9 @@ PAPER_SCHEDULE = RebuildSchedule()
 # The adaptive schedule's defaults: check every 100 steps; rebuild a layer
 # whose sampled nodes' weights moved by more than 5% since its last rebuild.
 ADAPTIVE_EVERY, ADAPTIVE_DRIFT = 100, 0.05
+# The incremental schedule's band around U for the longest node's scaled
+# norm, past which the common scale is renewed and every node recoded.
+RESCALE_TOLERANCE = 0.01
 # Nodes per layer whose weights make the drift signature.
 DRIFT_SAMPLE = 16
 EPOCH_ONLY = RebuildSchedule(early_every=0, early_until=0, late_every=0)

@@ -90,8 +90,9 @@ ffi::Error SelectActiveImpl(
 
 // The step kernels' network attributes.
 Network Net(int32_t bias, int32_t weight_norm, int32_t incremental,
-            int32_t transform) {
-  return Network{bias != 0, weight_norm != 0, incremental != 0, transform};
+            int32_t transform, float target, float tolerance) {
+  return Network{bias != 0, weight_norm != 0, incremental != 0, transform,
+                 target, tolerance};
 }
 
 ffi::Error CheckLabels(const int32_t* y, int64_t n, int64_t C) {
@@ -133,10 +134,11 @@ ffi::Error TrainStepImpl(ffi::Buffer<ffi::F32> x, ffi::BufferR0<ffi::S32> label,
                          float eps, int32_t activation, float slope,
                          ffi::Span<const int64_t> budgets, int32_t bias,
                          int32_t weight_norm, int32_t incremental,
-                         int32_t transform) {
+                         int32_t transform, float target, float tolerance) {
   thread_local Model m;
   if (auto e = ParseModel(args, rets, budgets, x.element_count(),
-                          Net(bias, weight_norm, incremental, transform), &m);
+                          Net(bias, weight_norm, incremental, transform, target,
+                              tolerance), &m);
       e.failure()) {
     return e;
   }
@@ -168,13 +170,15 @@ ffi::Error TrainHogwildImpl(
     ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
     float b1, float b2, float eps, int32_t activation, float slope,
     ffi::Span<const int64_t> budgets, int64_t threads, int32_t bias,
-    int32_t weight_norm, int32_t incremental, int32_t transform) {
+    int32_t weight_norm, int32_t incremental, int32_t transform,
+    float target, float tolerance) {
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [N, D]");
   const int64_t N = xd[0];
   Model m;
   if (auto e = ParseModel(args, rets, budgets, xd[1],
-                          Net(bias, weight_norm, incremental, transform), &m);
+                          Net(bias, weight_norm, incremental, transform, target,
+                              tolerance), &m);
       e.failure()) {
     return e;
   }
@@ -375,6 +379,10 @@ void UpdateBatch(const Model& m, const Optimizer& opt,
                           1, n_in, nullptr, S);
       }
     });
+    if (rehash) {
+      PhaseTimer timer(kRehash);
+      rehash->Rescale();
+    }
   }
   // The output bias: every example's dl.
   PhaseTimer timer(kUpdate);
@@ -399,7 +407,8 @@ ffi::Error TrainBatchImpl(
     ffi::ResultBuffer<ffi::S32> colliding, ffi::RemainingRets rets, float lr,
     float b1, float b2, float eps, int32_t activation, float slope,
     ffi::Span<const int64_t> budgets, int64_t threads, int32_t bias,
-    int32_t weight_norm, int32_t incremental, int32_t transform) {
+    int32_t weight_norm, int32_t incremental, int32_t transform,
+    float target, float tolerance) {
   const auto xd = x.dimensions();
   if (xd.size() != 2) return ffi::Error::InvalidArgument("need x [B, D]");
   if (weight_norm) {
@@ -416,7 +425,8 @@ ffi::Error TrainBatchImpl(
   Model& m = model;
   std::vector<Trace>& traces = trace_store;
   if (auto e = ParseModel(args, rets, budgets, xd[1],
-                          Net(bias, weight_norm, incremental, transform), &m);
+                          Net(bias, weight_norm, incremental, transform, target,
+                              tolerance), &m);
       e.failure()) {
     return e;
   }
@@ -506,7 +516,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Attr<int32_t>("bias")
         .Attr<int32_t>("weight_norm")
         .Attr<int32_t>("incremental")
-        .Attr<int32_t>("transform"));
+        .Attr<int32_t>("transform")
+        .Attr<float>("target")
+        .Attr<float>("tolerance"));
 
 // The multi-example kernels: x [N, D], labels [N], the update count of the
 // first example (Hogwild) or of the step (Batch), seeds [N, depth]; results
@@ -535,7 +547,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
           .Attr<int32_t>("bias")                                     \
           .Attr<int32_t>("weight_norm")                              \
           .Attr<int32_t>("incremental")                              \
-          .Attr<int32_t>("transform"))
+          .Attr<int32_t>("transform")                                \
+          .Attr<float>("target")                                     \
+          .Attr<float>("tolerance"))
 
 SAMPLING_MLP_ALSH_MULTI(AlshTrainHogwild, TrainHogwildImpl);
 SAMPLING_MLP_ALSH_MULTI(AlshTrainBatch, TrainBatchImpl);

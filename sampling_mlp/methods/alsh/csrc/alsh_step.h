@@ -288,9 +288,10 @@ inline void ScatterBlock(const Block& blk, const Columns& cols, int64_t S,
 struct Rehasher {
   float* sketch = nullptr;      // [n, LK + 1]
   int32_t* tables = nullptr;    // [L, n]: the buffer selection reads
+  float* scale = nullptr;       // [] the common scale (kernels.held_scale)
   const float* proj = nullptr;  // [n_in, LK]: each input's projections
   int64_t LK = 0, n = 0, n_in = 0;
-  float scale = 1.f;
+  float target = 1.f, tolerance = 0.f;  // the scaled longest norm's band
   NodeCoder coder;
 
   float* Of(uint32_t node) const { return sketch + node * (LK + 1); }
@@ -311,7 +312,19 @@ struct Rehasher {
   }
 
   void Recode(uint32_t node) const {
-    coder.Codes(Of(node), Of(node)[LK], scale, tables + node, n);
+    coder.Codes(Of(node), Of(node)[LK], *scale, tables + node, n);
+  }
+
+  // After a step's re-hash: the scale is renewed, and every node recoded,
+  // where the longest node's scaled norm left the band around `target`
+  // (kernels.held_scale).
+  void Rescale() const {
+    float max_sq = 0.f;
+    for (int64_t j = 0; j < n; ++j) max_sq = std::max(max_sq, Of(j)[LK]);
+    const float longest = std::sqrt(max_sq);
+    if (std::abs(longest * *scale - target) <= tolerance * target) return;
+    *scale = target / (longest > 0.f ? longest : 1.f);
+    for (int64_t j = 0; j < n; ++j) Recode(j);
   }
 
   // Re-projects the whole rows of `cnt` nodes (node j's at w + j row_len,
@@ -398,6 +411,7 @@ struct Rehasher {
 struct Network {
   bool bias = true, weight_norm = false, incremental = false;
   int32_t transform = 0;
+  float target = 1.f, tolerance = 0.f;  // Rehasher's
 };
 
 // The model a step reads and updates.  Layouts (layer.py): first hidden
@@ -437,13 +451,13 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
   if (depth < 1 ||
       args.size() != static_cast<size_t>(per_layer * depth + P) ||
       rets.size() != static_cast<size_t>(
-                         slab_rets + (net.incremental ? 2 * depth : 0))) {
+                         slab_rets + (net.incremental ? 3 * depth : 0))) {
     return ffi::Error::InvalidArgument(
         "need, per hidden layer, its slabs (w, then b with biases, then g "
         "under weight normalisation) and 6 hash arguments (9 under the "
-        "incremental schedule), a result per slab (and the tables and "
-        "sketches under the incremental schedule) and a budget, and the "
-        "output layer's slabs");
+        "incremental schedule), a result per slab (and the tables, "
+        "sketches and scales under the incremental schedule) and a budget, "
+        "and the output layer's slabs");
   }
   m->depth = depth;
   m->D = D;
@@ -507,9 +521,10 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
       SAMPLING_MLP_GET(sketch, args.get<ffi::Buffer<ffi::F32>>(i + 6));
       SAMPLING_MLP_GET(ptail, args.get<ffi::Buffer<ffi::F32>>(i + 7));
       SAMPLING_MLP_GET(scale, args.get<ffi::BufferR0<ffi::F32>>(i + 8));
-      SAMPLING_MLP_GET(rt, rets.get<ffi::Buffer<ffi::S32>>(slab_rets + 2 * k));
-      SAMPLING_MLP_GET(rs,
-                       rets.get<ffi::Buffer<ffi::F32>>(slab_rets + 2 * k + 1));
+      const size_t o = slab_rets + 3 * k;
+      SAMPLING_MLP_GET(rt, rets.get<ffi::Buffer<ffi::S32>>(o));
+      SAMPLING_MLP_GET(rs, rets.get<ffi::Buffer<ffi::F32>>(o + 1));
+      SAMPLING_MLP_GET(rc, rets.get<ffi::BufferR0<ffi::F32>>(o + 2));
       const auto pd = ptail->dimensions();
       if (sketch->element_count() != static_cast<size_t>(n * (LK + 1)) ||
           pd.size() != 2 || pd[0] != LK || pd[1] < 1 ||
@@ -526,11 +541,14 @@ inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
       rh.sketch = rs.value()->typed_data();
       AliasOrCopy(*sketch, rh.sketch);
       h.tables = rh.tables;  // selection reads the codes the step rewrites
+      rh.scale = rc.value()->typed_data();
+      *rh.scale = *scale->typed_data();
       rh.proj = h.proj;
       rh.LK = LK;
       rh.n = n;
       rh.n_in = h.n_in;
-      rh.scale = *scale->typed_data();
+      rh.target = net.target;
+      rh.tolerance = net.tolerance;
       rh.coder = NodeCoder{net.transform, pd[1], ptail->typed_data(), pd[1],
                            h.offsets, h.bucket_width, h.mult, h.L, h.K};
     }
@@ -845,6 +863,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
       if (!m.rehash.empty()) {
         timer.Switch(kRehash);
         m.rehash[k].Reproject(rows, s, w, row_len, stride, n_in, g, S);
+        m.rehash[k].Rescale();
       }
     } else if (k == 0) {  // gradient and update in one pass over each row
       timer.Switch(kUpdate);
@@ -857,6 +876,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
       if (!m.rehash.empty()) {
         timer.Switch(kRehash);
         m.rehash[k].Reproject(rows, s, w, row_len, 1, D, nullptr, S);
+        m.rehash[k].Rescale();
       }
     } else {
       const int64_t rp = m.budgets[k - 1];
@@ -880,6 +900,7 @@ inline void Step(const Model& m, const Optimizer& opt, const Activation& act,
         timer.Switch(kRehash);
         m.rehash[k].MoveBlock(rows, s, t.idx[k - 1].data(), rp, old.data(),
                               blk.slot(0));
+        m.rehash[k].Rescale();
       }
     }
     if (b) {
