@@ -21,7 +21,10 @@ the slabs in place:
   one lazy update to the union of the touched weights, at a cost that grows
   with the batch times the active set; the result does not depend on the
   number of threads;
-* the tables are rebuilt from the slabs in place (:func:`.native.build_tables`).
+* the tables are rebuilt from the slabs in place (:func:`.native.build_tables`);
+  under the incremental schedule (``--alsh_rebuild=incremental``) every
+  step kernel re-hashes the nodes it touched, as
+  :meth:`.layer.ActiveLayer.rehash` defines.
 
 The pure-XLA step computes the same numbers up to float32 rounding and is
 the definition, and what analysis and machines without a compiler use; its

@@ -15,7 +15,9 @@ one hidden layer that overhead, not arithmetic, sets the step time.
   weights without locks (HOGWILD);
 * :func:`train_batch`: one mini-batch step, its update applied once to the
   union of the weights its examples touched;
-* :func:`build_tables`: the tables' rebuild, reading the slabs in place;
+* :func:`build_tables`: the tables' rebuild, reading the slabs in place
+  (and every node's sketch, for the incremental schedule, under which the
+  step kernels above re-hash the nodes they touch: :class:`Rehash`);
 * :func:`select_active`: the selection alone -- the query's hash codes, its
   collision counts, and the tie-breaking and top-``budget`` selection of
   :func:`sampling_mlp.methods.alsh.kernels.select_active` -- which the tests

@@ -17,8 +17,14 @@
 //   one lazy update of the union of the touched weights (not under weight
 //   normalisation);
 // * AlshSelectActive: the selection alone;
-// * AlshBuildTables: every node's bucket codes, from the slab in place, on
-//   several threads (the tables' rebuild).
+// * AlshBuildTables: every node's bucket codes and sketch, from the slab
+//   in place, on several threads (the tables' rebuild).
+//
+// Under the incremental schedule (attribute `incremental`) the step
+// kernels also re-hash the nodes they touch (alsh_step.h's Rehasher): each
+// hidden layer then passes its sketches, its transform's appended
+// projections and its scale, and its tables, sketches and scale are
+// results too, updated in place.
 //
 // The step kernels take the network as attributes: `bias` (0: bias-free
 // layers, no bias slabs) and `weight_norm` (1: each layer's slabs end
@@ -287,7 +293,9 @@ struct Touched {
 // layer its row; the biases of the touched nodes and the output bias.
 // Nodes are split among threads (no two update the same weight), and each
 // sum runs over the examples in order, so the result does not depend on
-// the number of threads.
+// the number of threads.  Under the incremental schedule each touched
+// node is then re-hashed by its thread: a first-layer row re-projected, a
+// later node's sketch moved by the change of its updated entries.
 void UpdateBatch(const Model& m, const Optimizer& opt,
                  const std::vector<Trace>& traces, const float* x,
                  ffi::ThreadPool& pool, int64_t threads) {
