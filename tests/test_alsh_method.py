@@ -501,6 +501,11 @@ def test_held_scale_keeps_the_scale_within_the_band():
   assert hold(0.403) == pytest.approx(0.403)  # 0.806, inside the band
   assert hold(0.41) == pytest.approx(0.4)  # 0.82: renewed to 0.8 / 2
   assert hold(0.3) == pytest.approx(0.4)
+  # The band stops at 1, past which simple_lsh's sqrt(1 - ||x||^2) clips.
+  simple = lambda scale: float(alsh.held_scale(
+      sketch, jnp.float32(scale), transform="simple_lsh", tolerance=0.01))
+  assert simple(0.498) == pytest.approx(0.498)  # 0.996
+  assert simple(0.502) == pytest.approx(0.5)  # 1.004 > 1: renewed
 
 
 # ---------------------------------------------------------------------------

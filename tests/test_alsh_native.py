@@ -215,18 +215,8 @@ def test_native_training_matches_xla(kernels, depth, optimizer, network):
   assert not impls["xla"]._use_native()  # pylint: disable=protected-access
   states = {k: train.init_state(v, train.RunKeys(1)) for k, v in
             impls.items()}
-  steps = {k: _keyed(v) for k, v in impls.items()}
   init = impls["xla"].params_of(states["xla"])
-  kx, ky = jax.random.split(jax.random.key(2))
-  xs = jax.random.normal(kx, (12, 1, 30))
-  ys = jax.random.randint(ky, (12, 1), 0, 5)
-  for t in range(12):
-    key = jax.random.fold_in(jax.random.key(3), t)
-    losses = {}
-    for k in impls:
-      states[k], m = steps[k](states[k], xs[t], ys[t], key)
-      losses[k] = float(m["loss"])
-    np.testing.assert_allclose(losses["native"], losses["xla"], rtol=1e-4)
+  states = _train_both(impls, states, batch=1)
   got, ref = (impls[k].params_of(states[k]) for k in ("native", "xla"))
   for g, r, i in zip(got, ref, init):
     np.testing.assert_allclose(np.asarray(g.w), np.asarray(r.w), rtol=1e-4,
@@ -237,6 +227,26 @@ def test_native_training_matches_xla(kernels, depth, optimizer, network):
   np.testing.assert_array_equal(
       np.asarray(states["native"].view().layers[0].table[...]),
       np.asarray(states["xla"].view().layers[0].table[...]))
+
+
+def _train_both(impls, states, *, batch, check=None):
+  """12 steps of impls["native"] and impls["xla"] from ``states`` on the
+  same examples and keys: their losses agree at every step (``check`` sees
+  each step's metrics).  Returns the states."""
+  steps = {k: _keyed(v) for k, v in impls.items()}
+  kx, ky = jax.random.split(jax.random.key(2))
+  xs = jax.random.normal(kx, (12, batch, 30))
+  ys = jax.random.randint(ky, (12, batch), 0, 5)
+  for t in range(12):
+    key = jax.random.fold_in(jax.random.key(3), t)
+    losses = {}
+    for k in impls:
+      states[k], m = steps[k](states[k], xs[t], ys[t], key)
+      losses[k] = float(m["loss"])
+      if check is not None:
+        check(m)
+    np.testing.assert_allclose(losses["native"], losses["xla"], rtol=1e-4)
+  return states
 
 
 def _slab_args(impl, state):
@@ -582,18 +592,11 @@ def test_incremental_rehash_matches_xla(kernels, depth, network, batch):
   states = {k: train.init_state(v, train.RunKeys(1)) for k, v in
             impls.items()}
   table0 = np.asarray(states["xla"].view().layers[-2].table[...])
-  steps = {k: _keyed(v) for k, v in impls.items()}
-  kx, ky = jax.random.split(jax.random.key(2))
-  xs = jax.random.normal(kx, (12, batch, 30))
-  ys = jax.random.randint(ky, (12, batch), 0, 5)
-  for t in range(12):
-    key = jax.random.fold_in(jax.random.key(3), t)
-    losses = {}
-    for k in impls:
-      states[k], m = steps[k](states[k], xs[t], ys[t], key)
-      losses[k] = float(m["loss"])
-      assert float(m["alsh_rebuilds"]) == 0
-    np.testing.assert_allclose(losses["native"], losses["xla"], rtol=1e-4)
+
+  def no_rebuild(m):
+    assert float(m["alsh_rebuilds"]) == 0
+
+  states = _train_both(impls, states, batch=batch, check=no_rebuild)
   got, ref = (impls[k].params_of(states[k]) for k in ("native", "xla"))
   for g, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(g.w), np.asarray(r.w), rtol=1e-4,
@@ -608,6 +611,32 @@ def test_incremental_rehash_matches_xla(kernels, depth, network, batch):
     assert float(jnp.mean(gl.table[...] == rl.table[...])) >= 0.995
   assert np.any(np.asarray(states["native"].view().layers[-2].table[...])
                 != table0)
+
+
+def test_incremental_rehash_of_tiny_layers(kernels):
+  """Projection rows narrower than a vector (L*K = 5) of a 3-input layer:
+  the kernels' re-hash reads no projection past its end and follows the
+  definition."""
+  model = registry.ModelConfig(input_dim=3, num_classes=2, hidden=12,
+                               depth=2, activation="relu")
+  impls = {k: registry.get("alsh").make(
+      model, OptimConfig(learning_rate=0.01),
+      {"alsh_kernel": k, "alsh_active_fraction": 0.5, "alsh_K": 5,
+       "alsh_L": 1, "alsh_rebuild": "incremental"}) for k in ("native", "xla")}
+  states = {k: train.init_state(v, train.RunKeys(4)) for k, v in
+            impls.items()}
+  steps = {k: _keyed(v) for k, v in impls.items()}
+  x = jax.random.normal(jax.random.key(5), (8, 1, 3))
+  y = jax.random.randint(jax.random.key(6), (8, 1), 0, 2)
+  for t in range(8):
+    key = jax.random.fold_in(jax.random.key(7), t)
+    for k in impls:
+      states[k], _ = steps[k](states[k], x[t], y[t], key)
+  for gl, rl in zip(states["native"].view().layers[:-1],
+                    states["xla"].view().layers[:-1]):
+    np.testing.assert_allclose(gl.sketch[...], rl.sketch[...], rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_array_equal(gl.table[...], rl.table[...])
 
 
 def test_incremental_hogwild_on_one_thread_is_sequential_steps(kernels):

@@ -448,7 +448,8 @@ def held_scale(sketch: jax.Array, scale: jax.Array, *, transform: str,
                U: float | None = None, tolerance: float) -> jax.Array:
   """The common scale the incremental schedule hashes with: ``scale``
   while the longest node of ``sketch`` stays within ``tolerance``
-  (relative) of ``U`` after scaling, else renewed (:func:`sketch_scale`).
+  (relative) of ``U`` after scaling, and at most 1, else renewed
+  (:func:`sketch_scale`).
 
   A full rebuild scales the longest node to ``U`` exactly; between
   rebuilds the weights grow, and a norm past 1 would blow up ``l2_alsh``'s
@@ -468,8 +469,11 @@ def held_scale(sketch: jax.Array, scale: jax.Array, *, transform: str,
   _, U = resolve_transform_params(transform, None, U)
   target = 1.0 if transform == "simple_lsh" else U
   longest = jnp.sqrt(jnp.max(sketch[:, -1])) * scale
-  return jnp.where(jnp.abs(longest - target) > tolerance * target,
-                   sketch_scale(sketch, transform=transform, U=U), scale)
+  # The band's top stops at 1, past which the transforms break down.
+  keep = ((longest >= target * (1 - tolerance))
+          & (longest <= min(target * (1 + tolerance), 1.0)))
+  return jnp.where(keep, scale,
+                   sketch_scale(sketch, transform=transform, U=U))
 
 
 def sketch_codes(hp: HashParams, sketch: jax.Array, scale: jax.Array, *,
@@ -481,8 +485,8 @@ def sketch_codes(hp: HashParams, sketch: jax.Array, scale: jax.Array, *,
   Args:
     hp: hash parameters (``dim = transformed_dim(n_in, ...)``).
     sketch: [n, L*K + 1] from :func:`node_sketch`.
-    scale: float32 [] the common scale (:func:`sketch_scale` at the last
-      full rebuild).
+    scale: float32 [] the common scale (:func:`sketch_scale` at a full
+      rebuild, :func:`held_scale` between them).
     transform, m: the transform and its parameter.
 
   Returns:

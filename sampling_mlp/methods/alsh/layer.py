@@ -206,7 +206,8 @@ class Table(nnx.Variable):
 class Sketch(nnx.Variable):
   """The incremental schedule's hash state: every node's sketch [n, L*K +
   1] (``kernels.node_sketch`` of its effective weights), or the common
-  scale [] of the last full rebuild."""
+  scale [] its codes use (set by a full rebuild, held or renewed by
+  ``kernels.held_scale`` between rebuilds)."""
 
 
 class Snapshot(nnx.Variable):

@@ -199,16 +199,17 @@ class ALSH(registry.MethodImpl):
     ``layer.rebuild()`` (the definition), or the native kernel reading the
     slab in place where the native kernels run (the same codes up to
     float32 rounding)."""
+    incremental = layer.sketch is not None
     if not self._use_native():
       state = layer.rebuild()
-    else:
-      from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
-      state = native.build_tables(layer.hashes, layer.w[...],
-                                  slot_axis=layer.slot_axis,
-                                  transform=layer.transform, m=layer.m,
-                                  U=layer.U, threads=self.threads,
-                                  scales=layer.scales(), sketches=True)
-    return state if layer.sketch is not None else state[:1]
+      return state if incremental else state[:1]
+    from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel
+    state = native.build_tables(layer.hashes, layer.w[...],
+                                slot_axis=layer.slot_axis,
+                                transform=layer.transform, m=layer.m,
+                                U=layer.U, threads=self.threads,
+                                scales=layer.scales(), sketches=incremental)
+    return state if incremental else (state,)
 
   # -- training ---------------------------------------------------------------
   def step_randomness(self, key, batch_size):
@@ -246,8 +247,8 @@ class ALSH(registry.MethodImpl):
 
   def _native_step(self, kernel, model, x, y, seeds, count, **kw):
     """A native step kernel on the model's slabs, which it updates (and
-    under the incremental schedule the tables and sketches); returns the
-    per-example loss and colliding counts [..., depth]."""
+    under the incremental schedule the tables, sketches and scales);
+    returns the per-example loss and colliding counts [..., depth]."""
     hidden = model.layers[:-1]
     if self.schedule.incremental:
       from sampling_mlp.methods.alsh import native  # pylint: disable=import-outside-toplevel

@@ -228,7 +228,7 @@ def _call_step(name: str, slabs: tuple, queries: tuple, tables: tuple,
   present, bias, weight_norm = _layer_slabs(slabs)
   flat_slabs = [a for layer in present for a in layer]
   args, aliases, lead_args, lead_rets = [], {}, 4, 2
-  extra_rets = []  # the incremental schedule's tables and sketches
+  extra_rets = []  # the incremental schedule's tables, sketches, scales
 
   def alias(a, ret):
     aliases[lead_args + len(args)] = ret
@@ -253,12 +253,14 @@ def _call_step(name: str, slabs: tuple, queries: tuple, tables: tuple,
       args.append(t)
       continue
     r = rehash[k]
+    sketch, scale = (r.sketch.astype(jnp.float32),
+                     jnp.asarray(r.scale, jnp.float32))
     base = lead_rets + len(flat_slabs) + 3 * k
     alias(t, base)
-    alias(r.sketch.astype(jnp.float32), base + 1)
+    alias(sketch, base + 1)
     args.append(r.tail.astype(jnp.float32))
-    alias(r.scale.astype(jnp.float32), base + 2)
-    extra_rets += [t, r.sketch, r.scale]
+    alias(scale, base + 2)
+    extra_rets += [t, sketch, scale]
   add_slabs(present[-1])
   lead = labels.shape
   out = jax.ffi.ffi_call(

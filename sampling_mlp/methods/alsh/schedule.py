@@ -9,7 +9,7 @@ tables current: after every step, the nodes whose weights the step
 touched are re-hashed (``ActiveLayer.rehash``: each node keeps a sketch of
 its weights -- their projections onto the hash directions and their
 squared norm -- which moves with the change, and its codes are rewritten
-from it with the transform's scale of the last full rebuild), and the
+from it with the transform's common scale), and the
 tables are rebuilt whole only at the end of every epoch.  The transform's
 common scale, which a full rebuild sets so that the longest node has norm
 U, is kept while the longest node stays within RESCALE_TOLERANCE of U and

@@ -32,10 +32,11 @@
 // Kingma 2016).
 //
 // They compute what sampling_mlp/methods/alsh/ (kernels.py, layer.py,
-// method.py) computes with jax.numpy, the definition -- the same hash codes
-// and the same tie-breaking, bit for bit; the same sums and the same Adam
-// update up to float32 rounding -- and tests/test_alsh_native.py compares
-// the two.
+// method.py) computes with jax.numpy, the definition -- the same query
+// codes and the same tie-breaking, bit for bit; the same sums, the same
+// Adam update and the same nodes' sketches up to float32 rounding (so a
+// node's code may differ where a projection lies within rounding of a
+// bucket boundary) -- and tests/test_alsh_native.py compares the two.
 
 #include <algorithm>
 #include <cmath>
@@ -510,10 +511,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Arg<ffi::BufferR0<ffi::S32>>()  // label
         .Arg<ffi::BufferR0<ffi::S32>>()  // count (after this step)
         .Arg<ffi::Buffer<ffi::U32>>()    // seeds [depth]
-        .RemainingArgs()                 // slabs, hashes, tables (see above)
+        .RemainingArgs()                 // slabs, hashes (ParseModel)
         .Ret<ffi::BufferR0<ffi::F32>>()  // loss
         .Ret<ffi::Buffer<ffi::S32>>()    // colliding [depth]
-        .RemainingRets()                 // slabs (aliased)
+        .RemainingRets()                 // slabs, (tables...) (aliased)
         .Attr<float>("lr")
         .Attr<float>("b1")
         .Attr<float>("b2")
@@ -530,7 +531,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 // The multi-example kernels: x [N, D], labels [N], the update count of the
 // first example (Hogwild) or of the step (Batch), seeds [N, depth]; results
-// loss [N], colliding [N, depth], then the slabs (aliased).
+// loss [N], colliding [N, depth], then the slabs (and under the
+// incremental schedule the tables, sketches and scales; ParseModel),
+// aliased.
 #define SAMPLING_MLP_ALSH_MULTI(name, impl)                          \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(                                      \
       name, impl,                                                    \

@@ -281,10 +281,13 @@ inline void ScatterBlock(const Block& blk, const Columns& cols, int64_t S,
 // follows its weights -- re-projected where its whole row changed (the
 // first layer, and every layer under weight normalisation), moved by the
 // change's projections where a block of it did, at a cost of the block
-// times L*K -- and its codes are rewritten from the sketch with the scale
-// of the last full rebuild.  Threads that share a model race on the
-// sketches and codes of the nodes they both touch, as on the weights
-// (HOGWILD); the next full rebuild recomputes them all.
+// times L*K -- and its codes are rewritten from the sketch with the
+// common scale, which is renewed (every node recoded) where the longest
+// node left its band (kernels.held_scale).  A moved sketch follows the
+// definition's re-projection up to float32 rounding accumulated until the
+// next full rebuild.  Threads that share a model race on the sketches and
+// codes of the nodes they both touch, as on the weights (HOGWILD); the
+// next full rebuild recomputes them all.
 struct Rehasher {
   float* sketch = nullptr;      // [n, LK + 1]
   int32_t* tables = nullptr;    // [L, n]: the buffer selection reads
@@ -321,8 +324,11 @@ struct Rehasher {
   void Rescale() const {
     float max_sq = 0.f;
     for (int64_t j = 0; j < n; ++j) max_sq = std::max(max_sq, Of(j)[LK]);
-    const float longest = std::sqrt(max_sq);
-    if (std::abs(longest * *scale - target) <= tolerance * target) return;
+    const float longest = std::sqrt(max_sq), scaled = longest * *scale;
+    if (scaled >= target * (1.f - tolerance) &&
+        scaled <= std::min(target * (1.f + tolerance), 1.f)) {
+      return;
+    }
     *scale = target / (longest > 0.f ? longest : 1.f);
     for (int64_t j = 0; j < n; ++j) Recode(j);
   }
@@ -345,7 +351,7 @@ struct Rehasher {
       SketchNodes(rows, c, stride, n_in, proj, LK, LK, outs);
       for (int64_t u = 0; u < c; ++u) {
         float* sk = outs[u];
-        if (g) {
+        if (g) {  // (a zero row, NaN in the definition, hashes as zero)
           const float len = g[nodes[i0 + u] * S];
           const float f = sk[LK] > 0.f ? len / std::sqrt(sk[LK]) : 0.f;
           for (int64_t h = 0; h < LK; ++h) sk[h] *= f;
@@ -377,7 +383,8 @@ struct Rehasher {
         }
         rows[u] = d;
         outs[u] = Of(nodes[i0 + u]);
-        outs[u][LK] += dsq;
+        // A running sum of squares may round below 0 as weights shrink.
+        outs[u][LK] = std::max(outs[u][LK] + dsq, 0.f);
       }
       ProjectRows(rows, c, 1, r, proj, LK, n_in, cols, LK, true, outs);
       for (int64_t u = 0; u < c; ++u) Recode(nodes[i0 + u]);
@@ -400,7 +407,7 @@ struct Rehasher {
 #pragma omp simd
       for (int64_t h = 0; h < LK; ++h) sk[h] += d * p[h];
     }
-    sk[LK] += dsq;
+    sk[LK] = std::max(sk[LK] + dsq, 0.f);
     Recode(node);
   }
 };
@@ -436,8 +443,8 @@ struct Model {
 // sketches [n, L*K + 1], the appended coordinates' projections [L*K, m]
 // and the common scale []; then the output layer's slabs -- and the
 // remaining results (every slab, then under the incremental schedule each
-// hidden layer's tables and sketches, aliased with the arguments), for
-// inputs of D features.
+// hidden layer's tables, sketches and scale, aliased with the arguments),
+// for inputs of D features.
 inline ffi::Error ParseModel(const ffi::RemainingArgs& args,
                              const ffi::RemainingRets& rets,
                              ffi::Span<const int64_t> budgets, int64_t D,

@@ -71,8 +71,8 @@ inline void ProjectRows(const float* const* rows, int64_t cnt, int64_t stride,
   float acc[kNodes * 16 * kMaxVectors];
   for (int64_t ch = 0; ch * W < LK; ++ch) {
     // Rows from `first` on would be read past pt's end: padded copies.
-    const int64_t first =
-        std::clamp<int64_t>((total - ch * W - W) / ld + 1, 0, n_pt);
+    const int64_t room = total - (ch + 1) * W;  // last start that fits
+    const int64_t first = room < 0 ? 0 : std::min(room / ld + 1, n_pt);
     pads.assign((n_pt - first) * W, 0.f);
     for (int64_t i = first; i < n_pt; ++i) {
       const int64_t at = i * ld + ch * W;
@@ -118,7 +118,9 @@ inline void SketchNodes(const float* const* rows, int64_t cnt, int64_t stride,
 // A node's bucket codes from its sketch and the common scale
 // (kernels.sketch_codes): its projection onto direction h is scale *
 // dots[h] plus the appended coordinates' term, a function of scale^2 *
-// ||x||^2; then the hash family's component and the table's code.
+// ||x||^2; then the hash family's component and the table's code.  The
+// terms are added in another order than the definition's, so a projection
+// within rounding of a bucket boundary may land in the other bucket.
 struct NodeCoder {
   int32_t transform;     // 0 l2_alsh, 1 sign_alsh, 2 simple_lsh
   int64_t extra;         // appended coordinates: m, or 1 (simple_lsh)
