@@ -19,8 +19,8 @@ was named after (its root), so the parts are an attribution, not an exact
 partition.
 
 A native kernel is one operation to XLA; where its library times its own
-phases (``csrc/profile.h``: ALSH's hash, select, forward, backward and
-update), the ``native`` part is split among them as ``native.<phase>``, in
+phases (``csrc/profile.h``: ALSH's hash, select, forward, backward,
+update and the incremental schedule's rehash), the ``native`` part is split among them as ``native.<phase>``, in
 proportion to the time each took summed over the kernel's threads, and
 ``native.other`` is what no phase timed (parsing, bookkeeping).  Parts are milliseconds per step; ``unattributed`` is the call's
 time outside any operation (dispatch, the loop's own control).
