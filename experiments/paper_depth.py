@@ -3,8 +3,9 @@
 Trains nothing: reads the rows of ``experiments.depth_sweep --scale=paper``
 runs (any methods, networks and variants in one ``runs.jsonl``), and writes
 the report's table (final test accuracy by depth, seconds per epoch, total
-training seconds) beside the paper's, the per-epoch test-accuracy curves
-and the accuracy-against-depth plot (:mod:`sampling_mlp.studies.paper_depth`).
+training seconds) beside the paper's, the per-epoch test-accuracy curves,
+the accuracy-against-depth plot and what is left of the planned grid
+(:mod:`sampling_mlp.studies.paper_depth`).
 
 Regenerate the report's section from the committed rows:
 
@@ -18,8 +19,15 @@ unfinished run got:
       --figures_dir=results/depth_sweep
 
 (``--figures_dir`` defaults to ``docs/figures``, the committed figures.)
+
+The report ends with what is left of the planned grid (``--plan_*``; by
+default every method at its paper batch size, both networks, depths 1, 3,
+5 and 7, seeds 0 and 1, 50 epochs) and its cost, estimated from the
+seconds per epoch measured so far, on a machine of ``--cores`` cores and on
+N cluster nodes.
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -36,15 +44,38 @@ flags.DEFINE_string("out_dir", "docs/results/paper_depth",
                     "Where paper_depth.md is written.")
 flags.DEFINE_string("figures_dir", "docs/figures", "Where the figures "
                     "paper_depth_curves.png and paper_depth.png are written.")
+flags.DEFINE_list("plan_methods", None, "The planned grid's methods "
+                  "(default: every method with a paper batch size).")
+flags.DEFINE_list("plan_networks", ["authors", "default"],
+                  "The planned grid's networks.")
+flags.DEFINE_list("plan_depths", ["1", "3", "5", "7"],
+                  "The planned grid's hidden-layer counts.")
+flags.DEFINE_list("plan_seeds", ["0", "1"], "The planned grid's seeds.")
+flags.DEFINE_integer("plan_epochs", 50, "The planned grid's epochs per run.")
+flags.DEFINE_integer("cores", os.cpu_count() or 1, "Runs at once (one per "
+                     "core) on one machine, for the cost of what is left.")
 FLAGS = flags.FLAGS
+
+
+def _ints(name: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in FLAGS[name].value)
+  except ValueError:
+    raise ValueError(f"--{name} takes whole numbers separated by commas, "
+                     f"got {','.join(FLAGS[name].value)!r}") from None
 
 
 def main(argv):
   del argv
-  runs = paper_depth.read_runs(FLAGS.results, FLAGS.checkpoints)
   try:
+    plan = paper_depth.Plan.paper(
+        methods=FLAGS.plan_methods, networks=FLAGS.plan_networks,
+        depths=_ints("plan_depths"), seeds=_ints("plan_seeds"),
+        epochs=FLAGS.plan_epochs)
+    runs = paper_depth.read_runs(FLAGS.results, FLAGS.checkpoints)
     print(paper_depth.write(runs, FLAGS.out_dir,
-                            figures_dir=FLAGS.figures_dir))
+                            figures_dir=FLAGS.figures_dir, plan=plan,
+                            cores=FLAGS.cores))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

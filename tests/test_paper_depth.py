@@ -1,7 +1,8 @@
 """Tests for the paper-scale depth study's report (studies/paper_depth.py and
 experiments/paper_depth.py): grouping by network and variant, the means
 and spreads in its table, runs still training read from their
-checkpoints, and a clear error when there is nothing to report."""
+checkpoints, what is left of a planned grid and its estimated cost, and
+clear errors when there is nothing to report or a plan is malformed."""
 
 import os
 import statistics
@@ -15,17 +16,18 @@ from sampling_mlp.studies import paper_depth
 
 
 def _run(method="alsh", depth=1, seed=0, epochs=3, accs=(0.5, 0.6, 0.7),
-         network=None, method_config=None, batch_size=1):
+         network=None, method_config=None, batch_size=1, seconds=None):
   """A run's rows as the sweep writes them (only the fields the report
   reads)."""
   cfg = {"method": method, "depth": depth, "seed": seed, "epochs": epochs,
          "batch_size": batch_size, "method_config": method_config or {}}
   cfg.update(network or {})
   run_id = f"{method}-{depth}-{seed}-{sorted(cfg.items())!r}"
+  per = 2.0 + depth if seconds is None else seconds
   return [{"run_id": run_id, "method": method, "depth": depth, "seed": seed,
            "batch_size": batch_size, "epoch": e + 1, "test_accuracy": a,
-           "epoch_seconds": 2.0 + depth, "cumulative_seconds":
-           (2.0 + depth) * (e + 1), "config": cfg}
+           "epoch_seconds": per, "cumulative_seconds": per * (e + 1),
+           "dataset": "mnist_small", "hidden": 100, "config": cfg}
           for e, a in enumerate(accs)]
 
 
@@ -154,3 +156,98 @@ def test_a_diverged_run_is_finished_and_left_out_of_the_mean():
   # Depths default to those the runs have.
   assert paper_depth.accuracy_table(configs).splitlines()[0].startswith(
       "| configuration | 1 | seconds per epoch (1) |")
+
+
+def _plan(**kw):
+  args = dict(methods=("alsh", "standard"), networks=("default", "authors"),
+              depths=(1, 3), seeds=(0, 1), epochs=3,
+              batch_sizes={"alsh": 1, "standard": 1})
+  args.update(kw)
+  return paper_depth.Plan(**args)
+
+
+def test_remaining_lists_unfinished_planned_runs_with_estimates():
+  diverged = _run(depth=3, accs=(0.3, float("nan")), seconds=7.0)
+  diverged[-1]["diverged"] = True
+  runs = [_run(seconds=3.0), _run(seed=1, accs=(0.4,), seconds=5.0),
+          diverged,
+          _run(seed=1, epochs=2, accs=(0.1, 0.2)),  # other epochs: ignored
+          _run(depth=3, seed=1, method_config={"alsh_transform":
+                                               "sign_alsh"})]  # a variant
+  left = paper_depth.remaining(runs, _plan())
+  by = {(x.method, x.network, x.depth, x.seed): x for x in left}
+  # Finished (or diverged) runs are not left; the variant and the 2-epoch
+  # run do not count towards the plan.
+  assert set(by) == {("alsh", "default", 1, 1), ("alsh", "default", 3, 1),
+                     ("alsh", "authors", 1, 0), ("alsh", "authors", 1, 1),
+                     ("alsh", "authors", 3, 0), ("alsh", "authors", 3, 1)} | {
+                         ("standard", n, d, s) for n in ("default", "authors")
+                         for d in (1, 3) for s in (0, 1)}
+  assert [(x.method, x.network) for x in left][:2] == [("alsh", "default")] * 2
+  part = by[("alsh", "default", 1, 1)]
+  # Median of the four epochs measured at depth 1 (3, 3, 3, 5): 3.0; two of
+  # three epochs still to go.
+  assert (part.epochs_done, part.epoch_seconds, part.basis) == (1, 3.0,
+                                                                "measured")
+  assert part.seconds == 6.0
+  assert by[("alsh", "default", 3, 1)].epoch_seconds == 7.0
+  # No authors' run at all: the other network's same depth.
+  other = by[("alsh", "authors", 3, 0)]
+  assert (other.epoch_seconds, other.basis) == (7.0, "other network")
+  assert other.seconds == 21.0
+  # STANDARD never ran: the other methods at its batch size and depth.
+  assert by[("standard", "default", 1, 0)].basis == "other methods"
+  assert by[("standard", "default", 1, 0)].epoch_seconds == 3.0
+
+
+def test_an_unmeasured_depth_is_scaled_by_the_weights():
+  runs = [_run(network=AUTHORS, seconds=4.0), _run(depth=3, seconds=100.0)]
+  left = paper_depth.remaining(runs, _plan(methods=("alsh",)))
+  x = {(x.network, x.depth, x.seed): x for x in left}[("authors", 3, 0)]
+  # mnist_small (784 inputs, 10 classes), width 100: 79,400 weights at one
+  # hidden layer, 99,400 at three.
+  assert x.basis == "scaled from 1 hidden layers"
+  assert x.epoch_seconds == pytest.approx(4.0 * 99400 / 79400)
+  # Nothing at all for a batch size never run.
+  left = paper_depth.remaining(runs, _plan(methods=("alsh",),
+                                           batch_sizes={"alsh": 64}))
+  assert {x.basis for x in left} == {"not measured"}
+  assert all(x.seconds is None for x in left)
+
+
+def test_the_cost_of_what_is_left_on_one_machine_and_on_n_nodes():
+  plan = _plan(methods=("alsh",), networks=("default",), depths=(1,))
+  runs = [_run(seconds=3600.0, accs=(0.5,))]  # 1 of 3 epochs, 1 h each
+  left = paper_depth.remaining(runs, plan)
+  assert [x.seconds for x in left] == [7200.0, 10800.0]
+  text = paper_depth.remaining_text(left, plan, cores=2)
+  assert "**2 runs left** (1 of them part-trained)" in text
+  assert "about **5.0 core-hours**" in text
+  assert "about 2.5 hours on a machine running 2 at once" in text
+  assert "2.5 / N hours on N such cluster nodes" in text
+  assert "longest run's 3.0 hours (alsh B=1 default, 1 hidden layers)" in text
+  assert "| alsh B=1 default | 1 | 0, 1 | 1, 0 | 2.0, 3.0 | measured |" in text
+  done = [_run(seed=s, accs=(0.5,) * 3) for s in (0, 1)]
+  assert paper_depth.remaining_text(paper_depth.remaining(done, plan), plan,
+                                    cores=2).endswith(
+                                        "Every run has finished.\n")
+  with pytest.raises(ValueError, match="cores must be at least 1"):
+    paper_depth.remaining_text(left, plan, cores=0)
+
+
+def test_the_paper_plan_and_its_errors(tmp_path):
+  plan = paper_depth.Plan.paper()
+  assert plan.batch_sizes["alsh"] == 1 and plan.batch_sizes["mc"] == 128
+  assert (plan.depths, plan.seeds, plan.epochs) == ((1, 3, 5, 7), (0, 1), 50)
+  assert plan.networks == ("authors", "default")
+  with pytest.raises(ValueError, match="unknown network 'wide'"):
+    paper_depth.Plan.paper(networks=("wide",))
+  text = paper_depth.write([_run()], str(tmp_path), plan=_plan(), cores=1)
+  assert "What is left:" in text and "**15 runs left**" in text
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.paper_depth", "--plan_depths=1,x",
+       f"--out_dir={tmp_path / 'out'}"], capture_output=True, text=True,
+      check=False, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 2
+  assert "--plan_depths takes whole numbers" in proc.stderr
+  assert not os.path.exists(tmp_path / "out")

@@ -246,6 +246,196 @@ def plot_depth(configs: Sequence[Configuration], path: str) -> None:
                                    "depth")], path)
 
 
+class Plan(collections.namedtuple(
+    "Plan", "methods networks depths seeds epochs batch_sizes")):
+  """The study's grid: every method at its batch size (``batch_sizes``,
+  by method) with every network (names in ``registry.NETWORKS``), depth
+  and seed, each trained for ``epochs`` epochs with the method's default
+  options."""
+
+  @classmethod
+  def paper(cls, *, methods: Sequence[str] | None = None,
+            networks: Sequence[str] = ("authors", "default"),
+            depths: Sequence[int] = (1, 3, 5, 7),
+            seeds: Sequence[int] = (0, 1), epochs: int = 50) -> "Plan":
+    """The depth study at the paper's scale: by default every registered
+    method at its ``paper_batch_size`` (methods without one are left out),
+    both networks, depths 1, 3, 5 and 7, seeds 0 and 1, 50 epochs."""
+    names = registry.names() if methods is None else tuple(methods)
+    for net in networks:
+      if net not in registry.NETWORKS:
+        raise ValueError(f"unknown network {net!r}: choose from "
+                         f"{sorted(registry.NETWORKS)}")
+    sizes = {m: registry.get(m).paper_batch_size for m in names}
+    if methods is not None:
+      missing = [m for m, b in sizes.items() if b is None]
+      if missing:
+        raise ValueError(f"{missing} have no paper batch size "
+                         "(MethodSpec.paper_batch_size): leave them out")
+    sizes = {m: b for m, b in sizes.items() if b is not None}
+    return cls(tuple(sizes), tuple(networks), tuple(depths), tuple(seeds),
+               int(epochs), sizes)
+
+
+class Left(collections.namedtuple(
+    "Left", "method network batch_size depth seed epochs_done epochs "
+    "epoch_seconds basis")):
+  """A planned run not yet finished: ``epochs_done`` of ``epochs`` trained
+  (0: not started), and the estimated seconds per epoch (None where
+  nothing comparable has run), measured on runs of the same ``basis``."""
+
+  @property
+  def label(self) -> str:
+    return f"{self.method} B={self.batch_size} {self.network}"
+
+  @property
+  def seconds(self) -> float | None:
+    """Estimated training seconds still to go."""
+    if self.epoch_seconds is None:
+      return None
+    return (self.epochs - self.epochs_done) * self.epoch_seconds
+
+
+def _weights(row: Mapping[str, Any], depth: int) -> int:
+  """Weights of the run's MLP at ``depth`` hidden layers (its width and
+  dataset): what a step's cost grows with."""
+  from sampling_mlp import data  # pylint: disable=import-outside-toplevel
+  spec, h = data.info(row["dataset"]), int(row["hidden"])
+  return spec.input_dim * h + (depth - 1) * h * h + h * spec.num_classes
+
+
+def _estimate(seconds, method, batch, network, depth):
+  """(seconds per epoch, basis) for one planned run from ``seconds``
+  (epoch seconds by (method, batch, network, depth), with a row of each
+  for its width and dataset): measured; else the same network at the
+  nearest measured depth, scaled by the weights; else another network at
+  the same depth; else the other methods at the same batch size, network
+  and depth; else (None, 'not measured')."""
+  same = seconds.get((method, batch, network, depth))
+  if same:
+    return statistics.median(same[1]), "measured"
+  depths = [d for (m, b, n, d) in seconds
+            if (m, b, n) == (method, batch, network)]
+  if depths:
+    near = min(depths, key=lambda d: (abs(d - depth), -d))
+    row, secs = seconds[(method, batch, network, near)]
+    scale = _weights(row, depth) / _weights(row, near)
+    return (statistics.median(secs) * scale,
+            f"scaled from {near} hidden layers")
+  others = [v for (m, b, n, d), v in seconds.items()
+            if (m, b, d) == (method, batch, depth)]
+  if others:
+    return (statistics.median([x for _, secs in others for x in secs]),
+            "other network")
+  peers = [v for (m, b, n, d), v in seconds.items()
+           if (b, n, d) == (batch, network, depth)]
+  if peers:
+    return (statistics.median([x for _, secs in peers for x in secs]),
+            "other methods")
+  return None, "not measured"
+
+
+def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
+              ) -> list[Left]:
+  """The runs of ``plan`` that have not finished (diverged runs count as
+  finished), in the plan's order.  Only runs of ``plan.epochs`` epochs and
+  the method's default options count towards it.  Each one's seconds per
+  epoch is the median over every epoch measured so far (finished runs and,
+  from their checkpoints, runs still training) of the same method, batch
+  size, network and depth ('measured'); else of the same network at the
+  nearest measured depth, times the ratio of the two depths' weights
+  ('scaled from D hidden layers'); else of another network at the same
+  depth ('other network'); else of the other methods at the same batch
+  size, network and depth ('other methods'); else None ('not
+  measured')."""
+  done: dict[tuple, int] = {}
+  seconds: dict[tuple, tuple[Mapping[str, Any], list[float]]] = {}
+  for rows in runs:
+    if not rows:
+      continue
+    r0 = rows[0]
+    if _epochs_of(rows) != plan.epochs or variant(r0):
+      continue
+    key = (r0["method"], r0["batch_size"], network_name(r0), r0["depth"])
+    seconds.setdefault(key, (r0, []))[1].extend(
+        r["epoch_seconds"] for r in rows)
+    reached = plan.epochs if report.complete_rows(rows, plan.epochs) \
+        else len(rows)
+    done[key + (r0["seed"],)] = max(done.get(key + (r0["seed"],), 0),
+                                    reached)
+  out = []
+  for method in plan.methods:
+    batch = plan.batch_sizes[method]
+    for network in plan.networks:
+      for depth in plan.depths:
+        for seed in plan.seeds:
+          reached = done.get((method, batch, network, depth, seed), 0)
+          if reached >= plan.epochs:
+            continue
+          per, basis = _estimate(seconds, method, batch, network, depth)
+          out.append(Left(method, network, batch, depth, seed, reached,
+                          plan.epochs, per, basis))
+  return out
+
+
+def _hours(seconds: float) -> str:
+  h = seconds / 3600
+  return f"{h:.1f}" if h < 10 else f"{h:,.0f}"
+
+
+def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
+  """Markdown: how much of ``plan`` is left, its estimated cost in
+  core-hours, on one machine running ``cores`` runs at once and on N such
+  cluster nodes (never less than the longest run), and a table of the
+  runs left by configuration and depth."""
+  if cores < 1:
+    raise ValueError(f"cores must be at least 1, got {cores}")
+  total = (len(plan.methods) * len(plan.networks) * len(plan.depths)
+           * len(plan.seeds))
+  head = (f"The planned grid: {', '.join(plan.methods)}; networks "
+          f"{', '.join(plan.networks)}; depths "
+          f"{', '.join(map(str, plan.depths))}; seeds "
+          f"{', '.join(map(str, plan.seeds))}; {plan.epochs} epochs, "
+          f"{total} runs.  ")
+  if not left:
+    return head + "Every run has finished.\n"
+  known = [x.seconds for x in left if x.seconds is not None]
+  unknown = [x for x in left if x.seconds is None]
+  started = sum(1 for x in left if x.epochs_done)
+  core_s = sum(known)
+  text = head + (f"**{len(left)} runs left** ({started} of them part-"
+                 f"trained): about **{_hours(core_s)} core-hours**")
+  if known:
+    longest = max((x for x in left if x.seconds is not None),
+                  key=lambda x: x.seconds)
+    text += (f", so about {_hours(core_s / cores)} hours on a machine "
+             f"running {cores} at once (one per core), about "
+             f"{_hours(core_s / cores)} / N hours on N such cluster nodes, "
+             f"and never less than the longest run's "
+             f"{_hours(longest.seconds)} hours ({longest.label}, "
+             f"{longest.depth} hidden layers)")
+  if unknown:
+    text += (f"; {len(unknown)} more have no measured configuration to "
+             "estimate them from")
+  text += (".  Estimates: each run's epochs still to go times the median "
+           "seconds per epoch measured so far for its method, batch size, "
+           "network and depth; where none has run, the same network's at "
+           "the nearest depth scaled by the weights, else another "
+           "network's, else other methods' (`measured on`).\n\n")
+  lines = ["| configuration | hidden layers | seeds left | epochs done | "
+           "hours each (estimate) | measured on |", "|---|---|---|---|---|---|"]
+  groups: dict[tuple, list[Left]] = collections.OrderedDict()
+  for x in left:
+    groups.setdefault((x.label, x.depth), []).append(x)
+  for (label, depth), xs in groups.items():
+    each = [("–" if x.seconds is None else _hours(x.seconds)) for x in xs]
+    lines.append(f"| {label} | {depth} | "
+                 f"{', '.join(str(x.seed) for x in xs)} | "
+                 f"{', '.join(str(x.epochs_done) for x in xs)} | "
+                 f"{', '.join(each)} | {xs[0].basis} |")
+  return text + "\n".join(lines) + "\n"
+
+
 def read_runs(results: str, checkpoints: str | None = None
               ) -> list[list[dict]]:
   """The runs in the JSON-lines file ``results`` (each run's rows, by
@@ -268,10 +458,12 @@ def read_runs(results: str, checkpoints: str | None = None
 
 
 def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
-          figures_dir: str | None = None) -> str:
-  """Writes ``<out_dir>/paper_depth.md`` (both tables) and the figures
-  ``paper_depth_curves.png`` and ``paper_depth.png`` (in ``figures_dir``,
-  default ``out_dir``); returns the markdown."""
+          figures_dir: str | None = None, plan: Plan | None = None,
+          cores: int = 1) -> str:
+  """Writes ``<out_dir>/paper_depth.md`` (both tables, then, given a
+  ``plan``, what is left of it and its cost on ``cores`` cores) and the
+  figures ``paper_depth_curves.png`` and ``paper_depth.png`` (in
+  ``figures_dir``, default ``out_dir``); returns the markdown."""
   configs = configurations(runs)
   if not configs:
     raise ValueError("no runs to report: the results file is empty or "
@@ -283,6 +475,9 @@ def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
           "at epoch K of N, `diverged at eK` = a run whose weights went "
           "NaN at epoch K):\n\n" + accuracy_table(configs)
           + "\nThe paper's reported numbers:\n\n" + paper_table())
+  if plan is not None:
+    text += "\nWhat is left:\n\n" + remaining_text(remaining(runs, plan),
+                                                    plan, cores=cores)
   report.write_text(os.path.join(out_dir, "paper_depth.md"), text)
   plot_curves(configs, os.path.join(figures_dir, "paper_depth_curves.png"))
   plot_depth(configs, os.path.join(figures_dir, "paper_depth.png"))
