@@ -158,10 +158,12 @@ def test_a_diverged_run_is_finished_and_left_out_of_the_mean():
       "| configuration | 1 | seconds per epoch (1) |")
 
 
+
 def _plan(**kw):
   args = dict(methods=("alsh", "standard"), networks=("default", "authors"),
               depths=(1, 3), seeds=(0, 1), epochs=3,
-              batch_sizes={"alsh": 1, "standard": 1})
+              batch_sizes={"alsh": 1, "standard": 1}, dataset="mnist_small",
+              hidden=100)
   args.update(kw)
   return paper_depth.Plan(**args)
 
@@ -169,15 +171,21 @@ def _plan(**kw):
 def test_remaining_lists_unfinished_planned_runs_with_estimates():
   diverged = _run(depth=3, accs=(0.3, float("nan")), seconds=7.0)
   diverged[-1]["diverged"] = True
+  other_data = _run(seed=1, seconds=50.0)
+  for r in other_data:
+    r["dataset"], r["run_id"] = "mnist", "other data"
+  subset = _run(seed=1, seconds=50.0)
+  for r in subset:
+    r["config"]["max_train"], r["run_id"] = 1000, "subset"
   runs = [_run(seconds=3.0), _run(seed=1, accs=(0.4,), seconds=5.0),
-          diverged,
-          _run(seed=1, epochs=2, accs=(0.1, 0.2)),  # other epochs: ignored
+          diverged, other_data, subset,
+          _run(seed=1, epochs=2, accs=(0.1, 0.2), seconds=50.0),
           _run(depth=3, seed=1, method_config={"alsh_transform":
                                                "sign_alsh"})]  # a variant
   left = paper_depth.remaining(runs, _plan())
   by = {(x.method, x.network, x.depth, x.seed): x for x in left}
-  # Finished (or diverged) runs are not left; the variant and the 2-epoch
-  # run do not count towards the plan.
+  # Finished (or diverged) runs are not left; runs on other data, a subset,
+  # another epoch count or a variant do not count towards the plan.
   assert set(by) == {("alsh", "default", 1, 1), ("alsh", "default", 3, 1),
                      ("alsh", "authors", 1, 0), ("alsh", "authors", 1, 1),
                      ("alsh", "authors", 3, 0), ("alsh", "authors", 3, 1)} | {
@@ -185,8 +193,8 @@ def test_remaining_lists_unfinished_planned_runs_with_estimates():
                          for d in (1, 3) for s in (0, 1)}
   assert [(x.method, x.network) for x in left][:2] == [("alsh", "default")] * 2
   part = by[("alsh", "default", 1, 1)]
-  # Median of the four epochs measured at depth 1 (3, 3, 3, 5): 3.0; two of
-  # three epochs still to go.
+  # Median of the four epochs measured at depth 1 (3, 3, 3, 5): 3.0 (the
+  # ignored runs' 50 s epochs would move it); two of three epochs to go.
   assert (part.epochs_done, part.epoch_seconds, part.basis) == (1, 3.0,
                                                                 "measured")
   assert part.seconds == 6.0
@@ -200,33 +208,63 @@ def test_remaining_lists_unfinished_planned_runs_with_estimates():
   assert by[("standard", "default", 1, 0)].epoch_seconds == 3.0
 
 
-def test_an_unmeasured_depth_is_scaled_by_the_weights():
-  runs = [_run(network=AUTHORS, seconds=4.0), _run(depth=3, seconds=100.0)]
-  left = paper_depth.remaining(runs, _plan(methods=("alsh",)))
-  x = {(x.network, x.depth, x.seed): x for x in left}[("authors", 3, 0)]
+def test_estimates_prefer_the_depth_then_the_network_then_the_method():
+  runs = [_run(network=AUTHORS, seconds=4.0), _run(depth=3, seconds=100.0),
+          _run(method="standard", network=AUTHORS, depth=3, seconds=9.0)]
+  left = paper_depth.remaining(runs, _plan())
+  by = {(x.method, x.network, x.depth): x for x in left}
   # mnist_small (784 inputs, 10 classes), width 100: 79,400 weights at one
   # hidden layer, 99,400 at three.
-  assert x.basis == "scaled from 1 hidden layers"
-  assert x.epoch_seconds == pytest.approx(4.0 * 99400 / 79400)
-  # Nothing at all for a batch size never run.
+  ratio = 99400 / 79400
+  x = by[("alsh", "authors", 3)]
+  assert x.basis == "scaled from 1 hidden layer"
+  assert x.epoch_seconds == pytest.approx(4.0 * ratio)
+  # STANDARD on the default network: its own authors' run comes before
+  # ALSH's default-network runs, scaled where the depth differs.
+  assert by[("standard", "default", 3)].basis == "other network"
+  assert by[("standard", "default", 3)].epoch_seconds == 9.0
+  x = by[("standard", "default", 1)]
+  assert x.basis == "other network, scaled from 3 hidden layers"
+  assert x.epoch_seconds == pytest.approx(9.0 / ratio)
+  # Adaptive Dropout never ran, nor anything on its network at its batch
+  # size: other methods on the other network.
+  x = paper_depth.remaining(runs[:1], _plan(
+      methods=("adaptive_dropout",), networks=("default",),
+      batch_sizes={"adaptive_dropout": 1}, seeds=(0,)))
+  assert [(y.depth, y.basis) for y in x] == [
+      (1, "other methods and network"),
+      (3, "other methods and network, scaled from 1 hidden layer")]
+  assert [y.epoch_seconds for y in x] == pytest.approx([4.0, 4.0 * ratio])
+  # Nothing comparable for a batch size never run.
   left = paper_depth.remaining(runs, _plan(methods=("alsh",),
                                            batch_sizes={"alsh": 64}))
   assert {x.basis for x in left} == {"not measured"}
   assert all(x.seconds is None for x in left)
 
 
-def test_the_cost_of_what_is_left_on_one_machine_and_on_n_nodes():
+def test_makespan_is_the_longest_first_rule():
+  assert paper_depth.makespan([3, 3, 2, 2, 2], 1) == 12
+  # Longest first: 3+2+2 | 3+2 = 7 (the best is 6: within 4/3).
+  assert paper_depth.makespan([3, 3, 2, 2, 2], 2) == 7
+  assert paper_depth.makespan([3, 3, 2, 2, 2], 8) == 3  # the longest run
+  assert paper_depth.makespan([], 4) == 0
+  with pytest.raises(ValueError, match="slots must be at least 1"):
+    paper_depth.makespan([1.0], 0)
+
+
+def test_the_cost_of_what_is_left_on_one_machine_and_on_several():
   plan = _plan(methods=("alsh",), networks=("default",), depths=(1,))
   runs = [_run(seconds=3600.0, accs=(0.5,))]  # 1 of 3 epochs, 1 h each
   left = paper_depth.remaining(runs, plan)
   assert [x.seconds for x in left] == [7200.0, 10800.0]
   text = paper_depth.remaining_text(left, plan, cores=2)
   assert "**2 runs left** (1 of them part-trained)" in text
-  assert "about **5.0 core-hours**" in text
-  assert "about 2.5 hours on a machine running 2 at once" in text
-  assert "2.5 / N hours on N such cluster nodes" in text
-  assert "longest run's 3.0 hours (alsh B=1 default, 1 hidden layers)" in text
+  assert "about **5.0 core-hours**." in text
+  # Two cores: the runs side by side, so the longer one's 3 hours.
+  assert "machines of 2 cores (a cluster's nodes): 3.0 on 1, 3.0 on 2" in text
+  assert "the longest run, 3.0 hours (alsh B=1 default, 1 hidden layer)" in text
   assert "| alsh B=1 default | 1 | 0, 1 | 1, 0 | 2.0, 3.0 | measured |" in text
+  assert "5.0 on 1," in paper_depth.remaining_text(left, plan, cores=1)
   done = [_run(seed=s, accs=(0.5,) * 3) for s in (0, 1)]
   assert paper_depth.remaining_text(paper_depth.remaining(done, plan), plan,
                                     cores=2).endswith(
@@ -235,19 +273,46 @@ def test_the_cost_of_what_is_left_on_one_machine_and_on_n_nodes():
     paper_depth.remaining_text(left, plan, cores=0)
 
 
+def test_runs_that_cannot_be_estimated_are_counted_apart():
+  plan = _plan(methods=("alsh",), networks=("default",), depths=(1,),
+               batch_sizes={"alsh": 64})
+  left = paper_depth.remaining([_run()], plan)
+  text = paper_depth.remaining_text(left, plan, cores=2)
+  assert "core-hours" not in text
+  assert "**2 runs left** (0 of them part-trained).  2 of the runs left " \
+      "cannot be estimated yet" in text
+  both = _plan(methods=("alsh",), networks=("default",), depths=(1,),
+               batch_sizes={"alsh": 1}, seeds=(0, 1, 2))
+  runs = [_run(seconds=3600.0, accs=(0.5,) * 3)]
+  mixed = paper_depth.remaining(runs, both) + left
+  text = paper_depth.remaining_text(mixed, both, cores=1)
+  assert "about **6.0 core-hours** for the 2 that can be estimated" in text
+  assert "2 of the runs left cannot be estimated yet" in text
+
+
 def test_the_paper_plan_and_its_errors(tmp_path):
   plan = paper_depth.Plan.paper()
   assert plan.batch_sizes["alsh"] == 1 and plan.batch_sizes["mc"] == 128
   assert (plan.depths, plan.seeds, plan.epochs) == ((1, 3, 5, 7), (0, 1), 50)
-  assert plan.networks == ("authors", "default")
-  with pytest.raises(ValueError, match="unknown network 'wide'"):
-    paper_depth.Plan.paper(networks=("wide",))
+  assert (plan.networks, plan.dataset, plan.hidden) == (
+      ("authors", "default"), "fashion_mnist", 1000)
+  for kw, match in [({"networks": ("wide",)}, "unknown network 'wide'"),
+                    ({"methods": ()}, "--plan_methods is empty"),
+                    ({"methods": ("nope",)}, "unknown method 'nope'"),
+                    ({"seeds": (0, 0)}, r"--plan_seeds repeats \[0\]"),
+                    ({"depths": (0, 1)}, "--plan_depths must be at least 1"),
+                    ({"epochs": 0}, "--plan_epochs must be at least 1")]:
+    with pytest.raises(ValueError, match=match):
+      paper_depth.Plan.paper(**kw)
   text = paper_depth.write([_run()], str(tmp_path), plan=_plan(), cores=1)
   assert "What is left:" in text and "**15 runs left**" in text
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.paper_depth", "--plan_depths=1,x",
-       f"--out_dir={tmp_path / 'out'}"], capture_output=True, text=True,
-      check=False, cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert proc.returncode == 2
-  assert "--plan_depths takes whole numbers" in proc.stderr
-  assert not os.path.exists(tmp_path / "out")
+  for flag, message in [("--plan_depths=1,x",
+                         "--plan_depths takes whole numbers"),
+                        ("--cores=0", "--cores must be at least 1")]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.paper_depth", flag,
+         f"--out_dir={tmp_path / 'out'}"], capture_output=True, text=True,
+        check=False, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert not os.path.exists(tmp_path / "out")

@@ -247,34 +247,58 @@ def plot_depth(configs: Sequence[Configuration], path: str) -> None:
 
 
 class Plan(collections.namedtuple(
-    "Plan", "methods networks depths seeds epochs batch_sizes")):
+    "Plan", "methods networks depths seeds epochs batch_sizes dataset "
+    "hidden")):
   """The study's grid: every method at its batch size (``batch_sizes``,
   by method) with every network (names in ``registry.NETWORKS``), depth
-  and seed, each trained for ``epochs`` epochs with the method's default
-  options."""
+  and seed, each trained for ``epochs`` epochs on all of ``dataset`` at
+  width ``hidden`` with the method's default options."""
 
   @classmethod
   def paper(cls, *, methods: Sequence[str] | None = None,
             networks: Sequence[str] = ("authors", "default"),
             depths: Sequence[int] = (1, 3, 5, 7),
-            seeds: Sequence[int] = (0, 1), epochs: int = 50) -> "Plan":
+            seeds: Sequence[int] = (0, 1), epochs: int = 50,
+            dataset: str = "fashion_mnist", hidden: int = 1000) -> "Plan":
     """The depth study at the paper's scale: by default every registered
     method at its ``paper_batch_size`` (methods without one are left out),
-    both networks, depths 1, 3, 5 and 7, seeds 0 and 1, 50 epochs."""
-    names = registry.names() if methods is None else tuple(methods)
+    both networks, depths 1, 3, 5 and 7, seeds 0 and 1, 50 epochs, the
+    full Fashion-MNIST, width 1000.  Raises ValueError, naming the
+    ``experiments.paper_depth`` flag, for an empty or repeated list, an
+    unknown network or method, a method without a paper batch size, or a
+    depth, epoch count or width below 1."""
+    names = (tuple(m for m in registry.names()
+                   if registry.get(m).paper_batch_size is not None)
+             if methods is None else tuple(methods))
+    for flag, values in (("methods", names), ("networks", networks),
+                         ("depths", depths), ("seeds", seeds)):
+      if not values:
+        raise ValueError(f"--plan_{flag} is empty: give at least one")
+      repeated = sorted({v for v in values if list(values).count(v) > 1},
+                        key=str)
+      if repeated:
+        raise ValueError(f"--plan_{flag} repeats {repeated}: give each "
+                         "once")
     for net in networks:
       if net not in registry.NETWORKS:
-        raise ValueError(f"unknown network {net!r}: choose from "
-                         f"{sorted(registry.NETWORKS)}")
-    sizes = {m: registry.get(m).paper_batch_size for m in names}
-    if methods is not None:
-      missing = [m for m, b in sizes.items() if b is None]
-      if missing:
-        raise ValueError(f"{missing} have no paper batch size "
-                         "(MethodSpec.paper_batch_size): leave them out")
-    sizes = {m: b for m, b in sizes.items() if b is not None}
-    return cls(tuple(sizes), tuple(networks), tuple(depths), tuple(seeds),
-               int(epochs), sizes)
+        raise ValueError(f"--plan_networks: unknown network {net!r}; "
+                         f"choose from {sorted(registry.NETWORKS)}")
+    sizes = {}
+    for m in names:
+      if m not in registry.names():
+        raise ValueError(f"--plan_methods: unknown method {m!r}; choose "
+                         f"from {list(registry.names())}")
+      sizes[m] = registry.get(m).paper_batch_size
+      if sizes[m] is None:
+        raise ValueError(f"--plan_methods: method {m!r} has no paper "
+                         "batch size (MethodSpec.paper_batch_size); leave "
+                         "it out")
+    for flag, low in (("depths", min(depths)), ("epochs", epochs),
+                      ("hidden", hidden)):
+      if low < 1:
+        raise ValueError(f"--plan_{flag} must be at least 1, got {low}")
+    return cls(names, tuple(networks), tuple(depths), tuple(seeds),
+               int(epochs), sizes, dataset, int(hidden))
 
 
 class Left(collections.namedtuple(
@@ -282,7 +306,7 @@ class Left(collections.namedtuple(
     "epoch_seconds basis")):
   """A planned run not yet finished: ``epochs_done`` of ``epochs`` trained
   (0: not started), and the estimated seconds per epoch (None where
-  nothing comparable has run), measured on runs of the same ``basis``."""
+  nothing comparable has run), measured on runs of the given ``basis``."""
 
   @property
   def label(self) -> str:
@@ -296,73 +320,83 @@ class Left(collections.namedtuple(
     return (self.epochs - self.epochs_done) * self.epoch_seconds
 
 
-def _weights(row: Mapping[str, Any], depth: int) -> int:
-  """Weights of the run's MLP at ``depth`` hidden layers (its width and
-  dataset): what a step's cost grows with."""
+def _layers(depth: int) -> str:
+  return f"{depth} hidden layer" + ("" if depth == 1 else "s")
+
+
+def _weights(plan: Plan, depth: int) -> int:
+  """Weights of the plan's MLP at ``depth`` hidden layers: what a step's
+  cost grows with."""
   from sampling_mlp import data  # pylint: disable=import-outside-toplevel
-  spec, h = data.info(row["dataset"]), int(row["hidden"])
+  spec, h = data.info(plan.dataset), plan.hidden
   return spec.input_dim * h + (depth - 1) * h * h + h * spec.num_classes
 
 
-def _estimate(seconds, method, batch, network, depth):
-  """(seconds per epoch, basis) for one planned run from ``seconds``
-  (epoch seconds by (method, batch, network, depth), with a row of each
-  for its width and dataset): measured; else the same network at the
-  nearest measured depth, scaled by the weights; else another network at
-  the same depth; else the other methods at the same batch size, network
-  and depth; else (None, 'not measured')."""
-  same = seconds.get((method, batch, network, depth))
-  if same:
-    return statistics.median(same[1]), "measured"
-  depths = [d for (m, b, n, d) in seconds
-            if (m, b, n) == (method, batch, network)]
-  if depths:
-    near = min(depths, key=lambda d: (abs(d - depth), -d))
-    row, secs = seconds[(method, batch, network, near)]
-    scale = _weights(row, depth) / _weights(row, near)
-    return (statistics.median(secs) * scale,
-            f"scaled from {near} hidden layers")
-  others = [v for (m, b, n, d), v in seconds.items()
-            if (m, b, d) == (method, batch, depth)]
-  if others:
-    return (statistics.median([x for _, secs in others for x in secs]),
-            "other network")
-  peers = [v for (m, b, n, d), v in seconds.items()
-           if (b, n, d) == (batch, network, depth)]
-  if peers:
-    return (statistics.median([x for _, secs in peers for x in secs]),
-            "other methods")
+def _estimate(seconds, plan: Plan, method: str, network: str, depth: int):
+  """(seconds per epoch, basis) of one planned run, from ``seconds``
+  (every epoch's seconds by (method, batch size, network, depth)).  Tried
+  in turn, each at the same depth and else at the nearest measured depth
+  scaled by the weights: the same method and network; the same method on
+  another network; other methods at the same batch size and network; at
+  the same batch size on another network."""
+  batch = plan.batch_sizes[method]
+  pools = (("", lambda m, b, n: (m, b, n) == (method, batch, network)),
+           ("other network", lambda m, b, n: (m, b) == (method, batch)),
+           ("other methods", lambda m, b, n: (b, n) == (batch, network)),
+           ("other methods and network", lambda m, b, n: b == batch))
+  for name, match in pools:
+    by_depth = collections.defaultdict(list)
+    for (m, b, n, d), secs in seconds.items():
+      if match(m, b, n):
+        by_depth[d] += secs
+    if not by_depth:
+      continue
+    near = min(by_depth, key=lambda d: (abs(d - depth), -d))
+    per = statistics.median(by_depth[near])
+    if near == depth:
+      return per, name or "measured"
+    scaled = f"scaled from {_layers(near)}"
+    return (per * _weights(plan, depth) / _weights(plan, near),
+            f"{name}, {scaled}" if name else scaled)
   return None, "not measured"
+
+
+def _counts(rows: Sequence[Mapping[str, Any]], plan: Plan) -> bool:
+  """Whether a run counts towards ``plan``: its epochs, dataset, width,
+  all the data, and the method's default options."""
+  r0, cfg = rows[0], rows[0].get("config", {})
+  return (_epochs_of(rows) == plan.epochs and not variant(r0)
+          and r0.get("dataset", cfg.get("dataset")) == plan.dataset
+          and r0.get("hidden", cfg.get("hidden")) == plan.hidden
+          and cfg.get("max_train") is None and cfg.get("max_test") is None)
 
 
 def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
               ) -> list[Left]:
   """The runs of ``plan`` that have not finished (diverged runs count as
-  finished), in the plan's order.  Only runs of ``plan.epochs`` epochs and
-  the method's default options count towards it.  Each one's seconds per
-  epoch is the median over every epoch measured so far (finished runs and,
-  from their checkpoints, runs still training) of the same method, batch
-  size, network and depth ('measured'); else of the same network at the
-  nearest measured depth, times the ratio of the two depths' weights
-  ('scaled from D hidden layers'); else of another network at the same
-  depth ('other network'); else of the other methods at the same batch
-  size, network and depth ('other methods'); else None ('not
-  measured')."""
+  finished), in the plan's order.  Only runs of the plan's epochs, dataset
+  (all of it) and width, with the method's default options, count towards
+  it.  Each one's seconds per epoch is the median over every epoch
+  measured so far (finished runs and, from their checkpoints, runs still
+  training) of the same method, batch size, network and depth
+  ('measured'); else of the nearest measured depth, times the ratio of
+  the two depths' weights ('scaled from D hidden layers'); else the same
+  from the method's runs on another network ('other network'), from
+  other methods' runs at the same batch size and network ('other
+  methods'), from other methods' at the same batch size on another
+  network ('other methods and network'); else None ('not measured')."""
   done: dict[tuple, int] = {}
-  seconds: dict[tuple, tuple[Mapping[str, Any], list[float]]] = {}
+  seconds: dict[tuple, list[float]] = collections.defaultdict(list)
   for rows in runs:
-    if not rows:
+    if not rows or not _counts(rows, plan):
       continue
     r0 = rows[0]
-    if _epochs_of(rows) != plan.epochs or variant(r0):
-      continue
     key = (r0["method"], r0["batch_size"], network_name(r0), r0["depth"])
-    seconds.setdefault(key, (r0, []))[1].extend(
-        r["epoch_seconds"] for r in rows)
+    seconds[key] += [r["epoch_seconds"] for r in rows]
     reached = plan.epochs if report.complete_rows(rows, plan.epochs) \
         else len(rows)
-    done[key + (r0["seed"],)] = max(done.get(key + (r0["seed"],), 0),
-                                    reached)
+    run = key + (r0["seed"],)
+    done[run] = max(done.get(run, 0), reached)
   out = []
   for method in plan.methods:
     batch = plan.batch_sizes[method]
@@ -372,22 +406,39 @@ def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
           reached = done.get((method, batch, network, depth, seed), 0)
           if reached >= plan.epochs:
             continue
-          per, basis = _estimate(seconds, method, batch, network, depth)
+          per, basis = _estimate(seconds, plan, method, network, depth)
           out.append(Left(method, network, batch, depth, seed, reached,
                           plan.epochs, per, basis))
   return out
 
 
+def makespan(seconds: Sequence[float], slots: int) -> float:
+  """Wall seconds to run jobs of the given ``seconds`` on ``slots`` at
+  once, longest first, each on the slot that frees first (Graham's
+  longest-processing-time rule, within 4/3 of the best schedule)."""
+  if slots < 1:
+    raise ValueError(f"slots must be at least 1, got {slots}")
+  free = [0.0] * slots
+  for s in sorted(seconds, reverse=True):
+    i = free.index(min(free))
+    free[i] += s
+  return max(free)
+
+
 def _hours(seconds: float) -> str:
   h = seconds / 3600
-  return f"{h:.1f}" if h < 10 else f"{h:,.0f}"
+  return f"{h:.2f}" if h < 1 else f"{h:.1f}" if h < 10 else f"{h:,.0f}"
+
+
+NODES = (1, 2, 4, 8)
 
 
 def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
-  """Markdown: how much of ``plan`` is left, its estimated cost in
-  core-hours, on one machine running ``cores`` runs at once and on N such
-  cluster nodes (never less than the longest run), and a table of the
-  runs left by configuration and depth."""
+  """Markdown: how much of ``plan`` is left; for the runs with an
+  estimate, their core-hours and the wall hours on 1, 2, 4 and 8 machines
+  of ``cores`` cores running one run per core (:func:`makespan`), never
+  less than the longest run; then a table of the runs left by
+  configuration and depth."""
   if cores < 1:
     raise ValueError(f"cores must be at least 1, got {cores}")
   total = (len(plan.methods) * len(plan.networks) * len(plan.depths)
@@ -395,35 +446,40 @@ def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
   head = (f"The planned grid: {', '.join(plan.methods)}; networks "
           f"{', '.join(plan.networks)}; depths "
           f"{', '.join(map(str, plan.depths))}; seeds "
-          f"{', '.join(map(str, plan.seeds))}; {plan.epochs} epochs, "
-          f"{total} runs.  ")
+          f"{', '.join(map(str, plan.seeds))}; {plan.epochs} epochs on "
+          f"{plan.dataset}, width {plan.hidden}: {total} runs.  ")
   if not left:
     return head + "Every run has finished.\n"
-  known = [x.seconds for x in left if x.seconds is not None]
-  unknown = [x for x in left if x.seconds is None]
+  known = [x for x in left if x.seconds is not None]
   started = sum(1 for x in left if x.epochs_done)
-  core_s = sum(known)
-  text = head + (f"**{len(left)} runs left** ({started} of them part-"
-                 f"trained): about **{_hours(core_s)} core-hours**")
+  text = head + f"**{len(left)} runs left** ({started} of them part-trained)"
   if known:
-    longest = max((x for x in left if x.seconds is not None),
-                  key=lambda x: x.seconds)
-    text += (f", so about {_hours(core_s / cores)} hours on a machine "
-             f"running {cores} at once (one per core), about "
-             f"{_hours(core_s / cores)} / N hours on N such cluster nodes, "
-             f"and never less than the longest run's "
-             f"{_hours(longest.seconds)} hours ({longest.label}, "
-             f"{longest.depth} hidden layers)")
+    secs = [x.seconds for x in known]
+    longest = max(known, key=lambda x: x.seconds)
+    walls = ", ".join(f"{_hours(makespan(secs, cores * n))} on {n}"
+                      for n in NODES)
+    some = ("" if len(known) == len(left) else
+            f" for the {len(known)} that can be estimated")
+    text += (f": about **{_hours(sum(secs))} core-hours**{some}.  Wall "
+             f"hours with one run per core on machines of "
+             f"{cores} core{'s' if cores > 1 else ''} "
+             f"(a cluster's nodes): {walls} machines; never less than "
+             f"the longest run, {_hours(longest.seconds)} hours "
+             f"({longest.label}, {_layers(longest.depth)})")
+  unknown = len(left) - len(known)
   if unknown:
-    text += (f"; {len(unknown)} more have no measured configuration to "
-             "estimate them from")
+    text += (f".  {unknown} of the runs left cannot be estimated yet "
+             "(nothing comparable has run; `–` below)")
   text += (".  Estimates: each run's epochs still to go times the median "
            "seconds per epoch measured so far for its method, batch size, "
-           "network and depth; where none has run, the same network's at "
-           "the nearest depth scaled by the weights, else another "
-           "network's, else other methods' (`measured on`).\n\n")
+           "network and depth; where none has run, the nearest depth's "
+           "scaled by the weights, then another network's, then other "
+           "methods' (the table's last column says which; all but the "
+           "first two are rough: ALSH-APPROX's cost differs several-fold between "
+           "networks).\n\n")
   lines = ["| configuration | hidden layers | seeds left | epochs done | "
-           "hours each (estimate) | measured on |", "|---|---|---|---|---|---|"]
+           "hours each (estimate) | estimated from |",
+           "|---|---|---|---|---|---|"]
   groups: dict[tuple, list[Left]] = collections.OrderedDict()
   for x in left:
     groups.setdefault((x.label, x.depth), []).append(x)
