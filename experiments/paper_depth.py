@@ -2,10 +2,10 @@
 
 Trains nothing: reads the rows of ``experiments.depth_sweep --scale=paper``
 runs (any methods, networks and variants in one ``runs.jsonl``), and writes
-the report's table (final test accuracy by depth, seconds per epoch, total
-training seconds) beside the paper's, the per-epoch test-accuracy curves,
-the accuracy-against-depth plot and what is left of the planned grid
-(:mod:`sampling_mlp.studies.paper_depth`).
+the report's table (final test accuracy by depth, median seconds per
+epoch, total training seconds) beside the paper's, the per-epoch
+test-accuracy curves, the accuracy-against-depth plot and what is left of
+the planned grid (:mod:`sampling_mlp.studies.paper_depth`).
 
 Regenerate the report's section from the committed rows:
 

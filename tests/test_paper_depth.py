@@ -60,6 +60,14 @@ def test_the_table_holds_the_mean_and_sample_std_of_finished_seeds():
   assert f"{mean:.3f} ± {std:.3f} (n=2); e1/3: 0.300 | – |" in row
   # Seconds per epoch and in all, of the finished runs only.
   assert row.endswith("| 3.0 / – | 9.0 / – |")
+  # An epoch with a stopped job in it moves the total, not the median.
+  paused = _run(accs=a)
+  paused[1]["epoch_seconds"] = 600.0
+  for r in paused[1:]:
+    r["cumulative_seconds"] += 597.0
+  row = paper_depth.accuracy_table(paper_depth.configurations([paused]),
+                                   depths=(1,)).splitlines()[2]
+  assert row.endswith("| 3.0 | 606.0 |")
 
 
 def test_one_seed_has_no_spread_and_the_paper_table_has_its_numbers():
@@ -155,7 +163,7 @@ def test_a_diverged_run_is_finished_and_left_out_of_the_mean():
       "0.700; diverged at e2")
   # Depths default to those the runs have.
   assert paper_depth.accuracy_table(configs).splitlines()[0].startswith(
-      "| configuration | 1 | seconds per epoch (1) |")
+      "| configuration | 1 | median seconds per epoch (1) |")
 
 
 

@@ -10,7 +10,8 @@ the report's tables and figures, without training anything:
 * :func:`configurations`: the runs grouped by configuration (everything
   but depth and seed), each with its runs by depth;
 * :func:`accuracy_table`: final test accuracy by depth, mean ± standard
-  deviation over seeds, with seconds per epoch and total training seconds;
+  deviation over seeds, with the median seconds per epoch and the total
+  training seconds;
   a run that has not finished shows the epoch it reached;
 * :func:`paper_table`: the paper's reported numbers (Ebrahimi, Advani and
   Asudeh 2025, earlier version: MNIST by depth, Fashion-MNIST at 3 hidden
@@ -155,13 +156,15 @@ def accuracy_cell(depth_runs: Sequence[Sequence[Mapping[str, Any]]]) -> str:
 
 
 def _seconds(depth_runs, key: str) -> float | None:
-  """Mean over runs of ``key`` (``epoch_seconds`` averaged over epochs, or
-  the last ``cumulative_seconds``), finished runs only (None if none)."""
+  """Mean over runs of ``key`` (each run's median ``epoch_seconds``, or its
+  last ``cumulative_seconds``), finished runs only (None if none).  The
+  median keeps an epoch in which the job was stopped (and its wall clock
+  ran on) from moving the figure; the total keeps such time."""
   done = _finished(depth_runs)
   if not done:
     return None
   if key == "epoch_seconds":
-    vals = [sum(x["epoch_seconds"] for x in r) / len(r) for r in done]
+    vals = [statistics.median(x["epoch_seconds"] for x in r) for r in done]
   else:
     vals = [r[-1]["cumulative_seconds"] for r in done]
   return sum(vals) / len(vals)
@@ -174,13 +177,13 @@ def _fmt_seconds(v: float | None) -> str:
 def accuracy_table(configs: Sequence[Configuration],
                    depths: Sequence[int] | None = None) -> str:
   """The markdown table of final test accuracy by depth (default: every
-  depth any configuration has), then seconds per epoch and total training
-  seconds by depth (finished runs)."""
+  depth any configuration has), then the median seconds per epoch and the
+  total training seconds by depth (finished runs, mean over seeds)."""
   if depths is None:
     depths = sorted({d for c in configs for d in c.runs})
   head = ["configuration"] + [str(d) for d in depths]
   by = " / ".join(str(d) for d in depths)
-  lines = ["| " + " | ".join(head) + f" | seconds per epoch ({by}) "
+  lines = ["| " + " | ".join(head) + f" | median seconds per epoch ({by}) "
            f"| total seconds ({by}) |",
            "|" + "---|" * (len(head) + 2)]
   for c in configs:
