@@ -67,7 +67,7 @@ def test_the_table_holds_the_mean_and_sample_std_of_finished_seeds():
     r["cumulative_seconds"] += 597.0
   row = paper_depth.accuracy_table(paper_depth.configurations([paused]),
                                    depths=(1,)).splitlines()[2]
-  assert row.endswith("| 3.0 | 606.0 |")
+  assert row.endswith("| 3.0 | 606 |")
 
 
 def test_one_seed_has_no_spread_and_the_paper_table_has_its_numbers():
