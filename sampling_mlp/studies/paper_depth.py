@@ -277,8 +277,8 @@ class Plan(collections.namedtuple(
                          ("depths", depths), ("seeds", seeds)):
       if not values:
         raise ValueError(f"--plan_{flag} is empty: give at least one")
-      repeated = sorted({v for v in values if list(values).count(v) > 1},
-                        key=str)
+      repeated = sorted((v for v, k in collections.Counter(values).items()
+                         if k > 1), key=str)
       if repeated:
         raise ValueError(f"--plan_{flag} repeats {repeated}: give each "
                          "once")
@@ -478,8 +478,8 @@ def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
            "network and depth; where none has run, the nearest depth's "
            "scaled by the weights, then another network's, then other "
            "methods' (the table's last column says which; all but the "
-           "first two are rough: ALSH-APPROX's cost differs several-fold between "
-           "networks).\n\n")
+           "first two are rough: ALSH-APPROX's cost differs several-fold "
+           "between networks).\n\n")
   lines = ["| configuration | hidden layers | seeds left | epochs done | "
            "hours each (estimate) | estimated from |",
            "|---|---|---|---|---|---|"]
