@@ -24,7 +24,9 @@ The report ends with what is left of the planned grid (``--plan_*``; by
 default every method at its paper batch size, both networks, depths 1, 3,
 5 and 7, seeds 0 and 1, 50 epochs on the full Fashion-MNIST at width 1000)
 and its cost, estimated from the seconds per epoch measured so far, on 1,
-2, 4 and 8 machines of ``--cores`` cores (default: this machine's).
+2, 4 and 8 machines of ``--cores`` cores (default: this machine's), and
+the full grid's cost: the finished runs' measured seconds plus that
+estimate.
 """
 
 import os

@@ -221,9 +221,11 @@ def test_estimates_prefer_the_depth_then_the_network_then_the_method():
           _run(method="standard", network=AUTHORS, depth=3, seconds=9.0)]
   left = paper_depth.remaining(runs, _plan())
   by = {(x.method, x.network, x.depth): x for x in left}
-  # mnist_small (784 inputs, 10 classes), width 100: 79,400 weights at one
-  # hidden layer, 99,400 at three.
-  ratio = 99400 / 79400
+  # mnist_small (784 inputs, 10 classes), width 100: an exact step's
+  # multiply-adds per example are 2 * 78,400 + 3 * 1,000 = 159,800 at one
+  # hidden layer (the first layer needs no input gradient), plus
+  # 3 * 10,000 per further layer: 219,800 at three.
+  ratio = 219800 / 159800
   x = by[("alsh", "authors", 3)]
   assert x.basis == "scaled from 1 hidden layer"
   assert x.epoch_seconds == pytest.approx(4.0 * ratio)
@@ -281,6 +283,39 @@ def test_the_cost_of_what_is_left_on_one_machine_and_on_several():
     paper_depth.remaining_text(left, plan, cores=0)
 
 
+def test_the_full_grid_is_the_finished_runs_measured_plus_the_estimate():
+  plan = _plan(methods=("alsh",), networks=("default",), depths=(1, 3))
+  stopped = _run(depth=3, seconds=10.0, accs=(0.5,) * 3)
+  stopped[1]["epoch_seconds"] = 1000.0  # the job was stopped in epoch 2
+  diverged = _run(seed=1, seconds=4.0, accs=(0.3, float("nan")))
+  diverged[-1]["diverged"] = True
+  runs = [_run(seconds=2.0), diverged, stopped,
+          _run(seconds=99.0),  # the same planned run again: counted once
+          _run(method="standard", seconds=50.0),  # not in the plan
+          _run(depth=3, seed=1, seconds=10.0, accs=(0.5,))]  # unfinished
+  # Median times epochs: 2 * 3, 4 * 2 (diverged after two), 10 * 3.
+  assert paper_depth.finished_seconds(runs, plan) == [6.0, 8.0, 30.0]
+  left = paper_depth.remaining(runs, plan)
+  assert [x.seconds for x in left] == [20.0]
+  text = paper_depth.remaining_text(
+      left, plan, cores=1, finished=[3600.0, 7200.0, 3600.0])
+  assert ("**The full grid**: the 3 finished runs took 4.0 core-hours"
+          in text)
+  assert "with the estimate for the runs left, **4.0 core-hours**" in text
+  # Two machines of one core: 2 h | 1 h + 1 h (+ 20 s).
+  assert "Wall hours, one run per core on machines of 1 core: 4.0 on 1, " \
+      "2.0 on 2, 2.0 on 4, 2.0 on 8 machines." in text
+  # Without ``finished``, no full-grid line; with every run done, only it.
+  assert "full grid" not in paper_depth.remaining_text(left, plan, cores=1)
+  text = paper_depth.remaining_text([], plan, cores=2, finished=[7200.0] * 4)
+  assert text.endswith("Every run has finished.\n\n**The full grid**: the "
+                       "4 finished runs took 8.0 core-hours (each run's "
+                       "median seconds per epoch times its epochs, so time "
+                       "in which a job was stopped is left out).  Wall "
+                       "hours, one run per core on machines of 2 cores: "
+                       "4.0 on 1, 2.0 on 2, 2.0 on 4, 2.0 on 8 machines.\n")
+
+
 def test_runs_that_cannot_be_estimated_are_counted_apart():
   plan = _plan(methods=("alsh",), networks=("default",), depths=(1,),
                batch_sizes={"alsh": 64})
@@ -314,6 +349,7 @@ def test_the_paper_plan_and_its_errors(tmp_path):
       paper_depth.Plan.paper(**kw)
   text = paper_depth.write([_run()], str(tmp_path), plan=_plan(), cores=1)
   assert "What is left:" in text and "**15 runs left**" in text
+  assert "**The full grid**: the 1 finished run took 0.00 core-hours" in text
   for flag, message in [("--plan_depths=1,x",
                          "--plan_depths takes whole numbers"),
                         ("--cores=0", "--cores must be at least 1")]:

@@ -327,19 +327,21 @@ def _layers(depth: int) -> str:
   return f"{depth} hidden layer" + ("" if depth == 1 else "s")
 
 
-def _weights(plan: Plan, depth: int) -> int:
-  """Weights of the plan's MLP at ``depth`` hidden layers: what a step's
-  cost grows with."""
+def _step_cost(plan: Plan, depth: int) -> int:
+  """Multiply-adds of one exact training step, per example, of the plan's
+  MLP at ``depth`` hidden layers (:func:`registry.exact_step_flops`):
+  what a run's seconds per epoch are scaled by between depths."""
   from sampling_mlp import data  # pylint: disable=import-outside-toplevel
-  spec, h = data.info(plan.dataset), plan.hidden
-  return spec.input_dim * h + (depth - 1) * h * h + h * spec.num_classes
+  spec = data.info(plan.dataset)
+  sizes = (spec.input_dim,) + (plan.hidden,) * depth + (spec.num_classes,)
+  return registry.exact_step_flops(sizes, 1)
 
 
 def _estimate(seconds, plan: Plan, method: str, network: str, depth: int):
   """(seconds per epoch, basis) of one planned run, from ``seconds``
   (every epoch's seconds by (method, batch size, network, depth)).  Tried
   in turn, each at the same depth and else at the nearest measured depth
-  scaled by the weights: the same method and network; the same method on
+  scaled by the exact step's multiply-adds (:func:`_step_cost`): the same method and network; the same method on
   another network; other methods at the same batch size and network; at
   the same batch size on another network."""
   batch = plan.batch_sizes[method]
@@ -359,7 +361,7 @@ def _estimate(seconds, plan: Plan, method: str, network: str, depth: int):
     if near == depth:
       return per, name or "measured"
     scaled = f"scaled from {_layers(near)}"
-    return (per * _weights(plan, depth) / _weights(plan, near),
+    return (per * _step_cost(plan, depth) / _step_cost(plan, near),
             f"{name}, {scaled}" if name else scaled)
   return None, "not measured"
 
@@ -383,7 +385,8 @@ def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
   measured so far (finished runs and, from their checkpoints, runs still
   training) of the same method, batch size, network and depth
   ('measured'); else of the nearest measured depth, times the ratio of
-  the two depths' weights ('scaled from D hidden layers'); else the same
+  the two depths' exact step costs ('scaled from D hidden layers'); else
+  the same
   from the method's runs on another network ('other network'), from
   other methods' runs at the same batch size and network ('other
   methods'), from other methods' at the same batch size on another
@@ -415,6 +418,29 @@ def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
   return out
 
 
+def finished_seconds(runs: Sequence[Sequence[Mapping[str, Any]]],
+                     plan: Plan) -> list[float]:
+  """The training seconds of each run of ``plan`` that has finished
+  (diverged runs included; runs counted as :func:`remaining` counts
+  them, each planned run once): its median seconds per epoch times the
+  epochs it trained, so that time in which its job was stopped is left
+  out."""
+  planned = {(m, plan.batch_sizes[m], n, d, s) for m in plan.methods
+             for n in plan.networks for d in plan.depths for s in plan.seeds}
+  out: dict[tuple, float] = {}
+  for rows in runs:
+    if not rows or not _counts(rows, plan) \
+        or not report.complete_rows(rows, plan.epochs):
+      continue
+    r0 = rows[0]
+    run = (r0["method"], r0["batch_size"], network_name(r0), r0["depth"],
+           r0["seed"])
+    if run in planned and run not in out:
+      out[run] = statistics.median(r["epoch_seconds"] for r in rows) \
+          * len(rows)
+  return list(out.values())
+
+
 def makespan(seconds: Sequence[float], slots: int) -> float:
   """Wall seconds to run jobs of the given ``seconds`` on ``slots`` at
   once, longest first, each on the slot that frees first (Graham's
@@ -430,20 +456,52 @@ def makespan(seconds: Sequence[float], slots: int) -> float:
 
 def _hours(seconds: float) -> str:
   h = seconds / 3600
-  return f"{h:.2f}" if h < 1 else f"{h:.1f}" if h < 10 else f"{h:,.0f}"
+  return f"{h:.2f}" if h < 1 else f"{h:.1f}" if h < 100 else f"{h:,.0f}"
 
 
 NODES = (1, 2, 4, 8)
 
 
-def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
+def _walls(seconds: Sequence[float], cores: int) -> str:
+  return ", ".join(f"{_hours(makespan(seconds, cores * n))} on {n}"
+                   for n in NODES)
+
+
+def _grid_text(finished: Sequence[float], left: Sequence[Left],
+               cores: int) -> str:
+  """The full grid's cost: the finished runs' measured seconds plus the
+  estimates for the runs left, in core-hours and in wall hours on 1, 2, 4
+  and 8 machines of ``cores`` cores."""
+  known = [x.seconds for x in left if x.seconds is not None]
+  total = list(finished) + known
+  done = sum(finished)
+  runs = "run" if len(finished) == 1 else "runs"
+  text = (f"**The full grid**: the {len(finished)} finished {runs} took "
+          f"{_hours(done)} core-hours (each run's median seconds per epoch "
+          "times its epochs, so time in which a job was stopped is left "
+          "out)")
+  if left:
+    some = "" if len(known) == len(left) else f" ({len(known)} of them)"
+    text += (f"; with the estimate for the runs left{some}, "
+             f"**{_hours(sum(total))} core-hours**")
+  return (text + f".  Wall hours, one run per core on machines of {cores} "
+          f"core{'s' if cores > 1 else ''}: {_walls(total, cores)} "
+          "machines.\n")
+
+
+def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int,
+                   finished: Sequence[float] | None = None) -> str:
   """Markdown: how much of ``plan`` is left; for the runs with an
   estimate, their core-hours and the wall hours on 1, 2, 4 and 8 machines
   of ``cores`` cores running one run per core (:func:`makespan`), never
-  less than the longest run; then a table of the runs left by
+  less than the longest run; given ``finished`` (the finished runs'
+  seconds, :func:`finished_seconds`), the full grid's cost, measured and
+  estimated, on the same machines; then a table of the runs left by
   configuration and depth."""
   if cores < 1:
     raise ValueError(f"cores must be at least 1, got {cores}")
+  grid = "" if finished is None else "\n" + _grid_text(finished, left,
+                                                         cores)
   total = (len(plan.methods) * len(plan.networks) * len(plan.depths)
            * len(plan.seeds))
   head = (f"The planned grid: {', '.join(plan.methods)}; networks "
@@ -452,15 +510,14 @@ def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
           f"{', '.join(map(str, plan.seeds))}; {plan.epochs} epochs on "
           f"{plan.dataset}, width {plan.hidden}: {total} runs.  ")
   if not left:
-    return head + "Every run has finished.\n"
+    return head + "Every run has finished.\n" + grid
   known = [x for x in left if x.seconds is not None]
   started = sum(1 for x in left if x.epochs_done)
   text = head + f"**{len(left)} runs left** ({started} of them part-trained)"
   if known:
     secs = [x.seconds for x in known]
     longest = max(known, key=lambda x: x.seconds)
-    walls = ", ".join(f"{_hours(makespan(secs, cores * n))} on {n}"
-                      for n in NODES)
+    walls = _walls(secs, cores)
     some = ("" if len(known) == len(left) else
             f" for the {len(known)} that can be estimated")
     text += (f": about **{_hours(sum(secs))} core-hours**{some}.  Wall "
@@ -476,10 +533,11 @@ def remaining_text(left: Sequence[Left], plan: Plan, *, cores: int) -> str:
   text += (".  Estimates: each run's epochs still to go times the median "
            "seconds per epoch measured so far for its method, batch size, "
            "network and depth; where none has run, the nearest depth's "
-           "scaled by the weights, then another network's, then other "
+           "scaled by the exact step's multiply-adds, then another "
+           "network's, then other "
            "methods' (the table's last column says which; all but the "
            "first two are rough: ALSH-APPROX's cost differs several-fold "
-           "between networks).\n\n")
+           "between networks).\n" + grid + "\n")
   lines = ["| configuration | hidden layers | seeds left | epochs done | "
            "hours each (estimate) | estimated from |",
            "|---|---|---|---|---|---|"]
@@ -520,7 +578,8 @@ def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
           figures_dir: str | None = None, plan: Plan | None = None,
           cores: int = 1) -> str:
   """Writes ``<out_dir>/paper_depth.md`` (both tables, then, given a
-  ``plan``, what is left of it and its cost on ``cores`` cores) and the
+  ``plan``, what is left of it and its cost, and the full grid's cost,
+  measured and estimated, on machines of ``cores`` cores) and the
   figures ``paper_depth_curves.png`` and ``paper_depth.png`` (in
   ``figures_dir``, default ``out_dir``); returns the markdown."""
   configs = configurations(runs)
@@ -535,8 +594,9 @@ def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
           "NaN at epoch K):\n\n" + accuracy_table(configs)
           + "\nThe paper's reported numbers:\n\n" + paper_table())
   if plan is not None:
-    text += "\nWhat is left:\n\n" + remaining_text(remaining(runs, plan),
-                                                    plan, cores=cores)
+    text += "\nWhat is left:\n\n" + remaining_text(
+        remaining(runs, plan), plan, cores=cores,
+        finished=finished_seconds(runs, plan))
   report.write_text(os.path.join(out_dir, "paper_depth.md"), text)
   plot_curves(configs, os.path.join(figures_dir, "paper_depth_curves.png"))
   plot_depth(configs, os.path.join(figures_dir, "paper_depth.png"))
