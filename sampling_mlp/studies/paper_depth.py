@@ -341,8 +341,8 @@ def _estimate(seconds, plan: Plan, method: str, network: str, depth: int):
   """(seconds per epoch, basis) of one planned run, from ``seconds``
   (every epoch's seconds by (method, batch size, network, depth)).  Tried
   in turn, each at the same depth and else at the nearest measured depth
-  scaled by the exact step's multiply-adds (:func:`_step_cost`): the same method and network; the same method on
-  another network; other methods at the same batch size and network; at
+  scaled by the exact step's multiply-adds (:func:`_step_cost`): the same
+  method and network; the same method on another network; other methods at the same batch size and network; at
   the same batch size on another network."""
   batch = plan.batch_sizes[method]
   pools = (("", lambda m, b, n: (m, b, n) == (method, batch, network)),
