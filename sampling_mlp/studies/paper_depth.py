@@ -342,8 +342,9 @@ def _estimate(seconds, plan: Plan, method: str, network: str, depth: int):
   (every epoch's seconds by (method, batch size, network, depth)).  Tried
   in turn, each at the same depth and else at the nearest measured depth
   scaled by the exact step's multiply-adds (:func:`_step_cost`): the same
-  method and network; the same method on another network; other methods at the same batch size and network; at
-  the same batch size on another network."""
+  method and network; the same method on another network; other methods
+  at the same batch size and network; at the same batch size on another
+  network."""
   batch = plan.batch_sizes[method]
   pools = (("", lambda m, b, n: (m, b, n) == (method, batch, network)),
            ("other network", lambda m, b, n: (m, b) == (method, batch)),
