@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import os
 import statistics
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from sampling_mlp import registry, report
 
@@ -377,6 +377,17 @@ def _counts(rows: Sequence[Mapping[str, Any]], plan: Plan) -> bool:
           and cfg.get("max_train") is None and cfg.get("max_test") is None)
 
 
+def _counted(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
+             ) -> Iterator[tuple[tuple, Sequence[Mapping[str, Any]]]]:
+  """Each run that counts towards ``plan`` (:func:`_counts`), with its key
+  (method, batch size, network, depth, seed)."""
+  for rows in runs:
+    if rows and _counts(rows, plan):
+      r0 = rows[0]
+      yield (r0["method"], r0["batch_size"], network_name(r0), r0["depth"],
+             r0["seed"]), rows
+
+
 def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
               ) -> list[Left]:
   """The runs of ``plan`` that have not finished (diverged runs count as
@@ -394,15 +405,10 @@ def remaining(runs: Sequence[Sequence[Mapping[str, Any]]], plan: Plan
   network ('other methods and network'); else None ('not measured')."""
   done: dict[tuple, int] = {}
   seconds: dict[tuple, list[float]] = collections.defaultdict(list)
-  for rows in runs:
-    if not rows or not _counts(rows, plan):
-      continue
-    r0 = rows[0]
-    key = (r0["method"], r0["batch_size"], network_name(r0), r0["depth"])
-    seconds[key] += [r["epoch_seconds"] for r in rows]
+  for run, rows in _counted(runs, plan):
+    seconds[run[:-1]] += [r["epoch_seconds"] for r in rows]
     reached = plan.epochs if report.complete_rows(rows, plan.epochs) \
         else len(rows)
-    run = key + (r0["seed"],)
     done[run] = max(done.get(run, 0), reached)
   out = []
   for method in plan.methods:
@@ -429,14 +435,9 @@ def finished_seconds(runs: Sequence[Sequence[Mapping[str, Any]]],
   planned = {(m, plan.batch_sizes[m], n, d, s) for m in plan.methods
              for n in plan.networks for d in plan.depths for s in plan.seeds}
   out: dict[tuple, float] = {}
-  for rows in runs:
-    if not rows or not _counts(rows, plan) \
-        or not report.complete_rows(rows, plan.epochs):
-      continue
-    r0 = rows[0]
-    run = (r0["method"], r0["batch_size"], network_name(r0), r0["depth"],
-           r0["seed"])
-    if run in planned and run not in out:
+  for run, rows in _counted(runs, plan):
+    if run in planned and run not in out \
+        and report.complete_rows(rows, plan.epochs):
       out[run] = statistics.median(r["epoch_seconds"] for r in rows) \
           * len(rows)
   return list(out.values())
