@@ -26,7 +26,8 @@ default every method at its paper batch size, both networks, depths 1, 3,
 and its cost, estimated from the seconds per epoch measured so far, on 1,
 2, 4 and 8 machines of ``--cores`` cores (default: this machine's), and
 the full grid's cost: the finished runs' measured seconds plus that
-estimate.
+estimate.  Once every planned run has finished, that part is headed "The
+grid's cost" and gives the full grid's measured cost alone.
 """
 
 import os

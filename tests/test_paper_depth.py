@@ -350,6 +350,13 @@ def test_the_paper_plan_and_its_errors(tmp_path):
   text = paper_depth.write([_run()], str(tmp_path), plan=_plan(), cores=1)
   assert "What is left:" in text and "**15 runs left**" in text
   assert "**The full grid**: the 1 finished run took 0.00 core-hours" in text
+  # Once every planned run has finished, the section is the grid's cost.
+  done = [_run(seed=s, accs=(0.5,) * 3) for s in (0, 1)]
+  text = paper_depth.write(done, str(tmp_path), cores=2, plan=_plan(
+      methods=("alsh",), networks=("default",), depths=(1,)))
+  assert "What is left:" not in text
+  assert "The grid's cost:\n\nThe planned grid: alsh;" in text
+  assert "Every run has finished.\n\n**The full grid**: the 2 finished" in text
   for flag, message in [("--plan_depths=1,x",
                          "--plan_depths takes whole numbers"),
                         ("--cores=0", "--cores must be at least 1")]:

@@ -580,7 +580,8 @@ def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
           figures_dir: str | None = None, plan: Plan | None = None,
           cores: int = 1) -> str:
   """Writes ``<out_dir>/paper_depth.md`` (both tables, then, given a
-  ``plan``, what is left of it and its cost, and the full grid's cost,
+  ``plan``, what is left of it and its cost ("What is left:", or "The
+  grid's cost:" once every run has finished), and the full grid's cost,
   measured and estimated, on machines of ``cores`` cores) and the
   figures ``paper_depth_curves.png`` and ``paper_depth.png`` (in
   ``figures_dir``, default ``out_dir``); returns the markdown."""
@@ -596,9 +597,10 @@ def write(runs: Sequence[Sequence[Mapping[str, Any]]], out_dir: str, *,
           "NaN at epoch K):\n\n" + accuracy_table(configs)
           + "\nThe paper's reported numbers:\n\n" + paper_table())
   if plan is not None:
-    text += "\nWhat is left:\n\n" + remaining_text(
-        remaining(runs, plan), plan, cores=cores,
-        finished=finished_seconds(runs, plan))
+    left = remaining(runs, plan)
+    text += ("\nWhat is left:\n\n" if left else "\nThe grid's cost:\n\n") \
+        + remaining_text(left, plan, cores=cores,
+                         finished=finished_seconds(runs, plan))
   report.write_text(os.path.join(out_dir, "paper_depth.md"), text)
   plot_curves(configs, os.path.join(figures_dir, "paper_depth_curves.png"))
   plot_depth(configs, os.path.join(figures_dir, "paper_depth.png"))
