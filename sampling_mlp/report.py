@@ -419,6 +419,7 @@ class Panel(NamedTuple):
   log_y: bool = False
   integer_x: bool = True  # epochs, layers
   ylim: tuple[float, float] | None = None  # (bottom, top); None: automatic
+  legend_outside: bool = False  # legend right of the axes (many lines)
 
 
 def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
@@ -442,11 +443,14 @@ def epoch_lines(runs: Sequence[Sequence[Mapping[str, Any]]], y: str, *,
 
 def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
                 ncols: int = 2) -> None:
-  """Subplots in a grid of ``ncols`` columns, each with its own legend."""
+  """Subplots in a grid of ``ncols`` columns, each with its own legend
+  (inside the axes, or right of them where a panel asks), under
+  ``title``."""
   plt = pyplot()
   ncols = max(1, min(ncols, len(panels)))
   nrows = -(-len(panels) // ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows),
+  width = 5.5 + (3.5 if any(p.legend_outside for p in panels) else 0.0)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 4 * nrows),
                            squeeze=False)
   for ax, panel in zip(axes.flat, panels):
     for line in panel.lines:
@@ -461,13 +465,19 @@ def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
     if panel.integer_x:
       ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    if panel.lines:
+    if panel.lines and panel.legend_outside:
+      ax.legend(fontsize="small", loc="center left",
+                bbox_to_anchor=(1.02, 0.5))
+    elif panel.lines:
       ax.legend(fontsize="small")
   for ax in list(axes.flat)[len(panels):]:
     ax.set_visible(False)
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
+  # tight_layout's room for the suptitle shrinks with the figure's height
+  # (the two overlap at four rows): keep 0.3 inches more above the axes.
+  fig.tight_layout(rect=(0, 0, 1, 1 - (0.3 if title else 0.0)
+                         / fig.get_figheight()))
   save_figure(fig, path)
 
 

@@ -72,6 +72,37 @@ def test_summary_table_and_plots(tiny, tmp_path):
   assert report.format_values([0.5, 0.25]) == "0.500 / 0.250"
 
 
+def test_panel_layout_keeps_the_title_and_legends_clear(tmp_path,
+                                                       monkeypatch):
+  figs = []
+  monkeypatch.setattr(report, "save_figure",
+                      lambda fig, path: figs.append(fig))
+  lines = [report.Line(f"line {i}", [1, 2], [0.1 * i, 0.2])
+           for i in range(12)]
+  report.plot_panels([report.Panel(lines, title="many",
+                                   legend_outside=True),
+                      report.Panel(lines[:2], title="two")]
+                     + [report.Panel(lines[:1], title="one")] * 6,
+                     str(tmp_path / "p.png"), title="Suptitle", ncols=2)
+  (fig,) = figs
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  outside, inside = fig.axes[:2]
+  # The long legend sits right of its axes; the short one inside its own.
+  box = outside.get_window_extent(renderer)
+  assert outside.get_legend().get_window_extent(renderer).x0 >= box.x1
+  legend = inside.get_legend().get_window_extent(renderer)
+  box = inside.get_window_extent(renderer)
+  assert box.x0 <= legend.x0 and legend.x1 <= box.x1
+  # The figure's title is above every panel's title, and inside the figure
+  # (at four rows, tight_layout alone lets the two overlap).
+  title = fig.texts[0].get_window_extent(renderer)
+  for ax in fig.axes:
+    assert title.y0 >= ax.title.get_window_extent(renderer).y1
+  assert title.y1 <= fig.bbox.y1 and fig.get_figwidth() == 2 * 9.0
+  report.pyplot().close(fig)
+
+
 def test_written_tables_are_readable_by_everyone(tmp_path):
   path = tmp_path / "t.md"
   report.write_text(str(path), "| a |\n")

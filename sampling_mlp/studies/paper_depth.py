@@ -246,7 +246,7 @@ def plot_depth(configs: Sequence[Configuration], path: str) -> None:
   report.plot_panels([report.Panel(lines, xlabel="hidden layers",
                                    ylabel="final test accuracy",
                                    title="Final test accuracy against "
-                                   "depth")], path)
+                                   "depth", legend_outside=True)], path)
 
 
 class Plan(collections.namedtuple(
