@@ -465,11 +465,10 @@ def plot_panels(panels: Sequence[Panel], path: str, *, title: str = "",
     if panel.integer_x:
       ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    if panel.lines and panel.legend_outside:
-      ax.legend(fontsize="small", loc="center left",
-                bbox_to_anchor=(1.02, 0.5))
-    elif panel.lines:
-      ax.legend(fontsize="small")
+    if panel.lines:
+      ax.legend(fontsize="small", **(
+          {"loc": "center left", "bbox_to_anchor": (1.02, 0.5)}
+          if panel.legend_outside else {}))
   for ax in list(axes.flat)[len(panels):]:
     ax.set_visible(False)
   if title:
